@@ -1,0 +1,171 @@
+"""Build the Bolt AsyncApp, the HTTP server or Socket Mode handler, and run them in one loop."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+
+from aiohttp import web
+from slack_bolt.adapter.aiohttp import to_aiohttp_response
+from slack_bolt.async_app import AsyncApp
+from slack_bolt.request.async_request import AsyncBoltRequest
+from slack_sdk.errors import SlackApiError
+from slack_sdk.http_retry.builtin_async_handlers import (
+    AsyncConnectionErrorRetryHandler,
+    AsyncRateLimitErrorRetryHandler,
+    AsyncServerErrorRetryHandler,
+)
+from slack_sdk.web.async_client import AsyncWebClient
+
+from bot import __version__
+from bot.asana import AsanaClient
+from bot.config import Settings
+from bot.runtime import Runtime
+
+log = logging.getLogger(__name__)
+
+EVENTS_PATH = "/slack/events"
+HEALTH_PATH = "/healthz"
+
+
+def build_slack_client(settings: Settings) -> AsyncWebClient:
+    """Slack Web API client that retries connection errors, 429 (after Retry-After) and 5xx."""
+    assert settings.SLACK_BOT_TOKEN is not None
+    return AsyncWebClient(
+        token=settings.SLACK_BOT_TOKEN.get_secret_value(),
+        base_url=settings.slack_api_url,
+        timeout=10,
+        user_agent_prefix=f"asana-export-bot/{__version__}",
+        retry_handlers=[
+            AsyncConnectionErrorRetryHandler(max_retry_count=2),
+            AsyncRateLimitErrorRetryHandler(max_retry_count=2),
+            AsyncServerErrorRetryHandler(max_retry_count=2),
+        ],
+    )
+
+
+def build_runtime(settings: Settings) -> Runtime:
+    """One pooled Asana client per process."""
+    assert settings.ASANA_TOKEN is not None
+    asana = AsanaClient(
+        settings.ASANA_TOKEN.get_secret_value(),
+        settings.ASANA_BASE_URL,
+        timeout=settings.ASANA_TIMEOUT_SECONDS,
+        max_retry_time=settings.ASANA_MAX_RETRY_SECONDS,
+    )
+    return Runtime(settings=settings, asana=asana)
+
+
+def build_bolt_app(runtime: Runtime) -> AsyncApp:
+    """The AsyncApp with every listener registered; shared by both transports."""
+    from handlers import actions, commands  # handlers depend on bot, never the reverse
+
+    settings = runtime.settings
+    app = AsyncApp(
+        client=build_slack_client(settings),
+        signing_secret=(
+            settings.SLACK_SIGNING_SECRET.get_secret_value()
+            if settings.SLACK_SIGNING_SECRET is not None
+            else ""
+        ),
+        request_verification_enabled=not settings.socket_mode,
+        process_before_response=False,
+        logger=logging.getLogger("slack_bolt.App"),
+    )
+    commands.register(app, runtime)
+    actions.register(app, runtime)
+    return app
+
+
+def build_web_app(bolt: AsyncApp | None, settings: Settings) -> web.Application:
+    """aiohttp app with the Slack endpoint (HTTP mode) and a health check (both modes)."""
+    web_app = web.Application(client_max_size=settings.MAX_BODY_BYTES)
+
+    async def health(_: web.Request) -> web.Response:
+        return web.json_response({"ok": True, "version": __version__})
+
+    async def slack_events(request: web.Request) -> web.Response:
+        assert bolt is not None
+        try:
+            body = await request.text()
+        except web.HTTPRequestEntityTooLarge:
+            return web.json_response({"error": "body too large"}, status=413)
+        except (UnicodeDecodeError, ValueError):
+            return web.json_response({"error": "body is not text"}, status=400)
+        try:
+            bolt_request = AsyncBoltRequest(
+                body=body,
+                query=request.query_string,
+                headers=dict(request.headers),  # type: ignore[arg-type]
+            )
+        except Exception:  # any unparsable body is the sender's problem
+            log.info("rejected an unparsable request body")
+            return web.json_response({"error": "unparsable body"}, status=400)
+        bolt_response = await bolt.async_dispatch(bolt_request)
+        if bolt_response.status >= 500:
+            # Bolt answers 500 for a listener that never acked; never tell Slack we broke.
+            log.warning("bolt answered %s; replying 400 instead", bolt_response.status)
+            return web.json_response({"error": "not handled"}, status=400)
+        return await to_aiohttp_response(bolt_response)
+
+    web_app.router.add_get(HEALTH_PATH, health)
+    if bolt is not None:
+        web_app.router.add_post(EVENTS_PATH, slack_events)
+    return web_app
+
+
+async def _check_slack_auth(bolt: AsyncApp) -> None:
+    """Fail fast on a bad bot token; a Slack outage at start-up only warns."""
+    try:
+        auth = await bolt.client.auth_test()
+        log.info("connected to Slack team %s as %s", auth.get("team_id"), auth.get("user_id"))
+    except SlackApiError as exc:
+        error = exc.response.get("error")
+        if error in ("invalid_auth", "not_authed", "token_revoked", "account_inactive"):
+            raise SystemExit(
+                f"Slack rejected SLACK_BOT_TOKEN ({error}): reinstall the app and set a new token."
+            ) from None
+        log.warning("auth.test failed (%s); continuing", error)
+    except Exception as exc:  # network trouble must not stop the bot
+        log.warning("could not reach Slack at start-up (%s); continuing", type(exc).__name__)
+
+
+async def serve(settings: Settings) -> None:
+    """Run until SIGINT/SIGTERM: HTTP endpoint or Socket Mode, plus the health check."""
+    runtime = build_runtime(settings)
+    bolt = build_bolt_app(runtime)
+    await _check_slack_auth(bolt)
+
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(NotImplementedError):
+            loop.add_signal_handler(sig, stop.set)
+
+    socket_handler = None
+    web_app = build_web_app(None if settings.socket_mode else bolt, settings)
+    runner = web.AppRunner(web_app, access_log=None, handle_signals=False)
+    await runner.setup()
+    site = web.TCPSite(runner, settings.HOST, settings.PORT)
+    try:
+        await site.start()
+        if settings.socket_mode:
+            from slack_bolt.adapter.socket_mode.async_handler import AsyncSocketModeHandler
+
+            assert settings.SLACK_APP_TOKEN is not None
+            socket_handler = AsyncSocketModeHandler(
+                bolt, settings.SLACK_APP_TOKEN.get_secret_value()
+            )
+            await socket_handler.connect_async()
+            log.info("serving Socket Mode; health check on port %s", settings.PORT)
+        else:
+            log.info("serving HTTP on %s:%s%s", settings.HOST, settings.PORT, EVENTS_PATH)
+        await stop.wait()
+        log.info("shutting down")
+    finally:
+        if socket_handler is not None:
+            await socket_handler.close_async()
+        await runner.cleanup()
+        await runtime.asana.aclose()

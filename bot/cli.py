@@ -1,0 +1,136 @@
+"""`asana-export-bot run | check`: the only entry point; nothing imports this module."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+from datetime import UTC, datetime
+
+import click
+
+from bot import __version__
+from bot.config import Settings, SettingsError, load_settings
+from bot.logging_setup import configure_logging
+from bot.models import LINK_VALIDITY, Export, ProblemKind
+
+# `check` exit codes, distinct so scripts can branch on them.
+EXIT_FOUND = 0
+EXIT_BAD_INPUT = 2
+EXIT_NOT_FOUND = 3
+EXIT_AUTH = 4
+EXIT_TRANSIENT = 5
+EXIT_CONFIG = 78  # EX_CONFIG from sysexits.h
+
+_AUTH_KINDS = {ProblemKind.UNAUTHORIZED, ProblemKind.PAYMENT_REQUIRED, ProblemKind.FORBIDDEN}
+
+
+def _settings_or_exit(mode: str) -> Settings:
+    try:
+        return load_settings(mode)  # type: ignore[arg-type]
+    except SettingsError as exc:
+        click.echo("asana-export-bot cannot start:", err=True)
+        for line in exc.lines:
+            click.echo(f"  - {line}", err=True)
+        sys.exit(EXIT_CONFIG)
+
+
+def _secrets(settings: Settings) -> list[str]:
+    values = [
+        settings.SLACK_BOT_TOKEN,
+        settings.SLACK_SIGNING_SECRET,
+        settings.SLACK_APP_TOKEN,
+        settings.ASANA_TOKEN,
+    ]
+    return [v.get_secret_value() for v in values if v is not None]
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="asana-export-bot")
+def main() -> None:
+    """Slack bot that looks up and watches Asana organization exports."""
+
+
+@main.command()
+def run() -> None:
+    """Serve Slack (HTTP on $PORT, or Socket Mode when SLACK_APP_TOKEN is set)."""
+    settings = _settings_or_exit("run")
+    configure_logging(settings.LOG_LEVEL, _secrets(settings))
+    from bot.app import serve
+
+    asyncio.run(serve(settings))
+
+
+def _export_facts(export: Export, now: datetime) -> dict[str, object]:
+    facts: dict[str, object] = {
+        "gid": export.gid,
+        "state": export.state.value,
+        "raw_state": export.raw_state,
+        "organization": {"gid": export.organization_gid, "name": export.organization_name},
+        "created_at": export.created_at.isoformat() if export.created_at else None,
+    }
+    if export.download_url:
+        facts["download_url"] = export.download_url
+        facts["download_url_valid_until"] = (now + LINK_VALIDITY).isoformat()
+    return facts
+
+
+@main.command()
+@click.argument("gid")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of text.")
+def check(gid: str, as_json: bool) -> None:
+    """Look up export GID in Asana and print its state (no Slack needed).
+
+    Exit codes: 0 found, 2 bad input, 3 not found, 4 token/permission problem,
+    5 transient failure (rate limit, Asana down, timeout), 78 configuration problem.
+    """
+    from bot.asana import AsanaClient, AsanaError
+    from bot.command_parser import Lookup, parse_command
+
+    parsed = parse_command(gid)
+    if not isinstance(parsed, Lookup):
+        click.echo(f"error: {gid[:40]!r} is not an export gid (a gid is a number)", err=True)
+        sys.exit(EXIT_BAD_INPUT)
+    settings = _settings_or_exit("check")
+    configure_logging("WARNING", _secrets(settings))
+    assert settings.ASANA_TOKEN is not None
+
+    async def fetch() -> Export:
+        async with AsanaClient(
+            settings.ASANA_TOKEN.get_secret_value(),
+            settings.ASANA_BASE_URL,
+            timeout=settings.ASANA_TIMEOUT_SECONDS,
+            max_retry_time=settings.ASANA_MAX_RETRY_SECONDS,
+        ) as client:
+            return await client.get_export(parsed.gid)
+
+    try:
+        export = asyncio.run(fetch())
+    except AsanaError as exc:
+        if as_json:
+            click.echo(
+                json.dumps({"gid": parsed.gid, "error": exc.kind.value, "message": str(exc)})
+            )
+        else:
+            click.echo(f"error: {exc}", err=True)
+        if exc.kind is ProblemKind.NOT_FOUND:
+            sys.exit(EXIT_NOT_FOUND)
+        if exc.kind in _AUTH_KINDS:
+            sys.exit(EXIT_AUTH)
+        if exc.kind is ProblemKind.BAD_REQUEST:
+            sys.exit(EXIT_BAD_INPUT)
+        sys.exit(EXIT_TRANSIENT)
+
+    facts = _export_facts(export, datetime.now(UTC))
+    if as_json:
+        click.echo(json.dumps(facts))
+        return
+    org = facts["organization"]
+    assert isinstance(org, dict)
+    click.echo(f"export        {export.gid}")
+    click.echo(f"state         {export.raw_state or export.state.value}")
+    click.echo(f"organization  {org['name'] or '?'} ({org['gid'] or '?'})")
+    click.echo(f"requested     {facts['created_at'] or 'unknown'}")
+    if export.download_url:
+        click.echo(f"download      {export.download_url}")
+        click.echo(f"valid until   {facts['download_url_valid_until']} (about one hour)")

@@ -1,0 +1,146 @@
+"""Settings from the environment (and an optional `.env` file), validated in one place.
+
+Secrets are `SecretStr`, so printing the settings or a validation error never shows them.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Literal
+
+from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+DEFAULT_SLACK_API_URL = "https://slack.com/api/"
+DEFAULT_ASANA_BASE_URL = "https://app.asana.com/api/1.0"
+DEFAULT_DATABASE_URL = "sqlite:///asana-export-bot.db"
+
+Mode = Literal["run", "check"]
+
+#: How a person gets each setting; shown when it is missing or malformed.
+HOW_TO_GET: dict[str, str] = {
+    "SLACK_BOT_TOKEN": "the Bot User OAuth Token (xoxb-...) from your Slack app's 'OAuth & Permissions' page",
+    "SLACK_SIGNING_SECRET": "the Signing Secret from your Slack app's 'Basic Information' page",
+    "SLACK_APP_TOKEN": "an app-level token (xapp-...) with connections:write, from 'Basic Information' > 'App-Level Tokens'",
+    "SLACK_API_URL": "an http(s) URL of Slack's Web API, ending in /api/ (default https://slack.com/api/)",
+    "ASANA_TOKEN": "a Service Account token of your Enterprise Asana organization (Admin console > Apps > Service accounts)",
+    "ASANA_BASE_URL": "an http(s) URL of Asana's API (default https://app.asana.com/api/1.0)",
+    "DATABASE_URL": "a SQLAlchemy URL such as sqlite:///asana-export-bot.db or postgresql://user@host/db",
+    "PORT": "a TCP port number between 1 and 65535",
+    "HOST": "an interface address to listen on, such as 0.0.0.0 or 127.0.0.1",
+    "LOG_LEVEL": "one of DEBUG, INFO, WARNING, ERROR",
+}
+
+_URL = re.compile(r"^https?://[^\s/]+(/\S*)?$")
+
+
+class Settings(BaseSettings):
+    """Every knob of the bot; names are the environment variables."""
+
+    model_config = SettingsConfigDict(
+        env_file=".env", env_file_encoding="utf-8", extra="ignore", case_sensitive=True
+    )
+
+    SLACK_BOT_TOKEN: SecretStr | None = None
+    SLACK_SIGNING_SECRET: SecretStr | None = None
+    SLACK_APP_TOKEN: SecretStr | None = None
+    SLACK_API_URL: str = DEFAULT_SLACK_API_URL
+    SLACK_COMMAND: str = "/asana-export"
+    ASANA_TOKEN: SecretStr | None = None
+    ASANA_BASE_URL: str = DEFAULT_ASANA_BASE_URL
+    DATABASE_URL: str = DEFAULT_DATABASE_URL
+    HOST: str = "0.0.0.0"  # noqa: S104 - Slack must reach the HTTP endpoint; set 127.0.0.1 behind a proxy
+    PORT: int = Field(default=3000, ge=1, le=65535)
+    LOG_LEVEL: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = "INFO"
+
+    # How long a slash command may wait for Asana before acking "Looking up..." (Slack allows 3 s).
+    ACK_DEADLINE_SECONDS: float = Field(default=2.0, gt=0, le=2.8)
+    # How long a looked-up answer may take in total before the user is told Asana timed out.
+    LOOKUP_TIMEOUT_SECONDS: float = Field(default=25.0, gt=0, le=1800)
+    ASANA_TIMEOUT_SECONDS: float = Field(default=10.0, gt=0, le=300)
+    ASANA_MAX_RETRY_SECONDS: float = Field(default=20.0, ge=0, le=600)
+    # Largest accepted HTTP body; Slack's payloads are far smaller.
+    MAX_BODY_BYTES: int = Field(default=1_000_000, ge=1024)
+
+    @field_validator("LOG_LEVEL", mode="before")
+    @classmethod
+    def _upper_level(cls, value: object) -> object:
+        return value.strip().upper() if isinstance(value, str) else value
+
+    @field_validator("SLACK_API_URL", "ASANA_BASE_URL")
+    @classmethod
+    def _http_url(cls, value: str) -> str:
+        if not _URL.match(value.strip()):
+            raise ValueError("must be an http(s) URL")
+        return value.strip()
+
+    @field_validator("SLACK_COMMAND")
+    @classmethod
+    def _command(cls, value: str) -> str:
+        if not re.fullmatch(r"/[a-z0-9_\-]{1,31}", value.strip()):
+            raise ValueError("must look like /asana-export")
+        return value.strip()
+
+    @property
+    def socket_mode(self) -> bool:
+        """Socket Mode when an app-level token is configured, HTTP otherwise."""
+        return self.SLACK_APP_TOKEN is not None and bool(self.SLACK_APP_TOKEN.get_secret_value())
+
+    @property
+    def slack_api_url(self) -> str:
+        """slack_sdk joins method names onto base_url, so it must end with a slash."""
+        return self.SLACK_API_URL if self.SLACK_API_URL.endswith("/") else self.SLACK_API_URL + "/"
+
+    def problems(self, mode: Mode) -> list[str]:
+        """Missing or malformed settings for `mode`, one line each, never showing a value."""
+        found: list[str] = []
+
+        def secret(name: str, prefix: str | None = None, *, required: bool = True) -> None:
+            value: SecretStr | None = getattr(self, name)
+            raw = value.get_secret_value().strip() if value is not None else ""
+            if not raw:
+                if required:
+                    found.append(f"{name} is not set: set it to {HOW_TO_GET[name]}.")
+            elif prefix and not raw.startswith(prefix):
+                found.append(
+                    f"{name} does not start with {prefix!r}: set it to {HOW_TO_GET[name]}."
+                )
+
+        secret("ASANA_TOKEN")
+        if mode == "run":
+            secret("SLACK_BOT_TOKEN", "xoxb-")
+            secret("SLACK_APP_TOKEN", "xapp-", required=False)
+            if not self.socket_mode:
+                secret("SLACK_SIGNING_SECRET")
+        return found
+
+
+def describe_validation_error(error: ValidationError) -> list[str]:
+    """One line per invalid variable, naming it and how to fix it, without echoing its value."""
+    lines: list[str] = []
+    for item in error.errors(include_input=False, include_url=False):
+        name = str(item["loc"][0]) if item["loc"] else "settings"
+        hint = HOW_TO_GET.get(name)
+        reason = item["msg"].removeprefix("Value error, ")
+        lines.append(f"{name} is invalid ({reason})" + (f": set it to {hint}." if hint else "."))
+    return lines
+
+
+class SettingsError(Exception):
+    """Start-up cannot go on; `lines` says why, one problem per line."""
+
+    def __init__(self, lines: list[str]) -> None:
+        super().__init__("\n".join(lines))
+        self.lines = lines
+
+
+def load_settings(mode: Mode, **overrides: object) -> Settings:
+    """Read and check the settings that `mode` needs, or raise SettingsError listing every problem."""
+    try:
+        settings = Settings(**overrides)  # type: ignore[arg-type]
+    except ValidationError as exc:
+        raise SettingsError(describe_validation_error(exc)) from None
+    problems = settings.problems(mode)
+    if problems:
+        raise SettingsError(problems)
+    return settings

@@ -1,0 +1,76 @@
+"""Button listeners: the download link button (ack only) and "Get a fresh link"."""
+
+from __future__ import annotations
+
+import logging
+import re
+from typing import Any
+
+from slack_bolt.async_app import AsyncAck, AsyncApp, AsyncRespond
+
+from bot import messages
+from bot.asana import AsanaError
+from bot.command_parser import Lookup, parse_command
+from bot.models import LINK_VALIDITY, ExportState
+from bot.runtime import Runtime
+
+log = logging.getLogger(__name__)
+
+
+def _clicked_gid(body: dict[str, Any]) -> str | None:
+    """The gid a button carries in its value, validated like typed input (it can be forged)."""
+    actions = body.get("actions") if isinstance(body, dict) else None
+    if not isinstance(actions, list) or not actions or not isinstance(actions[0], dict):
+        return None
+    value = actions[0].get("value")
+    parsed = parse_command(value if isinstance(value, str) else None)
+    return parsed.gid if isinstance(parsed, Lookup) else None
+
+
+async def fresh_link(runtime: Runtime, body: dict[str, Any], respond: AsyncRespond) -> None:
+    """Re-fetch the export and show the clicker a newly minted link, privately."""
+    gid = _clicked_gid(body)
+    if gid is None:
+        await respond(**messages.render_usage("That button carries no valid export gid.").to_ack())
+        return
+    try:
+        export = await runtime.asana.get_export(gid)
+    except AsanaError as exc:
+        log.info("fresh link for export %s failed: %s", gid, exc.kind)
+        problem = messages.render_problem(
+            exc.kind, gid=gid, asana_message=exc.message, retry_after=exc.retry_after
+        )
+        await respond(**problem.to_ack(), replace_original=False)
+        return
+    now = runtime.now()
+    if export.state is ExportState.FINISHED and export.download_url:
+        answer = messages.render_fresh_link(export, now=now, link_valid_until=now + LINK_VALIDITY)
+    else:
+        answer = messages.render_export(export, now=now)
+        answer = messages.Message(answer.text, answer.blocks, "ephemeral")
+    await respond(**answer.to_ack(), replace_original=False)
+
+
+def register(app: AsyncApp, runtime: Runtime) -> None:
+    """Attach the button listeners to `app`."""
+
+    @app.action(messages.DOWNLOAD_ACTION)
+    async def on_download(ack: AsyncAck) -> None:
+        # A URL button still sends a payload; Slack shows a warning unless it is acked.
+        await ack()
+
+    @app.action(messages.FRESH_LINK_ACTION)
+    async def on_fresh_link(ack: AsyncAck, body: dict[str, Any], respond: AsyncRespond) -> None:
+        await ack()
+        try:
+            await fresh_link(runtime, body, respond)
+        except Exception:
+            log.exception("fresh link failed")
+            await respond(**messages.render_internal_error().to_ack(), replace_original=False)
+
+    @app.action(re.compile(".*"))
+    async def on_unknown_action(ack: AsyncAck, body: dict[str, Any]) -> None:
+        # Buttons from older versions of the bot: ack so Slack shows no error, and say so in the log.
+        await ack()
+        actions = body.get("actions") or [{}]
+        log.info("ignored unknown action %r", str(actions[0].get("action_id"))[:64])

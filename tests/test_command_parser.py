@@ -1,0 +1,86 @@
+"""The command parser is total: every text becomes a command or a reason, never an exception."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from bot.command_parser import (
+    Help,
+    Invalid,
+    ListWatches,
+    Lookup,
+    Unwatch,
+    Watch,
+    parse_command,
+)
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("1234567890", Lookup("1234567890")),
+        ("  1234567890\t\n", Lookup("1234567890")),
+        ("`1234`", Lookup("1234")),
+        ("'1234'", Lookup("1234")),
+        ("12\u200b34", Lookup("1234")),  # zero-width space from a paste
+        ("help", Help()),
+        ("HELP", Help()),
+        ("--help", Help()),
+        ("watch 42", Watch("42")),
+        ("Watch   42", Watch("42")),
+        ("unwatch 42", Unwatch("42")),
+        ("list", ListWatches(workspace=False)),
+        ("list all", ListWatches(workspace=True)),
+        ("list ALL", ListWatches(workspace=True)),
+    ],
+)
+def test_valid_commands(text: str, expected: object) -> None:
+    assert parse_command(text) == expected
+
+
+@pytest.mark.parametrize(
+    ("text", "fragment"),
+    [
+        (None, "which export"),
+        ("", "which export"),
+        ("   ", "which export"),
+        ("abc", "`abc` is not an export gid"),
+        ("-5", "is not an export gid"),
+        ("12.5", "is not an export gid"),
+        ("1" * 31, "too long to be an export gid"),
+        ("watch", "exactly one export gid"),
+        ("watch 1 2", "exactly one export gid"),
+        ("watch abc", "`abc` is not an export gid"),
+        ("list everything", "`list` takes nothing or `all`"),
+        ("1234 5678", "did not understand"),
+        ("x" * 10_000, "too long for a command"),
+    ],
+)
+def test_invalid_commands_say_why(text: str | None, fragment: str) -> None:
+    result = parse_command(text)
+    assert isinstance(result, Invalid)
+    assert fragment in result.problem
+
+
+def test_quoted_input_is_truncated() -> None:
+    result = parse_command("y" * 150)
+    assert isinstance(result, Invalid)
+    assert len(result.problem) < 120
+
+
+@settings(max_examples=500)
+@given(st.text(max_size=12_000))
+def test_any_text_parses_without_raising(text: str) -> None:
+    result = parse_command(text)
+    assert isinstance(result, Lookup | Watch | Unwatch | ListWatches | Help | Invalid)
+    if isinstance(result, Lookup | Watch | Unwatch):
+        assert result.gid.isdigit() and result.gid.isascii()
+    if isinstance(result, Invalid):
+        assert result.problem and len(result.problem) < 200
+
+
+@given(st.from_regex(r"[0-9]{1,30}", fullmatch=True), st.text(" \t\n", max_size=5))
+def test_any_gid_round_trips(gid: str, pad: str) -> None:
+    assert parse_command(pad + gid + pad) == Lookup(gid)

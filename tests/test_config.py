@@ -1,0 +1,95 @@
+"""Settings: every problem named on its own line, secret values never shown."""
+
+from __future__ import annotations
+
+import pytest
+
+from bot.config import SettingsError, load_settings
+
+SECRET_VALUES = ("xoxb-secret-bot-value", "signing-secret-value", "asana-secret-value")
+
+
+@pytest.fixture(autouse=True)
+def _clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path) -> None:
+    for name in (
+        "SLACK_BOT_TOKEN",
+        "SLACK_SIGNING_SECRET",
+        "SLACK_APP_TOKEN",
+        "ASANA_TOKEN",
+        "PORT",
+        "LOG_LEVEL",
+        "DATABASE_URL",
+        "SLACK_API_URL",
+        "ASANA_BASE_URL",
+    ):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.chdir(tmp_path)  # no stray .env
+
+
+def test_missing_settings_are_listed_one_per_line() -> None:
+    with pytest.raises(SettingsError) as info:
+        load_settings("run")
+    lines = info.value.lines
+    assert len(lines) == 3
+    assert [line.split()[0] for line in lines] == [
+        "ASANA_TOKEN",
+        "SLACK_BOT_TOKEN",
+        "SLACK_SIGNING_SECRET",
+    ]
+    assert all("set it to" in line for line in lines)
+
+
+def test_check_needs_only_asana(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("ASANA_TOKEN", "asana-secret-value")
+    settings = load_settings("check")
+    assert settings.ASANA_TOKEN is not None
+    assert "asana-secret-value" not in repr(settings)
+
+
+def test_socket_mode_needs_no_signing_secret(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("ASANA_TOKEN", "asana-secret-value")
+    monkeypatch.setenv("SLACK_BOT_TOKEN", "xoxb-secret-bot-value")
+    monkeypatch.setenv("SLACK_APP_TOKEN", "xapp-1-secret")
+    assert load_settings("run").socket_mode
+
+
+def test_malformed_values_are_named_without_echoing_them(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("ASANA_TOKEN", "asana-secret-value")
+    monkeypatch.setenv("SLACK_BOT_TOKEN", "signing-secret-value")  # wrong prefix
+    monkeypatch.setenv("SLACK_SIGNING_SECRET", "signing-secret-value")
+    monkeypatch.setenv("PORT", "http-secret-port")
+    monkeypatch.setenv("LOG_LEVEL", "chatty")
+    monkeypatch.setenv("SLACK_API_URL", "ftp://nowhere")
+    with pytest.raises(SettingsError) as info:
+        load_settings("run")
+    text = "\n".join(info.value.lines)
+    for name in ("PORT", "LOG_LEVEL", "SLACK_API_URL"):
+        assert any(line.startswith(name) for line in info.value.lines), name
+    for value in (*SECRET_VALUES, "http-secret-port", "chatty", "ftp://nowhere"):
+        assert value not in text
+
+
+def test_wrong_token_prefix_is_reported(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("ASANA_TOKEN", "asana-secret-value")
+    monkeypatch.setenv("SLACK_BOT_TOKEN", "xoxp-user-token-value")
+    monkeypatch.setenv("SLACK_SIGNING_SECRET", "signing-secret-value")
+    with pytest.raises(SettingsError) as info:
+        load_settings("run")
+    assert info.value.lines == [
+        "SLACK_BOT_TOKEN does not start with 'xoxb-': set it to the Bot User OAuth Token "
+        "(xoxb-...) from your Slack app's 'OAuth & Permissions' page."
+    ]
+
+
+def test_dotenv_file_is_read(monkeypatch: pytest.MonkeyPatch, tmp_path) -> None:
+    (tmp_path / ".env").write_text("ASANA_TOKEN=from-dotenv\nPORT=4321\n")
+    settings = load_settings("check")
+    assert settings.PORT == 4321
+    assert settings.ASANA_TOKEN is not None
+    assert settings.ASANA_TOKEN.get_secret_value() == "from-dotenv"
+
+
+def test_slack_api_url_gets_trailing_slash(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("ASANA_TOKEN", "x")
+    monkeypatch.setenv("SLACK_API_URL", "http://127.0.0.1:9/api")
+    assert load_settings("check").slack_api_url == "http://127.0.0.1:9/api/"
