@@ -92,7 +92,7 @@ def check(gid: str, as_json: bool) -> None:
         click.echo(f"error: {gid[:40]!r} is not an export gid (a gid is a number)", err=True)
         sys.exit(EXIT_BAD_INPUT)
     settings = _settings_or_exit("check")
-    configure_logging("WARNING", _secrets(settings))
+    configure_logging("ERROR", _secrets(settings))
     assert settings.ASANA_TOKEN is not None
 
     async def fetch() -> Export:

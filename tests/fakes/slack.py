@@ -1,0 +1,1499 @@
+"""A fake Slack on 127.0.0.1: Web API, response_url and Socket Mode, recording every call.
+
+It runs an aiohttp server in its own thread with its own event loop so that sync tests, async
+tests and a bot subprocess can all use it at once. It answers like Slack on the wire: HTTP 200
+with `{"ok": false, "error": ...}` for API errors, 429 with `Retry-After` for rate limits, the
+Socket Mode `hello`/`disconnect` messages and envelopes acked by `envelope_id`.
+
+Every public method is safe to call from any thread except the fake's own. Methods that wait
+(`send_*`, `wait_for*`, `disconnect_all`) block the calling thread; async tests whose code under
+test runs on their own loop must use the `async_*` variants instead, or they would block it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import copy
+import json
+import threading
+import time
+import uuid
+from collections.abc import Callable, Coroutine, Mapping
+from dataclasses import dataclass, field
+from decimal import Decimal, InvalidOperation
+from typing import Any, TypeVar
+from urllib.parse import parse_qsl
+
+from aiohttp import WSCloseCode, WSMsgType, web
+from multidict import CIMultiDict
+
+from .slack_signing import block_actions_payload, slash_command_form
+
+T = TypeVar("T")
+
+#: Methods whose `blocks`, `attachments` and `metadata` form fields hold JSON strings.
+_JSON_FIELDS = ("blocks", "attachments", "metadata", "view")
+
+#: Slack's documented limits (https://docs.slack.dev/reference/block-kit/blocks).
+MAX_BLOCKS = 50
+MAX_SECTION_TEXT = 3000
+MAX_MESSAGE_TEXT = 40000
+RESPONSE_URL_MAX_USES = 5
+RESPONSE_URL_LIFETIME = 30 * 60.0
+
+_KNOWN_BLOCKS = {
+    "actions",
+    "context",
+    "divider",
+    "file",
+    "header",
+    "image",
+    "input",
+    "markdown",
+    "rich_text",
+    "section",
+    "video",
+}
+
+
+@dataclass
+class RecordedCall:
+    """One Web API request as the fake received it; `status`/`response` are set once answered."""
+
+    method: str
+    headers: CIMultiDict[str]  # case-insensitive, like HTTP
+    body: dict[str, Any]
+    at: float
+    wall: float
+    status: int | None = None
+    response: dict[str, Any] | None = None
+
+    @property
+    def token(self) -> str | None:
+        """The bearer token sent (or the `token` form field)."""
+        auth = self.headers.get("Authorization", "")
+        if auth.startswith("Bearer "):
+            return auth[len("Bearer ") :].strip()
+        token = self.body.get("token")
+        return token if isinstance(token, str) else None
+
+    @property
+    def ok(self) -> bool:
+        """True when the fake answered `{"ok": true}`."""
+        return bool(self.response and self.response.get("ok"))
+
+
+@dataclass
+class RecordedResponse:
+    """One POST to a response_url (what Bolt's `respond()` sends)."""
+
+    token: str
+    body: Any
+    headers: CIMultiDict[str]
+    at: float
+    wall: float
+    status: int = 200
+    answer: str = "ok"
+
+
+@dataclass
+class SlackWarning:
+    """A warning Slack would have put in a response (e.g. `missing_text_in_blocks`)."""
+
+    method: str
+    warning: str
+    channel: str | None
+    at: float
+
+
+@dataclass
+class SocketAck:
+    """One envelope sent over Socket Mode and the client's ack to it."""
+
+    envelope_id: str
+    type: str
+    connection_id: int
+    envelope: dict[str, Any]
+    sent_at: float
+    acked_at: float | None = None
+    payload: dict[str, Any] | None = None
+
+    @property
+    def latency(self) -> float | None:
+        """Seconds from sending the envelope to receiving its ack."""
+        return None if self.acked_at is None else self.acked_at - self.sent_at
+
+
+@dataclass
+class Channel:
+    """A conversation as the fake knows it; flags mirror Slack's conversation object."""
+
+    id: str
+    name: str
+    is_private: bool = False
+    is_im: bool = False
+    is_mpim: bool = False
+    is_shared: bool = False
+    is_ext_shared: bool = False
+    is_org_shared: bool = False
+    is_archived: bool = False
+    is_member: bool = True
+    created: int = field(default_factory=lambda: int(time.time()))
+
+    def wire(self, team_id: str) -> dict[str, Any]:
+        """The conversation object Slack returns from conversations.info."""
+        grouped = self.is_im or self.is_mpim
+        return {
+            "id": self.id,
+            "name": self.name,
+            "name_normalized": self.name,
+            "is_channel": not self.is_private and not grouped,
+            "is_group": self.is_private and not grouped,
+            "is_im": self.is_im,
+            "is_mpim": self.is_mpim,
+            "is_private": self.is_private,
+            "created": self.created,
+            "is_archived": self.is_archived,
+            "is_general": False,
+            "unlinked": 0,
+            "is_shared": self.is_shared,
+            "is_ext_shared": self.is_ext_shared,
+            "is_org_shared": self.is_org_shared,
+            "is_pending_ext_shared": False,
+            "is_member": self.is_member,
+            "context_team_id": team_id,
+            "shared_team_ids": [team_id],
+            "topic": {"value": "", "creator": "", "last_set": 0},
+            "purpose": {"value": "", "creator": "", "last_set": 0},
+        }
+
+
+@dataclass
+class _Fault:
+    kind: str  # "fail" | "ratelimit" | "server_error"
+    method: str
+    remaining: int | None  # None: until clear_faults()
+    error: str = ""
+    channel: str | None = None
+    retry_after: int = 0
+    status: int = 500
+    html: bool = False
+
+
+@dataclass
+class _Reply:
+    status: int
+    payload: dict[str, Any]
+    headers: dict[str, str] = field(default_factory=dict)
+    html: str | None = None  # sent instead of the JSON payload (a 5xx from a proxy)
+
+
+@dataclass
+class _Connection:
+    id: int
+    ws: web.WebSocketResponse
+    ticket: str
+    opened_at: float
+    pending: dict[str, asyncio.Future[tuple[dict[str, Any] | None, float]]] = field(
+        default_factory=dict
+    )
+
+
+class ApiError(Exception):
+    """Raised inside a method handler to answer `{"ok": false, "error": ...}`."""
+
+    def __init__(self, error: str, status: int = 200, **extra: Any) -> None:
+        super().__init__(error)
+        self.error = error
+        self.status = status
+        self.extra = extra
+
+
+def _ts_key(ts: Any) -> Decimal:
+    try:
+        return Decimal(str(ts))
+    except (InvalidOperation, ValueError):
+        return Decimal(0)
+
+
+def _truthy(value: Any) -> bool:
+    if isinstance(value, bool):
+        return value
+    return str(value).strip().lower() in ("1", "true", "yes")
+
+
+def validate_blocks(blocks: Any) -> list[str]:
+    """Slack's Block Kit checks that bite bots: counts, lengths, ids. Returns error messages."""
+    if not isinstance(blocks, list):
+        return ["[ERROR] blocks must be an array [json-pointer:/blocks]"]
+    errors: list[str] = []
+    if len(blocks) > MAX_BLOCKS:
+        errors.append(f"[ERROR] no more than {MAX_BLOCKS} items allowed [json-pointer:/blocks]")
+    block_ids: set[str] = set()
+    for i, block in enumerate(blocks):
+        ptr = f"/blocks/{i}"
+        if not isinstance(block, dict) or block.get("type") not in _KNOWN_BLOCKS:
+            errors.append(f"[ERROR] unsupported type [json-pointer:{ptr}/type]")
+            continue
+        block_id = block.get("block_id")
+        if block_id is not None:
+            if not isinstance(block_id, str) or len(block_id) > 255:
+                errors.append(
+                    f"[ERROR] must be less than 256 characters [json-pointer:{ptr}/block_id]"
+                )
+            elif block_id in block_ids:
+                errors.append(f"[ERROR] duplicate block_id [json-pointer:{ptr}/block_id]")
+            block_ids.add(str(block_id))
+        errors.extend(_validate_block(block, ptr))
+    return errors
+
+
+def _text_errors(obj: Any, ptr: str, max_len: int, kinds: tuple[str, ...]) -> list[str]:
+    if not isinstance(obj, dict) or obj.get("type") not in kinds:
+        return [f"[ERROR] must be a text object of type {'/'.join(kinds)} [json-pointer:{ptr}]"]
+    text = obj.get("text")
+    if not isinstance(text, str) or not text:
+        return [f"[ERROR] must be more than 0 characters [json-pointer:{ptr}/text]"]
+    if len(text) > max_len:
+        return [f"[ERROR] must be less than {max_len + 1} characters [json-pointer:{ptr}/text]"]
+    return []
+
+
+def _validate_block(block: dict[str, Any], ptr: str) -> list[str]:
+    kind = block["type"]
+    errors: list[str] = []
+    any_text = ("plain_text", "mrkdwn")
+    if kind == "section":
+        if "text" not in block and "fields" not in block:
+            errors.append(f"[ERROR] must provide text or fields [json-pointer:{ptr}]")
+        if "text" in block:
+            errors += _text_errors(block["text"], f"{ptr}/text", MAX_SECTION_TEXT, any_text)
+        fields = block.get("fields", [])
+        if not isinstance(fields, list) or len(fields) > 10:
+            errors.append(f"[ERROR] no more than 10 items allowed [json-pointer:{ptr}/fields]")
+        else:
+            for j, item in enumerate(fields):
+                errors += _text_errors(item, f"{ptr}/fields/{j}", 2000, any_text)
+        if "accessory" in block:
+            errors += _validate_element(block["accessory"], f"{ptr}/accessory")
+    elif kind == "header":
+        errors += _text_errors(block.get("text"), f"{ptr}/text", 150, ("plain_text",))
+    elif kind == "context":
+        elements = block.get("elements")
+        if not isinstance(elements, list) or not 1 <= len(elements) <= 10:
+            errors.append(f"[ERROR] must have 1 to 10 items [json-pointer:{ptr}/elements]")
+        else:
+            for j, el in enumerate(elements):
+                if isinstance(el, dict) and el.get("type") == "image":
+                    continue
+                errors += _text_errors(el, f"{ptr}/elements/{j}", MAX_SECTION_TEXT, any_text)
+    elif kind == "actions":
+        elements = block.get("elements")
+        if not isinstance(elements, list) or not 1 <= len(elements) <= 25:
+            errors.append(f"[ERROR] must have 1 to 25 items [json-pointer:{ptr}/elements]")
+        else:
+            action_ids: set[str] = set()
+            for j, el in enumerate(elements):
+                errors += _validate_element(el, f"{ptr}/elements/{j}")
+                aid = el.get("action_id") if isinstance(el, dict) else None
+                if aid is not None and aid in action_ids:
+                    errors.append(
+                        f"[ERROR] duplicate action_id [json-pointer:{ptr}/elements/{j}/action_id]"
+                    )
+                action_ids.add(str(aid))
+    return errors
+
+
+def _validate_element(el: Any, ptr: str) -> list[str]:
+    if not isinstance(el, dict) or not isinstance(el.get("type"), str):
+        return [f"[ERROR] invalid element [json-pointer:{ptr}]"]
+    errors: list[str] = []
+    aid = el.get("action_id")
+    if aid is not None and (not isinstance(aid, str) or len(aid) > 255):
+        errors.append(f"[ERROR] must be less than 256 characters [json-pointer:{ptr}/action_id]")
+    if el["type"] == "button":
+        errors += _text_errors(el.get("text"), f"{ptr}/text", 75, ("plain_text",))
+        value = el.get("value")
+        if value is not None and (not isinstance(value, str) or len(value) > 2000):
+            errors.append(f"[ERROR] must be less than 2001 characters [json-pointer:{ptr}/value]")
+        url = el.get("url")
+        if url is not None and (not isinstance(url, str) or len(url) > 3000):
+            errors.append(f"[ERROR] must be less than 3001 characters [json-pointer:{ptr}/url]")
+        if el.get("style") not in (None, "primary", "danger"):
+            errors.append(f"[ERROR] must be primary or danger [json-pointer:{ptr}/style]")
+    return errors
+
+
+class FakeSlack:
+    """Fake Slack Web API + response_url + Socket Mode server on a random 127.0.0.1 port."""
+
+    def __init__(
+        self,
+        bot_token: str = "xoxb-test-bot-token",  # noqa: S107
+        app_token: str = "xapp-test-app-token",  # noqa: S107
+        team_id: str = "T0001",
+        bot_user_id: str = "U0BOT",
+        *,
+        bot_id: str = "B0BOT",
+        app_id: str = "A0001",
+        team_domain: str = "example",
+        team_name: str = "Example",
+        auto_channels: bool = True,
+        validate_blocks: bool = True,
+    ) -> None:
+        self.bot_token = bot_token
+        self.app_token = app_token
+        self.team_id = team_id
+        self.bot_user_id = bot_user_id
+        self.bot_id = bot_id
+        self.app_id = app_id
+        self.team_domain = team_domain
+        self.team_name = team_name
+        self.auto_channels = auto_channels
+        self.validate_blocks = validate_blocks
+
+        self._lock = threading.RLock()
+        self._calls: list[RecordedCall] = []
+        self._channels: dict[str, Channel] = {}
+        self._messages: dict[str, list[dict[str, Any]]] = {}
+        self._ephemerals: list[dict[str, Any]] = []
+        self._views: list[dict[str, Any]] = []
+        self._warnings: list[SlackWarning] = []
+        self._faults: list[_Fault] = []
+        self._delays: dict[str, float] = {}
+        self._revoked = False
+        self._last_ts_us = 0
+        self._extra_methods: dict[str, Callable[[dict[str, Any]], dict[str, Any]]] = {}
+
+        self._response_urls: dict[str, dict[str, Any]] = {}
+        self._responses: list[RecordedResponse] = []
+
+        self._tickets: dict[str, int] = {}
+        self._connections: dict[int, _Connection] = {}
+        self._next_conn_id = 1
+        self._round_robin = 0
+        self._acks: list[SocketAck] = []
+        self._socket_messages: list[tuple[int, Any]] = []
+        self.connections_opened = 0
+
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = None
+        self._runner: web.AppRunner | None = None
+        self._port: int | None = None
+
+    # ------------------------------------------------------------------ lifecycle
+
+    def start(self) -> FakeSlack:
+        """Start the server thread and wait until it listens."""
+        if self._thread is not None:
+            raise RuntimeError("FakeSlack already started")
+        ready = threading.Event()
+        failure: list[BaseException] = []
+
+        def run() -> None:
+            loop = asyncio.new_event_loop()
+            self._loop = loop
+            asyncio.set_event_loop(loop)
+            try:
+                loop.run_until_complete(self._start_server())
+            except BaseException as exc:
+                failure.append(exc)
+                ready.set()
+                loop.close()
+                return
+            ready.set()
+            try:
+                loop.run_forever()
+            finally:
+                loop.run_until_complete(loop.shutdown_asyncgens())
+                loop.close()
+
+        self._thread = threading.Thread(target=run, name="fake-slack", daemon=True)
+        self._thread.start()
+        if not ready.wait(10) or failure:
+            raise RuntimeError(f"FakeSlack failed to start: {failure}")
+        return self
+
+    def stop(self) -> None:
+        """Close websockets, stop the server and join its thread."""
+        if self._thread is None or self._loop is None:
+            return
+        if self._loop.is_running():
+            asyncio.run_coroutine_threadsafe(self._stop_server(), self._loop).result(15)
+            self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(10)
+        self._thread = None
+
+    def __enter__(self) -> FakeSlack:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    async def _start_server(self) -> None:
+        app = web.Application(client_max_size=10 * 1024 * 1024)
+        app.router.add_route("*", "/api/{method}", self._handle_api)
+        app.router.add_post("/response/{token}", self._handle_response_url)
+        app.router.add_get("/socket", self._handle_socket)
+        self._runner = web.AppRunner(app, shutdown_timeout=1.0, access_log=None)
+        await self._runner.setup()
+        await web.TCPSite(self._runner, "127.0.0.1", 0).start()
+        self._port = int(self._runner.addresses[0][1])
+
+    async def _stop_server(self) -> None:
+        with self._lock:
+            conns = list(self._connections.values())
+        await asyncio.gather(
+            *(c.ws.close(code=WSCloseCode.GOING_AWAY, message=b"server shutdown") for c in conns)
+        )
+        if self._runner is not None:
+            await self._runner.cleanup()
+
+    @property
+    def port(self) -> int:
+        """The TCP port the fake listens on."""
+        if self._port is None:
+            raise RuntimeError("FakeSlack not started")
+        return self._port
+
+    @property
+    def base_url(self) -> str:
+        """`http://127.0.0.1:{port}`."""
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def api_url(self) -> str:
+        """What the bot gets as SLACK_API_URL (slack_sdk's `base_url`)."""
+        return f"{self.base_url}/api/"
+
+    # ------------------------------------------------------------------ running on the loop
+
+    def _run(self, coro: Coroutine[Any, Any, T], timeout: float) -> T:
+        loop = self._loop
+        if loop is None or self._thread is None:
+            coro.close()
+            raise RuntimeError("FakeSlack not started")
+        if threading.current_thread() is self._thread:
+            coro.close()
+            raise RuntimeError("use the async_* methods from the fake's own loop")
+        return asyncio.run_coroutine_threadsafe(coro, loop).result(timeout)
+
+    async def _on_loop(self, coro: Coroutine[Any, Any, T]) -> T:
+        """Await `coro` on the fake's loop from any other running loop."""
+        loop = self._loop
+        if loop is None:
+            coro.close()
+            raise RuntimeError("FakeSlack not started")
+        if asyncio.get_running_loop() is loop:
+            return await coro
+        return await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(coro, loop))
+
+    # ------------------------------------------------------------------ channels and messages
+
+    def add_channel(
+        self,
+        channel_id: str,
+        *,
+        name: str | None = None,
+        is_private: bool = False,
+        is_im: bool = False,
+        is_mpim: bool = False,
+        is_shared: bool = False,
+        is_ext_shared: bool = False,
+        is_org_shared: bool = False,
+        is_archived: bool = False,
+        is_member: bool = True,
+    ) -> Channel:
+        """Create (or replace) a conversation; keeps its messages."""
+        channel = Channel(
+            id=channel_id,
+            name=name or channel_id.lower(),
+            is_private=is_private,
+            is_im=is_im,
+            is_mpim=is_mpim,
+            is_shared=is_shared,
+            is_ext_shared=is_ext_shared,
+            is_org_shared=is_org_shared,
+            is_archived=is_archived,
+            is_member=is_member,
+        )
+        with self._lock:
+            self._channels[channel_id] = channel
+            self._messages.setdefault(channel_id, [])
+        return channel
+
+    def update_channel(self, channel_id: str, **flags: Any) -> Channel:
+        """Change flags of an existing channel mid-test (archive it, remove the bot...)."""
+        with self._lock:
+            channel = self._channels[channel_id]
+            for key, value in flags.items():
+                if not hasattr(channel, key):
+                    raise AttributeError(key)
+                setattr(channel, key, value)
+            return copy.copy(channel)
+
+    def channel(self, channel_id: str) -> Channel | None:
+        """A copy of a known channel, or None."""
+        with self._lock:
+            found = self._channels.get(channel_id)
+            return copy.copy(found) if found else None
+
+    def add_message(
+        self,
+        channel_id: str,
+        text: str,
+        *,
+        user: str = "U0001",
+        blocks: list[dict[str, Any]] | None = None,
+        metadata: dict[str, Any] | None = None,
+        ts: str | None = None,
+        bot: bool = False,
+    ) -> dict[str, Any]:
+        """Seed history with a message (by a human, or by the bot when `bot=True`)."""
+        with self._lock:
+            if channel_id not in self._channels:
+                self.add_channel(channel_id)
+            stored = self._store_message(
+                channel_id,
+                text=text,
+                blocks=blocks,
+                attachments=None,
+                metadata=metadata,
+                thread_ts=None,
+                user=self.bot_user_id if bot else user,
+                ts=ts,
+            )
+            return copy.deepcopy(stored)
+
+    def messages(self, channel: str | None = None) -> list[dict[str, Any]]:
+        """Stored messages (oldest first), including deleted ones (`deleted: True`)."""
+        with self._lock:
+            if channel is not None:
+                found = self._messages.get(channel, [])
+            else:
+                found = [m for msgs in self._messages.values() for m in msgs]
+                found.sort(key=lambda m: _ts_key(m["ts"]))
+            return copy.deepcopy(found)
+
+    def message(self, channel: str, ts: str) -> dict[str, Any] | None:
+        """One stored message, or None."""
+        with self._lock:
+            found = self._find_message(channel, ts)
+            return copy.deepcopy(found) if found else None
+
+    def wire_message(
+        self, channel: str, ts: str, *, include_metadata: bool = True
+    ) -> dict[str, Any]:
+        """A stored message as Slack shows it to apps (e.g. inside a block_actions payload)."""
+        with self._lock:
+            found = self._find_message(channel, ts)
+            if found is None:
+                raise KeyError((channel, ts))
+            return self._wire(found, include_metadata=include_metadata)
+
+    @property
+    def ephemerals(self) -> list[dict[str, Any]]:
+        """Ephemeral messages posted with chat.postEphemeral."""
+        with self._lock:
+            return copy.deepcopy(self._ephemerals)
+
+    @property
+    def views(self) -> list[dict[str, Any]]:
+        """Views published with views.publish (App Home)."""
+        with self._lock:
+            return copy.deepcopy(self._views)
+
+    @property
+    def warnings(self) -> list[SlackWarning]:
+        """Warnings Slack would have returned, e.g. blocks sent without fallback `text`."""
+        with self._lock:
+            return list(self._warnings)
+
+    def _find_message(self, channel: str, ts: str) -> dict[str, Any] | None:
+        for msg in self._messages.get(channel, []):
+            if msg["ts"] == ts:
+                return msg
+        return None
+
+    def _next_ts(self) -> str:
+        now_us = int(time.time() * 1_000_000)
+        self._last_ts_us = max(self._last_ts_us + 1, now_us)
+        return f"{self._last_ts_us // 1_000_000}.{self._last_ts_us % 1_000_000:06d}"
+
+    def _store_message(
+        self,
+        channel_id: str,
+        *,
+        text: str | None,
+        blocks: Any,
+        attachments: Any,
+        metadata: Any,
+        thread_ts: str | None,
+        user: str,
+        ts: str | None = None,
+        reply_broadcast: bool = False,
+    ) -> dict[str, Any]:
+        stored: dict[str, Any] = {
+            "channel": channel_id,
+            "ts": ts or self._next_ts(),
+            "text": text or "",
+            "blocks": blocks,
+            "attachments": attachments,
+            "metadata": metadata,
+            "thread_ts": thread_ts,
+            "reply_broadcast": reply_broadcast,
+            "user": user,
+            "bot_id": self.bot_id if user == self.bot_user_id else None,
+            "posted_wall": time.time(),
+            "deleted": False,
+            "updates": [],
+        }
+        msgs = self._messages.setdefault(channel_id, [])
+        msgs.append(stored)
+        msgs.sort(key=lambda m: _ts_key(m["ts"]))
+        return stored
+
+    def _wire(self, msg: dict[str, Any], *, include_metadata: bool) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "type": "message",
+            "user": msg["user"],
+            "text": msg["text"],
+            "ts": msg["ts"],
+            "team": self.team_id,
+        }
+        if msg["bot_id"]:
+            out["bot_id"] = msg["bot_id"]
+            out["app_id"] = self.app_id
+        if msg["blocks"] is not None:
+            out["blocks"] = copy.deepcopy(msg["blocks"])
+        if msg["attachments"] is not None:
+            out["attachments"] = copy.deepcopy(msg["attachments"])
+        if msg["thread_ts"]:
+            out["thread_ts"] = msg["thread_ts"]
+        if msg["updates"]:
+            out["edited"] = {"user": msg["user"], "ts": msg["updates"][-1]["edit_ts"]}
+        if include_metadata and msg["metadata"] is not None:
+            out["metadata"] = copy.deepcopy(msg["metadata"])
+        return out
+
+    # ------------------------------------------------------------------ recorded calls
+
+    @property
+    def calls(self) -> list[RecordedCall]:
+        """Every Web API request received, in arrival order."""
+        with self._lock:
+            return list(self._calls)
+
+    def calls_to(self, method: str) -> list[RecordedCall]:
+        """Requests to one Web API method."""
+        with self._lock:
+            return [c for c in self._calls if c.method == method]
+
+    def clear(self) -> None:
+        """Forget recorded calls, responses, acks and warnings (channels and messages stay)."""
+        with self._lock:
+            self._calls.clear()
+            self._responses.clear()
+            self._acks.clear()
+            self._warnings.clear()
+            self._socket_messages.clear()
+
+    def wait_for(
+        self, predicate: Callable[[], T], timeout: float = 10.0, interval: float = 0.02
+    ) -> T:
+        """Poll `predicate()` until it returns something truthy; return that or raise."""
+        deadline = time.monotonic() + timeout
+        while True:
+            result = predicate()
+            if result:
+                return result
+            if time.monotonic() >= deadline:
+                raise TimeoutError(f"condition not met within {timeout}s")
+            time.sleep(interval)
+
+    async def async_wait_for(
+        self,
+        predicate: Callable[[], T],
+        timeout: float = 10.0,  # noqa: ASYNC109
+        interval: float = 0.02,
+    ) -> T:
+        """`wait_for` for async tests: sleeps on the caller's loop instead of blocking it."""
+        deadline = time.monotonic() + timeout
+        while True:
+            result = predicate()
+            if result:
+                return result
+            if time.monotonic() >= deadline:
+                raise TimeoutError(f"condition not met within {timeout}s")
+            await asyncio.sleep(interval)
+
+    # ------------------------------------------------------------------ fault injection
+
+    def fail(
+        self, method: str, error: str, *, times: int | None = 1, channel: str | None = None
+    ) -> None:
+        """Answer the next `times` calls of `method` ("*" for any) with `{"ok": false, error}`."""
+        self._add_fault(_Fault("fail", method, times, error=error, channel=channel))
+
+    def rate_limit(self, method: str, retry_after: int, *, times: int | None = 1) -> None:
+        """Answer the next `times` calls with HTTP 429, `Retry-After` and `ratelimited`."""
+        self._add_fault(
+            _Fault("ratelimit", method, times, error="ratelimited", retry_after=retry_after)
+        )
+
+    def server_error(
+        self, method: str, status: int = 500, times: int | None = 1, *, html: bool = False
+    ) -> None:
+        """Answer the next `times` calls with an HTTP 5xx (JSON body, or HTML when `html`)."""
+        self._add_fault(_Fault("server_error", method, times, status=status, html=html))
+
+    def set_delay(self, method: str, seconds: float) -> None:
+        """Delay every answer of `method` ("*": all; "response_url": response_url posts)."""
+        with self._lock:
+            if seconds <= 0:
+                self._delays.pop(method, None)
+            else:
+                self._delays[method] = seconds
+
+    def revoke_token(self) -> None:
+        """From now on every method answers `token_revoked` (the workspace uninstalled us)."""
+        with self._lock:
+            self._revoked = True
+
+    def restore_token(self) -> None:
+        """Undo `revoke_token`."""
+        with self._lock:
+            self._revoked = False
+
+    def clear_faults(self) -> None:
+        """Drop all pending faults and delays."""
+        with self._lock:
+            self._faults.clear()
+            self._delays.clear()
+
+    def register_method(
+        self, method: str, handler: Callable[[dict[str, Any]], dict[str, Any]]
+    ) -> None:
+        """Serve an extra Web API method; `handler(body)` returns the JSON (ok added if absent)."""
+        with self._lock:
+            self._extra_methods[method] = handler
+
+    def _add_fault(self, fault: _Fault) -> None:
+        if fault.remaining is not None and fault.remaining <= 0:
+            raise ValueError("times must be positive (or None for always)")
+        with self._lock:
+            self._faults.append(fault)
+
+    def _take_fault(self, method: str, body: Mapping[str, Any]) -> _Fault | None:
+        with self._lock:
+            for fault in self._faults:
+                if fault.method not in (method, "*"):
+                    continue
+                if fault.channel is not None and body.get("channel") != fault.channel:
+                    continue
+                if fault.remaining is not None:
+                    fault.remaining -= 1
+                    if fault.remaining <= 0:
+                        self._faults.remove(fault)
+                return fault
+        return None
+
+    # ------------------------------------------------------------------ Web API transport
+
+    async def _parse_request(self, request: web.Request) -> tuple[dict[str, Any], bool]:
+        params: dict[str, Any] = dict(request.query)
+        raw = await request.read()
+        is_json = request.content_type == "application/json"
+        if raw:
+            if is_json:
+                try:
+                    parsed = json.loads(raw)
+                except ValueError as exc:
+                    raise ApiError("invalid_json") from exc
+                if not isinstance(parsed, dict):
+                    raise ApiError("invalid_json")
+                params.update(parsed)
+            else:
+                params.update(parse_qsl(raw.decode("utf-8", "replace"), keep_blank_values=True))
+        for key in _JSON_FIELDS:
+            value = params.get(key)
+            if isinstance(value, str):
+                # Unparseable stays a string: the method answers *_format errors.
+                with contextlib.suppress(ValueError):
+                    params[key] = json.loads(value)
+        return params, is_json
+
+    async def _handle_api(self, request: web.Request) -> web.StreamResponse:
+        method = request.match_info["method"]
+        at, wall = time.monotonic(), time.time()
+        try:
+            body, is_json = await self._parse_request(request)
+        except ApiError as exc:
+            body, is_json = {}, True
+            parse_error: ApiError | None = exc
+        else:
+            parse_error = None
+        call = RecordedCall(method, CIMultiDict(request.headers), body, at, wall)
+        with self._lock:
+            self._calls.append(call)
+            delay = self._delays.get(method, self._delays.get("*", 0.0))
+        if delay:
+            await asyncio.sleep(delay)
+
+        if parse_error is not None:
+            reply = _Reply(200, {"ok": False, "error": parse_error.error})
+        else:
+            reply = self._answer(method, body, call, is_json)
+        call.status, call.response = reply.status, reply.payload
+        if reply.html is not None:
+            return web.Response(status=reply.status, text=reply.html, content_type="text/html")
+        return web.json_response(reply.payload, status=reply.status, headers=reply.headers)
+
+    def _answer(
+        self, method: str, body: dict[str, Any], call: RecordedCall, is_json: bool
+    ) -> _Reply:
+        handler = self._handlers().get(method)
+        extra = self._extra_methods.get(method)
+        if handler is None and extra is None:
+            return _Reply(200, {"ok": False, "error": "unknown_method", "req_method": method})
+        fault = self._take_fault(method, body)
+        if fault is not None:
+            if fault.kind == "ratelimit":
+                headers = {"Retry-After": str(fault.retry_after)}
+                return _Reply(429, {"ok": False, "error": "ratelimited"}, headers)
+            if fault.kind == "server_error":
+                payload = {"ok": False, "error": "internal_error"}
+                html = f"<html><body><h1>{fault.status} Server Error</h1></body></html>"
+                return _Reply(fault.status, payload, html=html if fault.html else None)
+            return _Reply(200, {"ok": False, "error": fault.error})
+        try:
+            self._authorize(method, call, is_json)
+            with self._lock:
+                if extra is not None:
+                    payload = dict(extra(body))
+                    payload.setdefault("ok", True)
+                    return _Reply(200, payload)
+                assert handler is not None
+                return _Reply(200, {"ok": True, **handler(body)})
+        except ApiError as exc:
+            return _Reply(exc.status, {"ok": False, "error": exc.error, **exc.extra})
+
+    def _authorize(self, method: str, call: RecordedCall, is_json: bool) -> None:
+        token = call.token
+        auth_header = call.headers.get("Authorization", "")
+        if is_json and not auth_header.startswith("Bearer "):
+            token = None  # Slack reads no token from JSON bodies
+        if not token:
+            raise ApiError("not_authed")
+        known = (self.bot_token, self.app_token)
+        if token not in known:
+            raise ApiError("invalid_auth")
+        if self._revoked:
+            raise ApiError("token_revoked")
+        wants_app = method == "apps.connections.open"
+        if (token == self.app_token) != wants_app:
+            raise ApiError("not_allowed_token_type")
+
+    def _handlers(self) -> dict[str, Callable[[dict[str, Any]], dict[str, Any]]]:
+        return {
+            "auth.test": self._m_auth_test,
+            "chat.postMessage": self._m_post_message,
+            "chat.update": self._m_update,
+            "chat.postEphemeral": self._m_post_ephemeral,
+            "chat.delete": self._m_delete,
+            "conversations.info": self._m_conversations_info,
+            "conversations.history": self._m_conversations_history,
+            "apps.connections.open": self._m_connections_open,
+            "views.publish": self._m_views_publish,
+        }
+
+    # ------------------------------------------------------------------ Web API methods
+
+    def _channel_for(self, body: Mapping[str, Any], *, create: bool | None = None) -> Channel:
+        channel_id = body.get("channel")
+        if not isinstance(channel_id, str) or not channel_id:
+            raise ApiError("channel_not_found")
+        channel = self._channels.get(channel_id)
+        if channel is None:
+            if not (self.auto_channels if create is None else create):
+                raise ApiError("channel_not_found")
+            channel = self.add_channel(channel_id)
+        if channel.is_private and not channel.is_member:
+            raise ApiError("channel_not_found")  # Slack hides private channels we are not in
+        return channel
+
+    def _check_content(self, method: str, body: Mapping[str, Any], channel: str) -> list[str]:
+        """Validate text/blocks/metadata like Slack; returns warnings to send back."""
+        text = body.get("text")
+        blocks = body.get("blocks")
+        if text is not None and not isinstance(text, str):
+            text = str(text)
+        if text is not None and len(text) > MAX_MESSAGE_TEXT:
+            raise ApiError("msg_too_long")
+        if blocks is not None:
+            if isinstance(blocks, str):
+                raise ApiError("invalid_blocks_format")
+            if self.validate_blocks:
+                errors = validate_blocks(blocks)
+                if errors:
+                    raise ApiError(
+                        "invalid_blocks", errors=errors, response_metadata={"messages": errors}
+                    )
+        metadata = body.get("metadata")
+        if metadata is not None and not (
+            isinstance(metadata, dict)
+            and isinstance(metadata.get("event_type"), str)
+            and isinstance(metadata.get("event_payload"), dict)
+        ):
+            raise ApiError("invalid_metadata_format")
+        warnings: list[str] = []
+        if blocks and not text:
+            warnings.append("missing_text_in_blocks")
+            self._warnings.append(
+                SlackWarning(method, "missing_text_in_blocks", channel, time.monotonic())
+            )
+        return warnings
+
+    @staticmethod
+    def _with_warnings(payload: dict[str, Any], warnings: list[str]) -> dict[str, Any]:
+        if warnings:
+            payload["warning"] = ",".join(warnings)
+            payload["response_metadata"] = {"warnings": warnings}
+        return payload
+
+    def _m_auth_test(self, body: dict[str, Any]) -> dict[str, Any]:
+        return {
+            "url": f"https://{self.team_domain}.slack.com/",
+            "team": self.team_name,
+            "user": "asana-export-bot",
+            "team_id": self.team_id,
+            "user_id": self.bot_user_id,
+            "bot_id": self.bot_id,
+            "is_enterprise_install": False,
+        }
+
+    def _m_post_message(self, body: dict[str, Any]) -> dict[str, Any]:
+        channel = self._channel_for(body)
+        if channel.is_archived:
+            raise ApiError("is_archived")
+        if not channel.is_member:
+            raise ApiError("not_in_channel")
+        if not body.get("text") and not body.get("blocks") and not body.get("attachments"):
+            raise ApiError("no_text")
+        warnings = self._check_content("chat.postMessage", body, channel.id)
+        thread_ts = body.get("thread_ts") or None
+        stored = self._store_message(
+            channel.id,
+            text=body.get("text"),
+            blocks=body.get("blocks"),
+            attachments=body.get("attachments"),
+            metadata=body.get("metadata"),
+            thread_ts=str(thread_ts) if thread_ts else None,
+            user=self.bot_user_id,
+            reply_broadcast=_truthy(body.get("reply_broadcast", False)),
+        )
+        payload = {
+            "channel": channel.id,
+            "ts": stored["ts"],
+            "message": self._wire(stored, include_metadata=True),
+        }
+        return self._with_warnings(payload, warnings)
+
+    def _m_update(self, body: dict[str, Any]) -> dict[str, Any]:
+        channel = self._channel_for(body)
+        ts = body.get("ts")
+        stored = self._find_message(channel.id, str(ts)) if ts else None
+        if stored is None or stored["deleted"]:
+            raise ApiError("message_not_found")
+        if channel.is_archived:
+            raise ApiError("is_archived")
+        if stored["user"] != self.bot_user_id:
+            raise ApiError("cant_update_message")
+        warnings = self._check_content("chat.update", body, channel.id)
+        for key in ("text", "blocks", "attachments", "metadata"):
+            if key in body:
+                stored[key] = body[key] if key != "text" else (body[key] or "")
+        stored["updates"].append(
+            {
+                "text": stored["text"],
+                "blocks": copy.deepcopy(stored["blocks"]),
+                "attachments": copy.deepcopy(stored["attachments"]),
+                "metadata": copy.deepcopy(stored["metadata"]),
+                "edit_ts": self._next_ts(),
+                "wall": time.time(),
+            }
+        )
+        payload = {
+            "channel": channel.id,
+            "ts": stored["ts"],
+            "text": stored["text"],
+            "message": self._wire(stored, include_metadata=True),
+        }
+        return self._with_warnings(payload, warnings)
+
+    def _m_post_ephemeral(self, body: dict[str, Any]) -> dict[str, Any]:
+        channel = self._channel_for(body)
+        if channel.is_archived:
+            raise ApiError("is_archived")
+        if not channel.is_member:
+            raise ApiError("not_in_channel")
+        if not body.get("user"):
+            raise ApiError("user_not_in_channel")
+        if not body.get("text") and not body.get("blocks") and not body.get("attachments"):
+            raise ApiError("no_text")
+        self._check_content("chat.postEphemeral", body, channel.id)
+        ts = self._next_ts()
+        self._ephemerals.append(
+            {
+                "channel": channel.id,
+                "user": body["user"],
+                "ts": ts,
+                "text": body.get("text") or "",
+                "blocks": body.get("blocks"),
+                "thread_ts": body.get("thread_ts"),
+            }
+        )
+        return {"message_ts": ts}
+
+    def _m_delete(self, body: dict[str, Any]) -> dict[str, Any]:
+        channel = self._channel_for(body)
+        ts = body.get("ts")
+        stored = self._find_message(channel.id, str(ts)) if ts else None
+        if stored is None or stored["deleted"]:
+            raise ApiError("message_not_found")
+        if stored["user"] != self.bot_user_id:
+            raise ApiError("cant_delete_message")
+        stored["deleted"] = True
+        return {"channel": channel.id, "ts": stored["ts"]}
+
+    def _m_conversations_info(self, body: dict[str, Any]) -> dict[str, Any]:
+        channel = self._channel_for(body)
+        return {"channel": channel.wire(self.team_id)}
+
+    def _m_conversations_history(self, body: dict[str, Any]) -> dict[str, Any]:
+        channel = self._channel_for(body)
+        if not channel.is_member:
+            raise ApiError("not_in_channel")
+        try:
+            limit = int(body.get("limit") or 100)
+            offset = int(body.get("cursor") or 0)
+        except ValueError as exc:
+            raise ApiError("invalid_arguments") from exc
+        limit = max(1, min(limit, 999))
+        inclusive = _truthy(body.get("inclusive", False))
+        oldest = _ts_key(body.get("oldest") or 0)
+        latest = _ts_key(body["latest"]) if body.get("latest") else None
+        with_metadata = _truthy(body.get("include_all_metadata", False))
+
+        def in_range(msg: dict[str, Any]) -> bool:
+            key = _ts_key(msg["ts"])
+            if key < oldest or (key == oldest and not inclusive):
+                return False
+            return latest is None or key < latest or (key == latest and inclusive)
+
+        visible = [
+            m
+            for m in self._messages.get(channel.id, [])
+            if not m["deleted"]
+            and (not m["thread_ts"] or m["thread_ts"] == m["ts"] or m["reply_broadcast"])
+            and in_range(m)
+        ]
+        visible.sort(key=lambda m: _ts_key(m["ts"]), reverse=True)
+        page = visible[offset : offset + limit]
+        has_more = offset + limit < len(visible)
+        return {
+            "messages": [self._wire(m, include_metadata=with_metadata) for m in page],
+            "has_more": has_more,
+            "pin_count": 0,
+            "channel_actions_ts": None,
+            "channel_actions_count": 0,
+            "response_metadata": {"next_cursor": str(offset + limit) if has_more else ""},
+        }
+
+    def _m_connections_open(self, body: dict[str, Any]) -> dict[str, Any]:
+        ticket = uuid.uuid4().hex
+        self._tickets[ticket] = 0
+        return {"url": f"ws://127.0.0.1:{self.port}/socket?ticket={ticket}&app_id={self.app_id}"}
+
+    def _m_views_publish(self, body: dict[str, Any]) -> dict[str, Any]:
+        view = body.get("view")
+        if not isinstance(view, dict) or view.get("type") != "home":
+            raise ApiError("invalid_arguments")
+        if not body.get("user_id"):
+            raise ApiError("invalid_arguments")
+        if self.validate_blocks:
+            errors = validate_blocks(view.get("blocks", []))
+            if errors:
+                raise ApiError("invalid_blocks", response_metadata={"messages": errors})
+        view_id = "V" + uuid.uuid4().hex[:10].upper()
+        self._views.append({"user_id": body["user_id"], "view": view, "id": view_id})
+        return {"view": {"id": view_id, "team_id": self.team_id, **view}}
+
+    # ------------------------------------------------------------------ response_url
+
+    def new_response_url(self) -> str:
+        """Issue a response_url like the one in a slash command or interactive payload."""
+        token = uuid.uuid4().hex
+        with self._lock:
+            self._response_urls[token] = {
+                "issued": time.monotonic(),
+                "uses": 0,
+                "expired": False,
+            }
+        return f"{self.base_url}/response/{token}"
+
+    def expire_response_url(self, url_or_token: str) -> None:
+        """Make a response_url answer 404 `expired_url` as after 30 minutes."""
+        token = url_or_token.rstrip("/").rsplit("/", 1)[-1]
+        with self._lock:
+            self._response_urls[token]["expired"] = True
+
+    def responses(self, token: str | None = None) -> list[RecordedResponse]:
+        """Posts received on response_urls (one token, or a full URL, or all)."""
+        if token is not None:
+            token = token.rstrip("/").rsplit("/", 1)[-1]
+        with self._lock:
+            return [r for r in self._responses if token is None or r.token == token]
+
+    async def _handle_response_url(self, request: web.Request) -> web.Response:
+        token = request.match_info["token"]
+        at, wall = time.monotonic(), time.time()
+        raw = await request.read()
+        with self._lock:
+            delay = self._delays.get("response_url", 0.0)
+        if delay:
+            await asyncio.sleep(delay)
+        try:
+            body: Any = json.loads(raw) if raw else None
+        except ValueError:
+            body = raw.decode("utf-8", "replace")
+        status, answer = self._answer_response_url(token, body, at)
+        with self._lock:
+            self._responses.append(
+                RecordedResponse(
+                    token, body, CIMultiDict(request.headers), at, wall, status, answer
+                )
+            )
+        return web.Response(status=status, text=answer, content_type="text/html")
+
+    def _answer_response_url(self, token: str, body: Any, at: float) -> tuple[int, str]:
+        with self._lock:
+            entry = self._response_urls.get(token)
+            if entry is None:
+                return 404, "no_service"
+            if entry["expired"] or at - entry["issued"] > RESPONSE_URL_LIFETIME:
+                return 404, "expired_url"
+            if entry["uses"] >= RESPONSE_URL_MAX_USES:
+                return 404, "used_url"
+            if not isinstance(body, dict):
+                return 400, "invalid_payload"
+            text = body.get("text")
+            if isinstance(text, str) and len(text) > MAX_MESSAGE_TEXT:
+                return 400, "msg_too_long"
+            blocks = body.get("blocks")
+            if blocks is not None and self.validate_blocks and validate_blocks(blocks):
+                return 400, "invalid_blocks"
+            if not text and not blocks and not body.get("delete_original"):
+                return 400, "no_text"
+            if blocks and not text:
+                self._warnings.append(
+                    SlackWarning("response_url", "missing_text_in_blocks", None, at)
+                )
+            entry["uses"] += 1
+            return 200, "ok"
+
+    # ------------------------------------------------------------------ Socket Mode
+
+    async def _handle_socket(self, request: web.Request) -> web.StreamResponse:
+        ticket = request.query.get("ticket", "")
+        with self._lock:
+            if ticket not in self._tickets:
+                return web.Response(status=401, text="invalid_ticket")
+            self._tickets[ticket] += 1
+        ws = web.WebSocketResponse(autoping=True, timeout=2.0)
+        await ws.prepare(request)
+        with self._lock:
+            conn = _Connection(self._next_conn_id, ws, ticket, time.monotonic())
+            self._next_conn_id += 1
+            self._connections[conn.id] = conn
+            self.connections_opened += 1
+            count = len(self._connections)
+        await ws.send_json(
+            {
+                "type": "hello",
+                "num_connections": count,
+                "debug_info": {
+                    "host": f"fake-applink-{conn.id}",
+                    "build_number": 1,
+                    "approximate_connection_time": 18060,
+                },
+                "connection_info": {"app_id": self.app_id},
+            }
+        )
+        try:
+            async for msg in ws:
+                if msg.type == WSMsgType.TEXT:
+                    self._on_socket_text(conn, msg.data)
+                elif msg.type == WSMsgType.ERROR:
+                    break
+        finally:
+            with self._lock:
+                self._connections.pop(conn.id, None)
+            for fut in conn.pending.values():
+                if not fut.done():
+                    fut.set_exception(ConnectionError("socket closed before the ack"))
+        return ws
+
+    def _on_socket_text(self, conn: _Connection, data: str) -> None:
+        received = time.monotonic()
+        try:
+            message = json.loads(data)
+        except ValueError:
+            message = data
+        with self._lock:
+            self._socket_messages.append((conn.id, message))
+        if not isinstance(message, dict):
+            return
+        fut = conn.pending.pop(str(message.get("envelope_id")), None)
+        if fut is not None and not fut.done():
+            fut.set_result((message.get("payload"), received))
+
+    def socket_connections_count(self) -> int:
+        """Open Socket Mode websocket connections."""
+        with self._lock:
+            return len(self._connections)
+
+    @property
+    def socket_acks(self) -> list[SocketAck]:
+        """Envelopes sent and their acks (acked_at None when none came)."""
+        with self._lock:
+            return list(self._acks)
+
+    @property
+    def socket_messages(self) -> list[tuple[int, Any]]:
+        """Every text message clients sent over Socket Mode: (connection id, parsed JSON)."""
+        with self._lock:
+            return list(self._socket_messages)
+
+    async def _wait_connection(self, deadline: float, connection_id: int | None) -> _Connection:
+        while True:
+            with self._lock:
+                open_conns = [
+                    c
+                    for c in sorted(self._connections.values(), key=lambda c: c.id)
+                    if not c.ws.closed
+                ]
+                if connection_id is not None:
+                    open_conns = [c for c in open_conns if c.id == connection_id]
+                if open_conns:
+                    conn = open_conns[self._round_robin % len(open_conns)]
+                    self._round_robin += 1
+                    return conn
+            if time.monotonic() >= deadline:
+                raise TimeoutError("no open Socket Mode connection")
+            await asyncio.sleep(0.01)
+
+    async def _send_envelope(
+        self,
+        type_: str,
+        payload: dict[str, Any],
+        *,
+        accepts_response_payload: bool,
+        timeout: float,  # noqa: ASYNC109
+        connection_id: int | None = None,
+        extra: Mapping[str, Any] | None = None,
+    ) -> SocketAck:
+        deadline = time.monotonic() + timeout
+        conn = await self._wait_connection(deadline, connection_id)
+        envelope_id = str(uuid.uuid4())
+        envelope: dict[str, Any] = {
+            "envelope_id": envelope_id,
+            "payload": payload,
+            "type": type_,
+            "accepts_response_payload": accepts_response_payload,
+            **(extra or {}),
+        }
+        loop = asyncio.get_running_loop()
+        fut: asyncio.Future[tuple[dict[str, Any] | None, float]] = loop.create_future()
+        conn.pending[envelope_id] = fut
+        record = SocketAck(envelope_id, type_, conn.id, envelope, time.monotonic())
+        with self._lock:
+            self._acks.append(record)
+        await conn.ws.send_str(json.dumps(envelope))
+        try:
+            ack_payload, acked_at = await asyncio.wait_for(
+                fut, max(0.0, deadline - time.monotonic())
+            )
+        except TimeoutError:
+            conn.pending.pop(envelope_id, None)
+            raise TimeoutError(f"no ack for {type_} envelope {envelope_id} in {timeout}s") from None
+        record.acked_at = acked_at
+        record.payload = ack_payload if isinstance(ack_payload, dict) else {}
+        return record
+
+    def slash_command_payload(self, **fields: Any) -> dict[str, str]:
+        """Slack's slash command fields, with a fresh response_url of this fake by default."""
+        fields.setdefault("response_url", self.new_response_url())
+        fields.setdefault("team_id", self.team_id)
+        fields.setdefault("team_domain", self.team_domain)
+        fields.setdefault("api_app_id", self.app_id)
+        fields.setdefault("text", "")
+        return slash_command_form(**fields)
+
+    async def async_send_envelope(
+        self,
+        type_: str,
+        payload: dict[str, Any],
+        *,
+        accepts_response_payload: bool = False,
+        timeout: float = 5.0,  # noqa: ASYNC109
+        connection_id: int | None = None,
+        extra: Mapping[str, Any] | None = None,
+    ) -> SocketAck:
+        """Hand one envelope to one open connection (waiting for one) and await its ack."""
+        return await self._on_loop(
+            self._send_envelope(
+                type_,
+                payload,
+                accepts_response_payload=accepts_response_payload,
+                timeout=timeout,
+                connection_id=connection_id,
+                extra=extra,
+            )
+        )
+
+    def send_envelope(
+        self,
+        type_: str,
+        payload: dict[str, Any],
+        *,
+        accepts_response_payload: bool = False,
+        timeout: float = 5.0,
+        connection_id: int | None = None,
+        extra: Mapping[str, Any] | None = None,
+    ) -> SocketAck:
+        """Sync `async_send_envelope`."""
+        coro = self._send_envelope(
+            type_,
+            payload,
+            accepts_response_payload=accepts_response_payload,
+            timeout=timeout,
+            connection_id=connection_id,
+            extra=extra,
+        )
+        return self._run(coro, timeout + 5)
+
+    async def async_send_slash_command(
+        self,
+        timeout: float = 5.0,  # noqa: ASYNC109
+        **fields: Any,
+    ) -> dict[str, Any]:
+        """Send a `slash_commands` envelope; returns the ack payload ({} for a bare ack)."""
+        ack = await self.async_send_envelope(
+            "slash_commands",
+            self.slash_command_payload(**fields),
+            accepts_response_payload=True,
+            timeout=timeout,
+        )
+        return ack.payload or {}
+
+    def send_slash_command(self, timeout: float = 5.0, **fields: Any) -> dict[str, Any]:
+        """Sync `async_send_slash_command`; latency is in `socket_acks[-1].latency`."""
+        ack = self.send_envelope(
+            "slash_commands",
+            self.slash_command_payload(**fields),
+            accepts_response_payload=True,
+            timeout=timeout,
+        )
+        return ack.payload or {}
+
+    def block_actions_payload(self, **fields: Any) -> dict[str, Any]:
+        """A button-click payload with this fake's team/app and a fresh response_url."""
+        fields.setdefault("response_url", self.new_response_url())
+        fields.setdefault("team_id", self.team_id)
+        fields.setdefault("team_domain", self.team_domain)
+        fields.setdefault("api_app_id", self.app_id)
+        return block_actions_payload(**fields)
+
+    async def async_send_interactive(
+        self,
+        payload: dict[str, Any],
+        timeout: float = 5.0,  # noqa: ASYNC109
+    ) -> dict[str, Any]:
+        """Send an `interactive` envelope (e.g. block_actions); returns the ack payload."""
+        accepts = payload.get("type") == "view_submission"
+        ack = await self.async_send_envelope(
+            "interactive", payload, accepts_response_payload=accepts, timeout=timeout
+        )
+        return ack.payload or {}
+
+    def send_interactive(self, payload: dict[str, Any], timeout: float = 5.0) -> dict[str, Any]:
+        """Sync `async_send_interactive`."""
+        accepts = payload.get("type") == "view_submission"
+        ack = self.send_envelope(
+            "interactive", payload, accepts_response_payload=accepts, timeout=timeout
+        )
+        return ack.payload or {}
+
+    async def _wait_connections(self, count: int, within: float) -> int:
+        deadline = time.monotonic() + within
+        while True:
+            current = self.socket_connections_count()
+            if current >= count:
+                return current
+            if time.monotonic() >= deadline:
+                raise TimeoutError(
+                    f"{current} Socket Mode connection(s) after {within}s, wanted {count}"
+                )
+            await asyncio.sleep(0.01)
+
+    async def async_wait_for_socket_connection(
+        self,
+        timeout: float = 10.0,  # noqa: ASYNC109
+        count: int = 1,
+    ) -> int:
+        """Wait until at least `count` clients are connected; returns how many are."""
+        return await self._wait_connections(count, timeout)
+
+    def wait_for_socket_connection(self, timeout: float = 10.0, count: int = 1) -> int:
+        """Sync `async_wait_for_socket_connection`."""
+        return self._run(self._wait_connections(count, timeout), timeout + 5)
+
+    async def _disconnect_all(self, reason: str, close: bool) -> int:
+        with self._lock:
+            conns = list(self._connections.values())
+        message = {"type": "disconnect", "reason": reason, "debug_info": {"host": "fake-applink"}}
+        for conn in conns:
+            if not conn.ws.closed:
+                with contextlib.suppress(ConnectionError):
+                    await conn.ws.send_json(message)
+        if close:
+            await asyncio.gather(*(c.ws.close(code=WSCloseCode.OK) for c in conns))
+        return len(conns)
+
+    async def async_disconnect_all(
+        self, reason: str = "refresh_requested", *, close: bool = True
+    ) -> int:
+        """Send Slack's `disconnect` message to every connection, then close them."""
+        return await self._on_loop(self._disconnect_all(reason, close))
+
+    def disconnect_all(self, reason: str = "refresh_requested", *, close: bool = True) -> int:
+        """Sync `async_disconnect_all`; returns how many connections were told."""
+        return self._run(self._disconnect_all(reason, close), 15)
+
+    async def _drop_all(self) -> int:
+        with self._lock:
+            conns = list(self._connections.values())
+        await asyncio.gather(
+            *(c.ws.close(code=WSCloseCode.GOING_AWAY, message=b"dropped") for c in conns)
+        )
+        return len(conns)
+
+    def drop_all_connections(self) -> int:
+        """Close every websocket without a `disconnect` message (a network blip)."""
+        return self._run(self._drop_all(), 15)
+
+    async def async_drop_all_connections(self) -> int:
+        """`drop_all_connections` for async tests."""
+        return await self._on_loop(self._drop_all())

@@ -1,0 +1,251 @@
+"""End to end: the real `asana-export-bot run` answers `/asana-export <gid>` over real HTTP.
+
+Slash commands are form-encoded and signed exactly as Slack does; Asana and Slack are fakes on
+127.0.0.1. Nothing of the bot is patched.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any
+
+import pytest
+
+from tests.botproc import SIGNING_SECRET, BotProcess
+from tests.conftest import ASANA_TOKEN
+from tests.fakes.asana import FakeAsana
+from tests.fakes.slack import FakeSlack
+from tests.fakes.slack_signing import (
+    SignedResponse,
+    form_body,
+    post_signed,
+    post_slash_command,
+    slash_command_form,
+)
+
+GID = "1200000000000001"
+
+
+def command(bot: BotProcess, slack: FakeSlack, text: str, **fields: Any) -> SignedResponse:
+    return post_slash_command(
+        bot.events_url,
+        secret=SIGNING_SECRET,
+        text=text,
+        response_url=fields.pop("response_url", None) or slack.new_response_url(),
+        **fields,
+    )
+
+
+def ack_json(response: SignedResponse) -> dict[str, Any]:
+    assert response.status == 200, response.body_text
+    assert response.headers["content-type"].startswith("application/json"), response.headers
+    return json.loads(response.body_text)
+
+
+def all_text(message: dict[str, Any]) -> str:
+    """Fallback text plus every string inside the blocks, for content assertions."""
+    return message.get("text", "") + "\n" + json.dumps(message.get("blocks", []))
+
+
+@pytest.mark.parametrize(
+    ("state", "emoji", "word"),
+    [
+        ("pending", ":hourglass_flowing_sand:", "pending"),
+        ("started", ":gear:", "started"),
+        ("error", ":x:", "failed"),
+        ("on_fire", ":grey_question:", "on_fire"),
+    ],
+)
+def test_each_state_is_answered_in_channel(
+    fake_asana: FakeAsana,
+    fake_slack: FakeSlack,
+    http_bot: BotProcess,
+    state: str,
+    emoji: str,
+    word: str,
+) -> None:
+    fake_asana.set_export(GID, state, organization_gid="42", organization_name="Acme Corp")
+    response = command(http_bot, fake_slack, f"  {GID} ")
+    assert response.elapsed < 3.0
+    answer = ack_json(response)
+    assert answer["response_type"] == "in_channel"
+    assert answer["text"], "a plain text fallback is always sent"
+    content = all_text(answer)
+    assert emoji in content and word in content.lower()
+    assert "Acme Corp" in content and GID in content
+    assert "UTC" in content, "the request time is shown in absolute UTC"
+    assert "download" not in answer["text"].lower() or state == "finished"
+    sent = fake_asana.requests_for(GID)
+    assert len(sent) == 1
+    assert "state" in sent[0].query["opt_fields"]
+    assert sent[0].headers["user-agent"].startswith("asana-export-bot/")
+
+
+def test_finished_export_shows_link_and_validity(
+    fake_asana: FakeAsana, fake_slack: FakeSlack, http_bot: BotProcess
+) -> None:
+    link = "https://exports.example.test/org.json.gz?X-Amz-Signature=canary1234"
+    fake_asana.set_export(GID, "finished", organization_name="Acme", download_url=link)
+    answer = ack_json(command(http_bot, fake_slack, GID))
+    buttons = [
+        element
+        for block in answer["blocks"]
+        if block["type"] == "actions"
+        for element in block["elements"]
+    ]
+    assert any(b.get("url") == link for b in buttons), "a download button carries the link"
+    assert "valid until" in all_text(answer).lower()
+    assert link not in answer["text"], "the fallback text (shown in notifications) has no link"
+    assert ":white_check_mark:" in all_text(answer)
+    assert "canary1234" not in http_bot.logs(), "the link never reaches the logs"
+
+
+def test_not_found_is_ephemeral_and_says_what_to_do(
+    fake_asana: FakeAsana, fake_slack: FakeSlack, http_bot: BotProcess
+) -> None:
+    answer = ack_json(command(http_bot, fake_slack, "999"))
+    assert answer["response_type"] == "ephemeral"
+    assert "999" in all_text(answer) and "gid" in all_text(answer)
+
+
+def test_bad_token_is_ephemeral_and_names_the_fix(
+    fake_asana: FakeAsana, fake_slack: FakeSlack, http_bot: BotProcess
+) -> None:
+    fake_asana.set_export(GID, "pending")
+    fake_asana.set_token("some-other-token")  # the bot's token is now wrong: 401
+    answer = ack_json(command(http_bot, fake_slack, GID))
+    assert answer["response_type"] == "ephemeral"
+    assert "ASANA_TOKEN" in all_text(answer)
+    assert ASANA_TOKEN not in http_bot.logs()
+
+
+def test_rate_limit_then_success_waits_for_retry_after(
+    fake_asana: FakeAsana, fake_slack: FakeSlack, http_bot: BotProcess
+) -> None:
+    fake_asana.set_export(GID, "started", organization_name="Acme")
+    fake_asana.fail(429, gid=GID, retry_after=1)
+    response = command(http_bot, fake_slack, GID)
+    answer = ack_json(response)
+    assert response.elapsed < 3.0
+    assert answer["response_type"] == "in_channel"
+    first, second = fake_asana.requests_for(GID)
+    assert first.status == 429 and second.status == 200
+    assert second.at - first.at >= 1.0, "Retry-After was honoured"
+
+
+def test_slow_asana_acks_in_time_and_responds_later(
+    fake_asana: FakeAsana, fake_slack: FakeSlack, http_bot: BotProcess
+) -> None:
+    fake_asana.set_export(GID, "started", organization_name="Slow Org")
+    fake_asana.set_delay(3.5, gid=GID)
+    response_url = fake_slack.new_response_url()
+    response = command(http_bot, fake_slack, GID, response_url=response_url)
+    assert response.elapsed < 3.0, "ack inside Slack's 3 seconds"
+    ack = ack_json(response)
+    assert ack["response_type"] == "ephemeral" and "Looking up" in ack["text"]
+    fake_slack.wait_for(lambda: fake_slack.responses(response_url), timeout=10)
+    (delivered,) = fake_slack.responses(response_url)
+    assert delivered.body["response_type"] == "in_channel"
+    assert "Slow Org" in all_text(delivered.body)
+
+
+def test_hanging_asana_gets_a_timeout_message(
+    fake_asana: FakeAsana, fake_slack: FakeSlack, bot_env: dict[str, str], tmp_path
+) -> None:
+    fake_asana.set_export(GID, "started")
+    fake_asana.set_delay(30, gid=GID)
+    env = {**bot_env, "LOOKUP_TIMEOUT_SECONDS": "3", "ASANA_TIMEOUT_SECONDS": "2"}
+    bot = BotProcess(tmp_path, env).start()
+    try:
+        response_url = fake_slack.new_response_url()
+        response = command(bot, fake_slack, GID, response_url=response_url)
+        assert response.elapsed < 3.0
+        fake_slack.wait_for(lambda: fake_slack.responses(response_url), timeout=10)
+        (delivered,) = fake_slack.responses(response_url)
+        assert delivered.body["response_type"] == "ephemeral"
+        assert "did not answer" in all_text(delivered.body)
+    finally:
+        bot.stop()
+
+
+@pytest.mark.parametrize(
+    ("text", "fragment"),
+    [("", "which export"), ("hello", "not an export gid"), ("12 34", "did not understand")],
+)
+def test_bad_text_gets_ephemeral_usage(
+    fake_asana: FakeAsana, fake_slack: FakeSlack, http_bot: BotProcess, text: str, fragment: str
+) -> None:
+    answer = ack_json(command(http_bot, fake_slack, text))
+    assert answer["response_type"] == "ephemeral"
+    assert fragment in all_text(answer)
+    assert "/asana-export" in all_text(answer)
+    assert fake_asana.requests == []
+
+
+def test_help(fake_slack: FakeSlack, http_bot: BotProcess) -> None:
+    answer = ack_json(command(http_bot, fake_slack, "help"))
+    assert answer["response_type"] == "ephemeral"
+    assert "/asana-export" in all_text(answer)
+
+
+@pytest.mark.parametrize("forgery", ["unsigned", "wrong_secret", "tampered", "stale", "future"])
+def test_forged_or_stale_requests_are_rejected_without_side_effects(
+    fake_asana: FakeAsana, fake_slack: FakeSlack, http_bot: BotProcess, forgery: str
+) -> None:
+    fake_asana.set_export(GID, "finished")
+    fake_slack.clear()
+    body = form_body(slash_command_form(text=GID, response_url=fake_slack.new_response_url()))
+    now = int(time.time())
+    kwargs: dict[str, Any] = {"secret": SIGNING_SECRET}
+    if forgery == "unsigned":
+        kwargs["signature"] = ""
+    elif forgery == "wrong_secret":
+        kwargs["secret"] = "not-the-secret"
+    elif forgery == "tampered":
+        from tests.fakes.slack_signing import sign
+
+        kwargs["signature"] = sign(body.replace(b"general", b"generaL"), SIGNING_SECRET, now)
+        kwargs["timestamp"] = now
+    elif forgery == "stale":
+        kwargs["timestamp"] = now - 6 * 60
+    elif forgery == "future":
+        kwargs["timestamp"] = now + 6 * 60
+    response = post_signed(http_bot.events_url, body, **kwargs)
+    assert response.status == 401
+    time.sleep(0.3)
+    assert fake_asana.requests == []
+    assert [c.method for c in fake_slack.calls if c.method != "auth.test"] == []
+    assert fake_slack.responses() == []
+
+
+def test_organization_name_full_of_mrkdwn_pings_nobody(
+    fake_asana: FakeAsana, fake_slack: FakeSlack, http_bot: BotProcess
+) -> None:
+    evil = "<!channel> <@U999> <https://evil.example|click> & *bold*"
+    fake_asana.set_export(GID, "pending", organization_name=evil)
+    answer = ack_json(command(http_bot, fake_slack, GID))
+    content = all_text(answer)
+    assert "<!channel>" not in content and "<@U999>" not in content
+    assert "<https://evil.example" not in content
+    assert "&lt;!channel&gt;" in content and "&amp;" in content
+
+
+def test_socket_mode_lookup_and_slow_respond(
+    fake_asana: FakeAsana, fake_slack: FakeSlack, socket_bot: BotProcess
+) -> None:
+    fake_asana.set_export(GID, "pending", organization_name="Socket Org")
+    answer = fake_slack.send_slash_command(text=GID, timeout=3.0)
+    assert fake_slack.socket_acks[-1].latency < 3.0
+    assert answer["response_type"] == "in_channel"
+    assert "Socket Org" in all_text(answer)
+
+    fake_asana.set_delay(3.5, gid=GID)
+    response_url = fake_slack.new_response_url()
+    ack = fake_slack.send_slash_command(text=GID, response_url=response_url, timeout=3.0)
+    assert "Looking up" in ack["text"]
+    fake_slack.wait_for(lambda: fake_slack.responses(response_url), timeout=10)
+    assert "Socket Org" in all_text(fake_slack.responses(response_url)[0].body)
+
+    bad = fake_slack.send_slash_command(text="nonsense!", timeout=3.0)
+    assert bad["response_type"] == "ephemeral"
