@@ -5,7 +5,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import signal
+import socket
+import time
+import uuid
+from datetime import timedelta
 
 from aiohttp import web
 from slack_bolt.adapter.aiohttp import to_aiohttp_response
@@ -22,7 +27,12 @@ from slack_sdk.web.async_client import AsyncWebClient
 from bot import __version__
 from bot.asana import AsanaClient
 from bot.config import Settings
+from bot.db import create_engine, upgrade
+from bot.ratelimit import TokenBucket
 from bot.runtime import Runtime
+from bot.scheduler import build_scheduler, stop_scheduler
+from bot.store import Store
+from bot.watcher import Watcher, WatcherConfig
 
 log = logging.getLogger(__name__)
 
@@ -46,8 +56,13 @@ def build_slack_client(settings: Settings) -> AsyncWebClient:
     )
 
 
-def build_runtime(settings: Settings) -> Runtime:
-    """One pooled Asana client per process."""
+def replica_id() -> str:
+    """Who holds a lease: host and pid plus a random part, unique across restarts."""
+    return f"{socket.gethostname()[:40]}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+
+
+def build_runtime(settings: Settings, store: Store) -> Runtime:
+    """One pooled Asana client, one Slack client and one request budget per process."""
     assert settings.ASANA_TOKEN is not None
     asana = AsanaClient(
         settings.ASANA_TOKEN.get_secret_value(),
@@ -55,7 +70,35 @@ def build_runtime(settings: Settings) -> Runtime:
         timeout=settings.ASANA_TIMEOUT_SECONDS,
         max_retry_time=settings.ASANA_MAX_RETRY_SECONDS,
     )
-    return Runtime(settings=settings, asana=asana)
+    budget = TokenBucket(settings.POLL_BUDGET_PER_MINUTE, clock=time.monotonic)
+    return Runtime(
+        settings=settings,
+        asana=asana,
+        store=store,
+        slack=build_slack_client(settings),
+        budget=budget,
+    )
+
+
+def build_watcher(runtime: Runtime) -> Watcher:
+    s = runtime.settings
+    config = WatcherConfig(
+        policy=runtime.poll_policy,
+        lease=timedelta(seconds=s.LEASE_SECONDS),
+        batch=s.POLL_BATCH,
+        concurrency=s.POLL_CONCURRENCY,
+        notify_grace=timedelta(seconds=s.NOTIFY_GRACE_SECONDS),
+    )
+    return Watcher(
+        store=runtime.store,
+        asana=runtime.asana,
+        slack=runtime.slack,
+        budget=runtime.budget,
+        owner=replica_id(),
+        config=config,
+        now=runtime.now,
+        command=s.SLACK_COMMAND,
+    )
 
 
 def build_bolt_app(runtime: Runtime) -> AsyncApp:
@@ -64,7 +107,7 @@ def build_bolt_app(runtime: Runtime) -> AsyncApp:
 
     settings = runtime.settings
     app = AsyncApp(
-        client=build_slack_client(settings),
+        client=runtime.slack,
         signing_secret=(
             settings.SLACK_SIGNING_SECRET.get_secret_value()
             if settings.SLACK_SIGNING_SECRET is not None
@@ -133,10 +176,16 @@ async def _check_slack_auth(bolt: AsyncApp) -> None:
 
 
 async def serve(settings: Settings) -> None:
-    """Run until SIGINT/SIGTERM: HTTP endpoint or Socket Mode, plus the health check."""
-    runtime = build_runtime(settings)
+    """Run until SIGINT/SIGTERM: HTTP endpoint or Socket Mode, the watcher, the health check."""
+    engine = create_engine(settings.DATABASE_URL)
+    await upgrade(engine)
+    runtime = build_runtime(settings, Store(engine))
     bolt = build_bolt_app(runtime)
     await _check_slack_auth(bolt)
+    watcher = build_watcher(runtime)
+    scheduler = build_scheduler(
+        watcher, tick_seconds=settings.TICK_SECONDS, recover_seconds=settings.RECOVER_SECONDS
+    )
 
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -150,7 +199,7 @@ async def serve(settings: Settings) -> None:
     await runner.setup()
     site = web.TCPSite(runner, settings.HOST, settings.PORT)
     try:
-        await site.start()
+        scheduler.start()
         if settings.socket_mode:
             from slack_bolt.adapter.socket_mode.async_handler import AsyncSocketModeHandler
 
@@ -159,13 +208,22 @@ async def serve(settings: Settings) -> None:
                 bolt, settings.SLACK_APP_TOKEN.get_secret_value()
             )
             await socket_handler.connect_async()
-            log.info("serving Socket Mode; health check on port %s", settings.PORT)
+            log.info("serving Socket Mode as replica %s", watcher.owner)
         else:
-            log.info("serving HTTP on %s:%s%s", settings.HOST, settings.PORT, EVENTS_PATH)
+            log.info(
+                "serving HTTP on %s:%s%s as replica %s",
+                settings.HOST,
+                settings.PORT,
+                EVENTS_PATH,
+                watcher.owner,
+            )
+        await site.start()  # healthy only once everything behind it is up
         await stop.wait()
         log.info("shutting down")
     finally:
+        await stop_scheduler(scheduler, watcher, grace=settings.LEASE_SECONDS / 2)
         if socket_handler is not None:
             await socket_handler.close_async()
         await runner.cleanup()
         await runtime.asana.aclose()
+        await engine.dispose()

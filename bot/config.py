@@ -62,6 +62,22 @@ class Settings(BaseSettings):
     # Largest accepted HTTP body; Slack's payloads are far smaller.
     MAX_BODY_BYTES: int = Field(default=1_000_000, ge=1024)
 
+    # Watching: how often each replica looks for due exports, and how polls are spaced.
+    TICK_SECONDS: float = Field(default=1.5, gt=0, le=60)
+    RECOVER_SECONDS: float = Field(default=15.0, gt=0, le=3600)
+    POLL_INITIAL_SECONDS: float = Field(default=15.0, gt=0, le=3600)
+    POLL_MAX_SECONDS: float = Field(default=300.0, gt=0, le=86400)
+    POLL_FACTOR: float = Field(default=2.0, ge=1, le=10)
+    POLL_JITTER: float = Field(default=0.1, ge=0, lt=1)
+    PAUSED_RETRY_SECONDS: float = Field(default=300.0, gt=0, le=86400)
+    # Asana requests per minute all polling may use (Asana allows 150 free, 1,500 paid per token).
+    POLL_BUDGET_PER_MINUTE: float = Field(default=100.0, gt=0, le=100_000)
+    POLL_BATCH: int = Field(default=50, ge=1, le=10_000)
+    POLL_CONCURRENCY: int = Field(default=10, ge=1, le=50)
+    LEASE_SECONDS: float = Field(default=60.0, ge=5, le=3600)
+    # An interrupted notification older than this is checked against the channel history.
+    NOTIFY_GRACE_SECONDS: float = Field(default=120.0, ge=1, le=86400)
+
     @field_validator("LOG_LEVEL", mode="before")
     @classmethod
     def _upper_level(cls, value: object) -> object:

@@ -794,11 +794,16 @@ def render_export_gone(gid: str) -> Message:
 
 
 def render_watch_paused(gid: str, kind: ProblemKind, *, command: str = DEFAULT_COMMAND) -> Message:
-    """Posted once when a problem that needs a person stops the watch of an export."""
+    """Posted once when a problem that needs a person pauses the watch of an export."""
     what, todo = _problem_parts(kind, gid, None)
-    resume = f"`{_esc(command, _COMMAND_BUDGET)} watch {_esc(gid, _GID_BUDGET)}`"
+    stop = f"`{_esc(command, _COMMAND_BUDGET)} unwatch {_esc(gid, _GID_BUDGET)}`"
     text = f":double_vertical_bar: Paused watching export {_code(gid)}: {what}"
-    blocks = [_section(f"{text}\n{todo} Once fixed, run {resume} to watch it again.")]
+    blocks = [
+        _section(
+            f"{text}\n{todo} The bot keeps checking now and then and resumes on its own once"
+            f" Asana lets it in again; {stop} stops watching."
+        )
+    ]
     return _message(text, blocks)
 
 
@@ -858,3 +863,64 @@ def render_watch_list(
     if hidden:
         blocks.append(_context(f"…and {hidden} more."))
     return _message(f"{count} watched in {where}.", blocks, "ephemeral")
+
+
+def render_watch_started(export: Export, *, now: datetime, next_check_at: datetime) -> Message:
+    """Ephemeral confirmation: this channel now watches the export (the card is in channel)."""
+    text = (
+        f":eyes: Watching {_short(export)} for this channel. I will post a fresh download link"
+        " here as soon as it is finished."
+    )
+    blocks = [
+        _section(text),
+        _overview(export, now),
+        _context(f"Next check {format_relative(next_check_at, now)}"),
+    ]
+    return _message(text, blocks, "ephemeral")
+
+
+def render_already_watching(
+    export: Export, *, now: datetime, command: str = DEFAULT_COMMAND
+) -> Message:
+    """Ephemeral: asking again does not add a second watch."""
+    cmd = _esc(command, _COMMAND_BUDGET)
+    text = f":eyes: This channel already watches {_short(export)}."
+    blocks = [
+        _section(f"{text} `{cmd} list` shows this channel's watches."),
+        _overview(export, now),
+    ]
+    return _message(text, blocks, "ephemeral")
+
+
+def render_cannot_post(export: Export, *, now: datetime, error: str | None) -> Message:
+    """Ephemeral: the bot may not post in this channel, so it cannot watch here; how to fix it."""
+    reason = {
+        "not_in_channel": "I am not a member of this channel.",
+        "channel_not_found": "I cannot see this channel (it is private or a DM I am not in).",
+        "is_archived": "This channel is archived.",
+    }.get(error or "", f"Slack refused my message ({_esc(error, 60, default='unknown error')}).")
+    text = f":no_entry: I cannot watch {_short(export)} here: {reason}"
+    fix = (
+        "Invite me with `/invite @asana-export` (or the channel's *Integrations* tab) and run"
+        " the command again."
+    )
+    return _message(text, [_section(f"{text}\n{fix}"), _overview(export, now)], "ephemeral")
+
+
+def render_unwatched(gid: str, *, found: bool, command: str = DEFAULT_COMMAND) -> Message:
+    """Ephemeral answer to `unwatch`."""
+    if found:
+        text = f":white_check_mark: Stopped watching export {_code(gid)} in this channel."
+    else:
+        cmd = _esc(command, _COMMAND_BUDGET)
+        text = (
+            f"This channel does not watch export {_code(gid)}; nothing to stop."
+            f" `{cmd} list` shows what it watches."
+        )
+    return _message(text, [_section(text)], "ephemeral")
+
+
+def render_card_unwatched(export: Export, *, now: datetime) -> Message:
+    """The card's last edit when its channel stops watching."""
+    text = f":no_bell: No longer watching {_short(export)} in this channel."
+    return _message(text, [_section(text), _overview(export, now)])

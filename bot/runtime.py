@@ -6,8 +6,13 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
+from slack_sdk.web.async_client import AsyncWebClient
+
 from bot.asana import AsanaClient
 from bot.config import Settings
+from bot.decisions import PollPolicy
+from bot.ratelimit import TokenBucket
+from bot.store import Store
 
 
 def utc_now() -> datetime:
@@ -17,8 +22,22 @@ def utc_now() -> datetime:
 
 @dataclass
 class Runtime:
-    """Settings plus the pooled clients, built once per process in `bot.app`."""
+    """Settings plus the pooled clients and the store, built once per process in `bot.app`."""
 
     settings: Settings
     asana: AsanaClient
+    store: Store
+    slack: AsyncWebClient
+    budget: TokenBucket
     now: Callable[[], datetime] = field(default=utc_now)
+
+    @property
+    def poll_policy(self) -> PollPolicy:
+        s = self.settings
+        return PollPolicy(
+            initial=s.POLL_INITIAL_SECONDS,
+            factor=s.POLL_FACTOR,
+            cap=s.POLL_MAX_SECONDS,
+            jitter=s.POLL_JITTER,
+            paused_retry=s.PAUSED_RETRY_SECONDS,
+        )

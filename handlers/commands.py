@@ -1,87 +1,112 @@
-"""`/asana-export` listener: parse, look up under Slack's ack deadline, answer."""
+"""`/asana-export` listener: parse, answer inside Slack's ack deadline, or ack and respond later."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
 import time
+from collections.abc import Awaitable
 from typing import Any
 
 from slack_bolt.async_app import AsyncAck, AsyncApp, AsyncRespond
 
-from bot import messages
+from bot import messages, watching
 from bot.asana import AsanaError
 from bot.command_parser import Help, Invalid, ListWatches, Lookup, Unwatch, Watch, parse_command
-from bot.models import LINK_VALIDITY, Export
+from bot.messages import Message
 from bot.runtime import Runtime
 
 log = logging.getLogger(__name__)
 
 
-async def _answer_for(runtime: Runtime, export: Export) -> messages.Message:
-    now = runtime.now()
-    return messages.render_export(export, now=now, link_valid_until=now + LINK_VALIDITY)
-
-
-def _problem(exc: AsanaError, gid: str) -> messages.Message:
-    return messages.render_problem(
-        exc.kind, gid=gid, asana_message=exc.message, retry_after=exc.retry_after
-    )
-
-
-async def lookup(runtime: Runtime, gid: str, ack: AsyncAck, respond: AsyncRespond) -> None:
-    """Answer in the ack when Asana is quick; otherwise ack at once and respond when it answers."""
-    settings = runtime.settings
+async def answer_in_time(
+    ack: AsyncAck,
+    respond: AsyncRespond,
+    work: Awaitable[Message],
+    *,
+    deadline: float,
+    total: float,
+    placeholder: Message,
+    on_timeout: Message,
+) -> None:
+    """Ack with the answer if `work` is done within `deadline`; else ack `placeholder` and
+    deliver the answer with respond() when it is ready (or `on_timeout` after `total`)."""
+    task = asyncio.ensure_future(work)
     started = time.monotonic()
-    task = asyncio.ensure_future(runtime.asana.get_export(gid))
     try:
-        export = await asyncio.wait_for(asyncio.shield(task), settings.ACK_DEADLINE_SECONDS)
+        answer = await asyncio.wait_for(asyncio.shield(task), deadline)
     except TimeoutError:
         pass
-    except AsanaError as exc:
-        log.info("lookup of export %s failed: %s", gid, exc.kind)
-        await ack(**_problem(exc, gid).to_ack())
-        return
     else:
-        await ack(**(await _answer_for(runtime, export)).to_ack())
+        await ack(**answer.to_ack())
         return
-
-    await ack(**messages.render_looking_up(gid).to_ack())
-    remaining = settings.LOOKUP_TIMEOUT_SECONDS - (time.monotonic() - started)
+    await ack(**placeholder.to_ack())
     try:
-        export = await asyncio.wait_for(task, max(remaining, 0.1))
+        answer = await asyncio.wait_for(task, max(total - (time.monotonic() - started), 0.1))
     except TimeoutError:
-        log.info("lookup of export %s timed out after %.1fs", gid, time.monotonic() - started)
-        answer = messages.render_lookup_timeout(gid, time.monotonic() - started)
+        answer = on_timeout
+    await respond(**answer.to_ack())
+
+
+async def look_up_and_watch(runtime: Runtime, gid: str, command: dict[str, Any]) -> Message:
+    """Fetch the export; show it if it is over, otherwise watch it in this channel."""
+    runtime.budget.force_acquire()  # a person is waiting: go now, but count it
+    try:
+        export = await runtime.asana.get_export(gid)
     except AsanaError as exc:
         log.info("lookup of export %s failed: %s", gid, exc.kind)
-        answer = _problem(exc, gid)
-    else:
-        answer = await _answer_for(runtime, export)
-    await respond(**answer.to_ack())
+        return messages.render_problem(
+            exc.kind, gid=gid, asana_message=exc.message, retry_after=exc.retry_after
+        )
+    return await watching.answer_for_export(
+        runtime,
+        export,
+        team_id=str(command.get("team_id") or ""),
+        channel_id=str(command.get("channel_id") or ""),
+        user_id=str(command.get("user_id") or ""),
+    )
 
 
 def register(app: AsyncApp, runtime: Runtime) -> None:
     """Attach the slash command listener to `app`."""
-    command_name = runtime.settings.SLACK_COMMAND
+    settings = runtime.settings
+    name = settings.SLACK_COMMAND
 
-    @app.command(command_name)
+    @app.command(name)
     async def on_command(ack: AsyncAck, respond: AsyncRespond, command: dict[str, Any]) -> None:
         parsed = parse_command(command.get("text"))
+        team_id = str(command.get("team_id") or "")
+        channel_id = str(command.get("channel_id") or "")
         try:
             match parsed:
-                case Lookup(gid):
-                    await lookup(runtime, gid, ack, respond)
-                case Help():
-                    await ack(**messages.render_help(command_name).to_ack())
-                case Invalid(problem):
-                    await ack(**messages.render_usage(problem, command=command_name).to_ack())
-                case Watch() | Unwatch() | ListWatches():
-                    await ack(
-                        **messages.render_usage(
-                            "Watching is not available yet.", command=command_name
-                        ).to_ack()
+                case Lookup(gid) | Watch(gid):
+                    await answer_in_time(
+                        ack,
+                        respond,
+                        look_up_and_watch(runtime, gid, command),
+                        deadline=settings.ACK_DEADLINE_SECONDS,
+                        total=settings.LOOKUP_TIMEOUT_SECONDS,
+                        placeholder=messages.render_looking_up(gid),
+                        on_timeout=messages.render_lookup_timeout(
+                            gid, settings.LOOKUP_TIMEOUT_SECONDS
+                        ),
                     )
+                case Unwatch(gid):
+                    answer, ended = await watching.stop_watching(
+                        runtime, team_id=team_id, channel_id=channel_id, gid=gid
+                    )
+                    await ack(**answer.to_ack())
+                    if ended is not None:
+                        await watching.mark_card_unwatched(runtime, ended)
+                case ListWatches(workspace):
+                    answer = await watching.list_watches(
+                        runtime, team_id=team_id, channel_id=None if workspace else channel_id
+                    )
+                    await ack(**answer.to_ack())
+                case Help():
+                    await ack(**messages.render_help(name).to_ack())
+                case Invalid(problem):
+                    await ack(**messages.render_usage(problem, command=name).to_ack())
         except Exception:
             # Whatever broke, the user gets an answer instead of Slack's "operation_timeout".
             log.exception("command %s failed", type(parsed).__name__)

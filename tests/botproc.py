@@ -59,7 +59,7 @@ class BotProcess:
         """Start and wait until the health check answers."""
         with self.log_path.open("ab") as log:
             self.started_at = time.monotonic()
-            self.proc = subprocess.Popen(  # noqa: S603 - our own console script
+            self.proc = subprocess.Popen(
                 [console_script(), "run"],
                 cwd=self.workdir,
                 env=self.env,

@@ -53,7 +53,9 @@ def http_bot(bot_env: dict[str, str], tmp_path: Path) -> Iterator[BotProcess]:
 
 
 @pytest.fixture
-def socket_bot(bot_env: dict[str, str], fake_slack: FakeSlack, tmp_path: Path) -> Iterator[BotProcess]:
+def socket_bot(
+    bot_env: dict[str, str], fake_slack: FakeSlack, tmp_path: Path
+) -> Iterator[BotProcess]:
     env = {**bot_env, "SLACK_APP_TOKEN": fake_slack.app_token, "SLACK_SIGNING_SECRET": ""}
     bot = BotProcess(tmp_path, env).start()
     try:
@@ -67,5 +69,40 @@ def socket_bot(bot_env: dict[str, str], fake_slack: FakeSlack, tmp_path: Path) -
 def postgres_url() -> str:
     url = os.environ.get(POSTGRES_URL_VAR)
     if not url:
-        pytest.skip(f"{POSTGRES_URL_VAR} is not set (e.g. postgresql://postgres@127.0.0.1:5432/test)")
+        pytest.skip(
+            f"{POSTGRES_URL_VAR} is not set (e.g. postgresql://postgres@127.0.0.1:5432/test)"
+        )
+    return url
+
+
+@pytest.fixture
+def fresh_postgres_url(postgres_url: str) -> Iterator[str]:
+    """A throwaway PostgreSQL database for one test, dropped afterwards."""
+    import uuid
+
+    import sqlalchemy as sa
+
+    name = f"aeb_{uuid.uuid4().hex[:12]}"
+    admin = sa.create_engine(_sync_url(postgres_url), isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
+    url = sa.make_url(_sync_url(postgres_url)).set(database=name)
+    try:
+        yield url.render_as_string(hide_password=False)
+    finally:
+        with admin.connect() as conn:
+            conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
+
+
+def _sync_url(url: str) -> str:
+    """psycopg (sync) for test administration, whatever driver the URL names."""
+    for prefix in (
+        "postgresql+asyncpg://",
+        "postgresql+psycopg://",
+        "postgres://",
+        "postgresql://",
+    ):
+        if url.startswith(prefix):
+            return "postgresql+psycopg://" + url[len(prefix) :]
     return url

@@ -57,7 +57,7 @@ def all_text(message: dict[str, Any]) -> str:
         ("on_fire", ":grey_question:", "on_fire"),
     ],
 )
-def test_each_state_is_answered_in_channel(
+def test_each_state_is_shown_to_the_channel(
     fake_asana: FakeAsana,
     fake_slack: FakeSlack,
     http_bot: BotProcess,
@@ -68,8 +68,15 @@ def test_each_state_is_answered_in_channel(
     fake_asana.set_export(GID, state, organization_gid="42", organization_name="Acme Corp")
     response = command(http_bot, fake_slack, f"  {GID} ")
     assert response.elapsed < 3.0
-    answer = ack_json(response)
-    assert answer["response_type"] == "in_channel"
+    ack = ack_json(response)
+    if state == "error":  # over: the answer itself is shown to the channel
+        assert ack["response_type"] == "in_channel"
+        answer = ack
+    else:  # still going: the channel gets a status card, the asker a private confirmation
+        assert ack["response_type"] == "ephemeral" and "Watching" in ack["text"]
+        (card,) = [c.body for c in fake_slack.calls_to("chat.postMessage")]
+        assert card["channel"] == "C0001"
+        answer = card
     assert answer["text"], "a plain text fallback is always sent"
     content = all_text(answer)
     assert emoji in content and word in content.lower()
@@ -123,7 +130,7 @@ def test_bad_token_is_ephemeral_and_names_the_fix(
 def test_rate_limit_then_success_waits_for_retry_after(
     fake_asana: FakeAsana, fake_slack: FakeSlack, http_bot: BotProcess
 ) -> None:
-    fake_asana.set_export(GID, "started", organization_name="Acme")
+    fake_asana.set_export(GID, "finished", organization_name="Acme")
     fake_asana.fail(429, gid=GID, retry_after=1)
     response = command(http_bot, fake_slack, GID)
     answer = ack_json(response)
@@ -137,7 +144,7 @@ def test_rate_limit_then_success_waits_for_retry_after(
 def test_slow_asana_acks_in_time_and_responds_later(
     fake_asana: FakeAsana, fake_slack: FakeSlack, http_bot: BotProcess
 ) -> None:
-    fake_asana.set_export(GID, "started", organization_name="Slow Org")
+    fake_asana.set_export(GID, "finished", organization_name="Slow Org")
     fake_asana.set_delay(3.5, gid=GID)
     response_url = fake_slack.new_response_url()
     response = command(http_bot, fake_slack, GID, response_url=response_url)
@@ -237,9 +244,11 @@ def test_socket_mode_lookup_and_slow_respond(
     fake_asana.set_export(GID, "pending", organization_name="Socket Org")
     answer = fake_slack.send_slash_command(text=GID, timeout=3.0)
     assert fake_slack.socket_acks[-1].latency < 3.0
-    assert answer["response_type"] == "in_channel"
-    assert "Socket Org" in all_text(answer)
+    assert answer["response_type"] == "ephemeral" and "Watching" in answer["text"]
+    (card,) = [c.body for c in fake_slack.calls_to("chat.postMessage")]
+    assert "Socket Org" in all_text(card)
 
+    fake_asana.set_state(GID, "finished")
     fake_asana.set_delay(3.5, gid=GID)
     response_url = fake_slack.new_response_url()
     ack = fake_slack.send_slash_command(text=GID, response_url=response_url, timeout=3.0)

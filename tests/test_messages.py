@@ -670,7 +670,8 @@ def test_export_failed_gone_and_paused() -> None:
     check(paused)
     assert "Paused watching export `1205`" in paused.text
     assert "invalid or revoked" in paused.text
-    assert "`/asana-export watch 1205`" in all_text(paused)
+    assert "`/asana-export unwatch 1205`" in all_text(paused)
+    assert "resumes on its own" in all_text(paused)
 
 
 def row(i: int, **kw: Any) -> WatchRow:

@@ -1,0 +1,146 @@
+"""Engine creation, URL normalisation and schema upgrades: the only place that knows drivers."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import weakref
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from alembic import command
+from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from sqlalchemy import event, text
+from sqlalchemy.engine import Connection, make_url
+from sqlalchemy.exc import ArgumentError
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+
+#: Arbitrary constant key for `pg_advisory_xact_lock`, so replicas upgrade one at a time.
+MIGRATION_LOCK_KEY = 0x61736E61  # "asna"
+
+#: Execution option read by the SQLite "begin" hook: read-only transactions may start deferred.
+SQLITE_BEGIN_OPTION = "sqlite_begin"
+
+_KEEP = ("sqlite+aiosqlite", "postgresql+psycopg", "postgresql+asyncpg")
+_REWRITE = {
+    "sqlite": "sqlite+aiosqlite",
+    "postgresql": "postgresql+psycopg",
+    "postgres": "postgresql+psycopg",
+}
+
+
+def normalize_database_url(url: str) -> str:
+    """Map the URLs people write (sqlite:///, postgres://) to the async drivers we ship."""
+    scheme, sep, rest = url.partition("://")
+    if not sep:
+        raise ValueError(
+            "DATABASE_URL must be a URL such as sqlite:///data/bot.db or "
+            "postgresql://user@host/db; got something without a scheme."
+        )
+    scheme = scheme.lower()
+    if scheme in _KEEP:
+        return f"{scheme}://{rest}"
+    if scheme in _REWRITE:
+        return f"{_REWRITE[scheme]}://{rest}"
+    try:
+        shown = make_url(url).render_as_string(hide_password=True)
+    except ArgumentError:
+        shown = f"{scheme}://..."
+    raise ValueError(
+        f"Unsupported database URL {shown}: use sqlite:///path or postgresql://..., "
+        f"or one of the drivers {', '.join(_KEEP)}."
+    )
+
+
+def is_sqlite(engine: AsyncEngine) -> bool:
+    """SQLite needs its own transaction handling; PostgreSQL gets row locks instead."""
+    return engine.dialect.name == "sqlite"
+
+
+def create_engine(url: str, **kwargs: Any) -> AsyncEngine:
+    """Build the async engine, with SQLite tuned for one process and PostgreSQL for restarts."""
+    normalized = normalize_database_url(url)
+    parsed = make_url(normalized)
+    if parsed.get_backend_name() == "sqlite":
+        database = parsed.database
+        if database and database != ":memory:" and not database.startswith("file:"):
+            Path(database).expanduser().parent.mkdir(parents=True, exist_ok=True)
+        engine = create_async_engine(normalized, **kwargs)
+        _install_sqlite_hooks(engine)
+        return engine
+    kwargs.setdefault("pool_pre_ping", True)
+    return create_async_engine(normalized, **kwargs)
+
+
+def _install_sqlite_hooks(engine: AsyncEngine) -> None:
+    """Pragmas on every connection, and BEGIN IMMEDIATE so two writers never both read stale.
+
+    The sqlite3 driver's own transaction handling is switched off (isolation_level=None) and we
+    emit BEGIN ourselves: IMMEDIATE takes the write lock up front, so a read-then-write
+    transaction (subscribe, claim) cannot be overtaken by another connection in between.
+    """
+
+    @event.listens_for(engine.sync_engine, "connect")
+    def _on_connect(dbapi_connection: Any, _record: Any) -> None:
+        dbapi_connection.isolation_level = None
+        cursor = dbapi_connection.cursor()
+        try:
+            cursor.execute("PRAGMA journal_mode=WAL")
+            cursor.execute("PRAGMA busy_timeout=5000")
+            cursor.execute("PRAGMA foreign_keys=ON")
+            cursor.execute("PRAGMA synchronous=NORMAL")
+        finally:
+            cursor.close()
+
+    @event.listens_for(engine.sync_engine, "begin")
+    def _on_begin(conn: Connection) -> None:
+        mode = conn.get_execution_options().get(SQLITE_BEGIN_OPTION, "IMMEDIATE")
+        if mode not in ("IMMEDIATE", "DEFERRED"):
+            raise ValueError(f"unknown SQLite begin mode {mode!r}")
+        conn.exec_driver_sql(f"BEGIN {mode}")
+
+
+def migrations_path() -> str:
+    """The Alembic scripts shipped inside the package, so upgrades work from a wheel."""
+    return os.fspath(resources.files("bot") / "migrations")
+
+
+def alembic_config(connection: Connection | None = None) -> Config:
+    """An Alembic Config built in code: no alembic.ini needed at run time."""
+    config = Config()
+    config.set_main_option("script_location", migrations_path())
+    if connection is not None:
+        config.attributes["connection"] = connection
+    return config
+
+
+def _upgrade_sync(connection: Connection, revision: str) -> None:
+    if connection.dialect.name == "postgresql":
+        connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": MIGRATION_LOCK_KEY})
+    command.upgrade(alembic_config(connection), revision)
+
+
+# Alembic keeps its migration context in a module global, so two upgrades in one process must
+# not interleave (they deadlock on each other's connections): one lock per event loop.
+_local_upgrade_locks: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Lock] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+async def upgrade(engine: AsyncEngine, revision: str = "head") -> None:
+    """Migrate to head; idempotent, and on PostgreSQL serialised across replicas by a lock."""
+    lock = _local_upgrade_locks.setdefault(asyncio.get_running_loop(), asyncio.Lock())
+    async with lock, engine.begin() as conn:
+        await conn.run_sync(_upgrade_sync, revision)
+
+
+async def current_revision(engine: AsyncEngine) -> str | None:
+    """The schema revision the database is at (None when never migrated): for `check`."""
+
+    def _read(connection: Connection) -> str | None:
+        return MigrationContext.configure(connection).get_current_revision()
+
+    async with engine.connect() as conn:
+        return await conn.run_sync(_read)

@@ -1,0 +1,116 @@
+"""The Asana request budget for one token: a token bucket plus a sliding 60 s window.
+
+Pure and clock-injected. The bucket spreads requests out (at most `burst` at once, refilled at
+rate/60 per second); the window makes "at most `rate_per_minute` in any 60 seconds" exact,
+which a bucket alone does not (a full bucket plus a minute of refill is burst + rate).
+Polls use try_acquire and wait their turn; interactive lookups use force_acquire: they always
+go, but they count, so polls back off afterwards. pause() applies a Retry-After to every poll
+on the token, not only the one that got the 429.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import deque
+from collections.abc import Callable
+
+#: The window Asana's per-minute limits are counted over, in seconds.
+WINDOW = 60.0
+#: Float slack so that waiting exactly seconds_until_available() is enough.
+_EPSILON = 1e-9
+
+
+class TokenBucket:
+    """At most `rate_per_minute` acquisitions in any 60 s window, at most `burst` at once."""
+
+    def __init__(
+        self,
+        rate_per_minute: float,
+        *,
+        burst: int | None = None,
+        clock: Callable[[], float],
+    ) -> None:
+        if not rate_per_minute > 0 or not math.isfinite(rate_per_minute):
+            raise ValueError("rate_per_minute must be a positive number")
+        if burst is None:
+            burst = max(1, math.ceil(rate_per_minute / 10))
+        if burst < 1:
+            raise ValueError("burst must be at least 1")
+        self.rate_per_minute = float(rate_per_minute)
+        self.burst = burst
+        self._clock = clock
+        self._per_second = self.rate_per_minute / WINDOW
+        self._tokens = float(burst)
+        self._last = clock()
+        self._paused_until = -math.inf
+        self._log: deque[tuple[float, int]] = deque()  # (time, n), oldest first
+        self._in_window = 0
+
+    def _advance(self) -> float:
+        now = self._clock()
+        elapsed = now - self._last
+        if elapsed > 0:  # a clock that steps back refills nothing
+            self._tokens = min(float(self.burst), self._tokens + elapsed * self._per_second)
+            self._last = now
+        while self._log and now - self._log[0][0] >= WINDOW:
+            self._in_window -= self._log.popleft()[1]
+        return now
+
+    def _record(self, now: float, n: int) -> None:
+        self._tokens -= n
+        self._log.append((now, n))
+        self._in_window += n
+
+    def try_acquire(self, n: int = 1) -> bool:
+        """Take n tokens if the budget allows it now; polls that get False are deferred."""
+        _check(n)
+        now = self._advance()
+        if (
+            now < self._paused_until
+            or self._tokens + _EPSILON < n
+            or self._in_window + n > self.rate_per_minute
+        ):
+            return False
+        self._record(now, n)
+        return True
+
+    def force_acquire(self, n: int = 1) -> None:
+        """Take n tokens whatever the budget (a person is waiting); the debt delays polls."""
+        _check(n)
+        self._record(self._advance(), n)
+
+    def pause(self, seconds: float) -> None:
+        """Refuse try_acquire for `seconds` (Asana's Retry-After applies to the whole token)."""
+        now = self._advance()
+        if seconds > 0 and math.isfinite(seconds):
+            self._paused_until = max(self._paused_until, now + seconds)
+
+    def seconds_until_available(self, n: int = 1) -> float:
+        """How long until try_acquire(n) can succeed; inf if it never can (n > burst or rate)."""
+        _check(n)
+        if n > self.burst or n > self.rate_per_minute:
+            return math.inf
+        now = self._advance()
+        waits = [self._paused_until - now]
+        if self._tokens + _EPSILON < n:
+            waits.append((n - self._tokens) / self._per_second)
+        excess = self._in_window + n - self.rate_per_minute
+        if excess > 0:
+            for when, count in self._log:
+                excess -= count
+                if excess <= 0:
+                    waits.append(when + WINDOW - now)
+                    break
+        wait = max(waits)
+        return wait + _EPSILON * max(1.0, abs(now)) if wait > 0 else 0.0
+
+    @property
+    def tokens(self) -> float:
+        """Tokens left now (negative after forced use): for metrics and `check`."""
+        self._advance()
+        return self._tokens
+
+
+def _check(n: int) -> None:
+    if n < 1:
+        raise ValueError("n must be at least 1")

@@ -1,0 +1,57 @@
+"""APScheduler 3.11 wiring: the polling tick and the recovery job, in the bot's event loop."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from datetime import UTC, datetime, timedelta
+
+from apscheduler.schedulers.asyncio import AsyncIOScheduler
+from apscheduler.triggers.interval import IntervalTrigger
+
+from bot.watcher import Watcher
+
+log = logging.getLogger(__name__)
+
+
+def build_scheduler(
+    watcher: Watcher, *, tick_seconds: float, recover_seconds: float
+) -> AsyncIOScheduler:
+    """Both jobs start at once, so a restarted replica polls what is due within one tick.
+
+    coalesce: a late job runs once, not once per missed interval. The watcher serialises its
+    own ticks, so overlapping runs return at once instead of logging "skipped" warnings.
+    """
+    scheduler = AsyncIOScheduler(
+        timezone=UTC,
+        job_defaults={"coalesce": True, "max_instances": 3, "misfire_grace_time": None},
+    )
+    now = datetime.now(UTC)
+    scheduler.add_job(
+        watcher.tick, IntervalTrigger(seconds=tick_seconds), id="tick", next_run_time=now
+    )
+    scheduler.add_job(
+        watcher.recover,
+        IntervalTrigger(seconds=recover_seconds),
+        id="recover",
+        next_run_time=now + timedelta(seconds=min(recover_seconds, 2.0)),
+    )
+    return scheduler
+
+
+async def stop_scheduler(scheduler: AsyncIOScheduler, watcher: Watcher, *, grace: float) -> None:
+    """Stop starting jobs, let an in-flight tick finish, then give back any lease still held.
+
+    AsyncIOScheduler.shutdown() cancels running coroutine jobs, so it comes last.
+    """
+    if scheduler.running:
+        scheduler.pause()
+    try:
+        await asyncio.wait_for(watcher.idle(), grace)
+    except TimeoutError:
+        log.warning("a tick was still running after %.0fs; its leases are released", grace)
+    if scheduler.running:
+        scheduler.shutdown(wait=False)
+    released = await watcher.release_leases()
+    if released:
+        log.info("released %d lease(s) on shutdown", released)

@@ -1,0 +1,650 @@
+"""Persistence for watched exports: the tables and the few queries (claim, compare-and-set).
+
+Every method is its own short transaction and takes `now` from the caller, so tests control
+time and several replicas agree on it through the database, not through local clocks.
+Asana's download_url is never written: there is no column for it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Iterable, Mapping
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import Dialect
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from bot.db import SQLITE_BEGIN_OPTION
+from bot.models import Export, ExportState, ProblemKind, Subscription
+
+#: States still worth polling; UNKNOWN too, so a state Asana adds later does not strand a watch.
+WATCHABLE_STATES: tuple[ExportState, ...] = (
+    ExportState.PENDING,
+    ExportState.STARTED,
+    ExportState.UNKNOWN,
+)
+
+_ERROR_MAX = 500
+_RAW_STATE_MAX = 64
+_END_REASON_MAX = 200
+_OWNER_MAX = 128
+
+
+class UTCDateTime(sa.TypeDecorator[datetime]):
+    """Aware UTC datetimes in and out, on SQLite (which keeps no offset) as on PostgreSQL."""
+
+    impl = sa.DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None or value.utcoffset() is None:
+            raise ValueError("naive datetime given to the store: pass timezone-aware values")
+        value = value.astimezone(UTC)
+        # SQLite compares the stored text, so every value must be naive UTC in one format.
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            return value.replace(tzinfo=UTC)
+        return value.astimezone(UTC)
+
+
+metadata = sa.MetaData()
+
+exports = sa.Table(
+    "exports",
+    metadata,
+    sa.Column("gid", sa.String(64), primary_key=True),
+    sa.Column("state", sa.String(16), nullable=False),
+    sa.Column("raw_state", sa.String(_RAW_STATE_MAX)),
+    sa.Column("organization_gid", sa.String(64)),
+    sa.Column("organization_name", sa.Text()),
+    sa.Column("created_at", UTCDateTime()),
+    sa.Column("next_poll_at", UTCDateTime(), index=True),
+    sa.Column("poll_count", sa.Integer(), nullable=False, server_default="0"),
+    sa.Column("consecutive_failures", sa.Integer(), nullable=False, server_default="0"),
+    sa.Column("lease_owner", sa.String(_OWNER_MAX)),
+    sa.Column("lease_until", UTCDateTime()),
+    sa.Column("last_checked_at", UTCDateTime()),
+    sa.Column("last_error", sa.String(_ERROR_MAX)),
+    sa.Column("paused_reason", sa.String(_ERROR_MAX)),
+    sa.Column("updated_at", UTCDateTime(), nullable=False),
+)
+
+subscriptions = sa.Table(
+    "subscriptions",
+    metadata,
+    sa.Column("id", sa.Integer(), primary_key=True, autoincrement=True),
+    sa.Column(
+        "export_gid",
+        sa.String(64),
+        sa.ForeignKey("exports.gid", name="fk_subscriptions_export_gid"),
+        nullable=False,
+        index=True,
+    ),
+    sa.Column("team_id", sa.String(64), nullable=False),
+    sa.Column("channel_id", sa.String(64), nullable=False),
+    sa.Column("user_id", sa.String(64), nullable=False),
+    sa.Column("card_ts", sa.String(32)),
+    sa.Column("created_at", UTCDateTime(), nullable=False),
+    sa.Column("notified_at", UTCDateTime()),
+    sa.Column("notified_ts", sa.String(32)),
+    sa.Column("ended_at", UTCDateTime()),
+    sa.Column("end_reason", sa.String(_END_REASON_MAX)),
+    sa.Index(
+        "uq_subscriptions_active",
+        "team_id",
+        "channel_id",
+        "export_gid",
+        unique=True,
+        sqlite_where=sa.text("ended_at IS NULL"),
+        postgresql_where=sa.text("ended_at IS NULL"),
+    ),
+)
+
+
+@dataclass(frozen=True, slots=True)
+class ExportRow:
+    """One `exports` row as the watcher sees it (there is no download_url to see)."""
+
+    gid: str
+    state: ExportState
+    raw_state: str | None
+    organization_gid: str | None
+    organization_name: str | None
+    created_at: datetime | None
+    next_poll_at: datetime | None
+    poll_count: int
+    consecutive_failures: int
+    lease_owner: str | None
+    lease_until: datetime | None
+    last_checked_at: datetime | None
+    last_error: str | None
+    paused_reason: str | None
+    updated_at: datetime
+
+    def to_export(self) -> Export:
+        """The stored facts as an Export, for rendering a card without calling Asana."""
+        return Export(
+            gid=self.gid,
+            state=self.state,
+            raw_state=self.raw_state,
+            organization_gid=self.organization_gid,
+            organization_name=self.organization_name,
+            created_at=self.created_at,
+        )
+
+
+def _short(value: str | None, limit: int) -> str | None:
+    """Keep free text within its column so a long Asana message cannot fail a write."""
+    if value is None or len(value) <= limit:
+        return value
+    return value[: limit - 1] + "…"
+
+
+def _export_row(m: Mapping[Any, Any]) -> ExportRow:
+    c = exports.c
+    return ExportRow(
+        gid=m[c.gid],
+        state=ExportState.parse(m[c.state]),
+        raw_state=m[c.raw_state],
+        organization_gid=m[c.organization_gid],
+        organization_name=m[c.organization_name],
+        created_at=m[c.created_at],
+        next_poll_at=m[c.next_poll_at],
+        poll_count=m[c.poll_count],
+        consecutive_failures=m[c.consecutive_failures],
+        lease_owner=m[c.lease_owner],
+        lease_until=m[c.lease_until],
+        last_checked_at=m[c.last_checked_at],
+        last_error=m[c.last_error],
+        paused_reason=m[c.paused_reason],
+        updated_at=m[c.updated_at],
+    )
+
+
+def _subscription(m: Mapping[Any, Any]) -> Subscription:
+    c = subscriptions.c
+    return Subscription(
+        id=m[c.id],
+        export_gid=m[c.export_gid],
+        team_id=m[c.team_id],
+        channel_id=m[c.channel_id],
+        user_id=m[c.user_id],
+        created_at=m[c.created_at],
+        card_ts=m[c.card_ts],
+        notified_at=m[c.notified_at],
+        notified_ts=m[c.notified_ts],
+        ended_at=m[c.ended_at],
+        end_reason=m[c.end_reason],
+    )
+
+
+def _subscriptions(rows: Iterable[sa.Row[Any]]) -> list[Subscription]:
+    return [_subscription(r._mapping) for r in rows]
+
+
+def _has_active_subscription(table: sa.FromClause) -> sa.ColumnElement[bool]:
+    s = subscriptions.c
+    return sa.exists().where(s.export_gid == table.c.gid, s.ended_at.is_(None))
+
+
+def _watchable(table: sa.FromClause) -> sa.ColumnElement[bool]:
+    """Polling is worth it: a non-terminal state and someone still watching."""
+    return sa.and_(
+        table.c.state.in_([s.value for s in WATCHABLE_STATES]),
+        _has_active_subscription(table),
+    )
+
+
+def _claimable(table: sa.FromClause, now: datetime) -> sa.ColumnElement[bool]:
+    """The design's claim predicate: due, watchable, lease free or expired."""
+    return sa.and_(
+        table.c.next_poll_at <= now,
+        sa.or_(table.c.lease_until.is_(None), table.c.lease_until < now),
+        _watchable(table),
+    )
+
+
+class Store:
+    """The bot's only way to the database; SQLite for one process, PostgreSQL for replicas."""
+
+    def __init__(self, engine: AsyncEngine) -> None:
+        self._engine = engine
+
+    @property
+    def engine(self) -> AsyncEngine:
+        return self._engine
+
+    @asynccontextmanager
+    async def _write(self) -> AsyncIterator[AsyncConnection]:
+        """A write transaction (BEGIN IMMEDIATE on SQLite, see bot.db)."""
+        async with self._engine.begin() as conn:
+            yield conn
+
+    @asynccontextmanager
+    async def _read(self) -> AsyncIterator[AsyncConnection]:
+        """A read-only transaction that does not take SQLite's write lock."""
+        async with self._engine.connect() as conn:
+            conn = await conn.execution_options(**{SQLITE_BEGIN_OPTION: "DEFERRED"})
+            async with conn.begin():
+                yield conn
+
+    # -- exports -------------------------------------------------------------------------
+
+    @staticmethod
+    async def _upsert_export(
+        conn: AsyncConnection, export: Export, *, now: datetime, next_poll_at: datetime | None
+    ) -> None:
+        values: dict[str, Any] = {
+            "gid": export.gid,
+            "state": export.state.value,
+            "raw_state": _short(export.raw_state, _RAW_STATE_MAX),
+            "organization_gid": export.organization_gid,
+            "organization_name": export.organization_name,
+            "created_at": export.created_at,
+            "next_poll_at": next_poll_at,
+            "updated_at": now,
+        }
+        insert = (postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert)(
+            exports
+        ).values(**values)
+        new = insert.excluded
+        update: dict[str, Any] = {
+            "state": new.state,
+            "raw_state": new.raw_state,
+            "organization_gid": sa.func.coalesce(new.organization_gid, exports.c.organization_gid),
+            "organization_name": sa.func.coalesce(
+                new.organization_name, exports.c.organization_name
+            ),
+            "created_at": sa.func.coalesce(new.created_at, exports.c.created_at),
+            "updated_at": new.updated_at,
+            # The export was just fetched successfully, so the token works again.
+            "paused_reason": None,
+        }
+        if next_poll_at is not None:
+            update["next_poll_at"] = new.next_poll_at
+        await conn.execute(insert.on_conflict_do_update(index_elements=["gid"], set_=update))
+
+    async def upsert_export(
+        self, export: Export, *, now: datetime, next_poll_at: datetime | None
+    ) -> None:
+        """Record a freshly fetched export (next_poll_at None keeps the stored schedule)."""
+        async with self._write() as conn:
+            await self._upsert_export(conn, export, now=now, next_poll_at=next_poll_at)
+
+    async def get_export_row(self, gid: str) -> ExportRow | None:
+        async with self._read() as conn:
+            row = (await conn.execute(sa.select(exports).where(exports.c.gid == gid))).first()
+        return _export_row(row._mapping) if row else None
+
+    # -- subscriptions -------------------------------------------------------------------
+
+    async def subscribe(
+        self,
+        *,
+        team_id: str,
+        channel_id: str,
+        user_id: str,
+        export: Export,
+        now: datetime,
+        next_poll_at: datetime | None,
+    ) -> tuple[Subscription, bool]:
+        """Watch `export` in a channel; returns (subscription, created), one active per channel.
+
+        Two racing calls create one row. The export upsert already serialises callers for one
+        gid (row lock on PostgreSQL, BEGIN IMMEDIATE on SQLite); should anything else insert
+        first, the partial unique index refuses the duplicate and we re-read the winner.
+        """
+        try:
+            async with self._write() as conn:
+                await self._upsert_export(conn, export, now=now, next_poll_at=next_poll_at)
+                existing = await self._active_subscription(conn, team_id, channel_id, export.gid)
+                if existing is not None:
+                    return existing, False
+                result = await conn.execute(
+                    subscriptions.insert()
+                    .values(
+                        export_gid=export.gid,
+                        team_id=team_id,
+                        channel_id=channel_id,
+                        user_id=user_id,
+                        created_at=now,
+                    )
+                    .returning(*subscriptions.c)
+                )
+                return _subscription(result.one()._mapping), True
+        except IntegrityError:
+            async with self._read() as conn:
+                existing = await self._active_subscription(conn, team_id, channel_id, export.gid)
+            if existing is None:
+                raise
+            return existing, False
+
+    @staticmethod
+    async def _active_subscription(
+        conn: AsyncConnection, team_id: str, channel_id: str, gid: str
+    ) -> Subscription | None:
+        s = subscriptions.c
+        row = (
+            await conn.execute(
+                sa.select(subscriptions).where(
+                    s.team_id == team_id,
+                    s.channel_id == channel_id,
+                    s.export_gid == gid,
+                    s.ended_at.is_(None),
+                )
+            )
+        ).first()
+        return _subscription(row._mapping) if row else None
+
+    async def get_subscription(self, sub_id: int) -> Subscription | None:
+        async with self._read() as conn:
+            row = (
+                await conn.execute(sa.select(subscriptions).where(subscriptions.c.id == sub_id))
+            ).first()
+        return _subscription(row._mapping) if row else None
+
+    async def unwatch(
+        self, *, team_id: str, channel_id: str, gid: str, now: datetime, reason: str = "unwatched"
+    ) -> Subscription | None:
+        """End the channel's active watch of `gid`; None when it was not watching."""
+        s = subscriptions.c
+        async with self._write() as conn:
+            row = (
+                await conn.execute(
+                    subscriptions.update()
+                    .where(
+                        s.team_id == team_id,
+                        s.channel_id == channel_id,
+                        s.export_gid == gid,
+                        s.ended_at.is_(None),
+                    )
+                    .values(ended_at=now, end_reason=_short(reason, _END_REASON_MAX))
+                    .returning(*subscriptions.c)
+                )
+            ).first()
+        return _subscription(row._mapping) if row else None
+
+    async def list_subscriptions(
+        self, *, team_id: str, channel_id: str | None = None
+    ) -> list[tuple[Subscription, ExportRow]]:
+        """Active watches of a team (or one channel), oldest first, with their export."""
+        s = subscriptions.c
+        query = (
+            sa.select(subscriptions, exports)
+            .join(exports, exports.c.gid == s.export_gid)
+            .where(s.team_id == team_id, s.ended_at.is_(None))
+            .order_by(s.created_at, s.id)
+        )
+        if channel_id is not None:
+            query = query.where(s.channel_id == channel_id)
+        async with self._read() as conn:
+            rows = (await conn.execute(query)).all()
+        return [(_subscription(r._mapping), _export_row(r._mapping)) for r in rows]
+
+    async def active_subscriptions(self, gid: str) -> list[Subscription]:
+        """Who to tell about `gid`, oldest first."""
+        s = subscriptions.c
+        async with self._read() as conn:
+            rows = await conn.execute(
+                sa.select(subscriptions)
+                .where(s.export_gid == gid, s.ended_at.is_(None))
+                .order_by(s.created_at, s.id)
+            )
+            return _subscriptions(rows)
+
+    async def set_card_ts(self, sub_id: int, ts: str) -> None:
+        """Remember the status card's message ts so chat.update can edit it in place."""
+        async with self._write() as conn:
+            await conn.execute(
+                subscriptions.update().where(subscriptions.c.id == sub_id).values(card_ts=ts)
+            )
+
+    async def end_subscription(self, sub_id: int, *, now: datetime, reason: str) -> bool:
+        """End one watch (finished, error, channel gone...); False if it had already ended."""
+        s = subscriptions.c
+        async with self._write() as conn:
+            row = (
+                await conn.execute(
+                    subscriptions.update()
+                    .where(s.id == sub_id, s.ended_at.is_(None))
+                    .values(ended_at=now, end_reason=_short(reason, _END_REASON_MAX))
+                    .returning(s.id)
+                )
+            ).first()
+        return row is not None
+
+    async def end_all_for_export(
+        self, gid: str, *, now: datetime, reason: str
+    ) -> list[Subscription]:
+        """End every active watch of `gid` (terminal error, 404); returns those just ended."""
+        s = subscriptions.c
+        async with self._write() as conn:
+            rows = await conn.execute(
+                subscriptions.update()
+                .where(s.export_gid == gid, s.ended_at.is_(None))
+                .values(ended_at=now, end_reason=_short(reason, _END_REASON_MAX))
+                .returning(*subscriptions.c)
+            )
+            ended = _subscriptions(rows)
+        return sorted(ended, key=lambda sub: (sub.created_at, sub.id))
+
+    async def count_active_subscriptions(self) -> int:
+        async with self._read() as conn:
+            query = sa.select(sa.func.count()).where(subscriptions.c.ended_at.is_(None))
+            return int((await conn.execute(query)).scalar_one())
+
+    # -- polling -------------------------------------------------------------------------
+
+    async def claim_due(
+        self, *, owner: str, now: datetime, lease: timedelta, limit: int
+    ) -> list[ExportRow]:
+        """Lease up to `limit` due exports to `owner`, earliest first; disjoint across replicas.
+
+        One UPDATE ... WHERE gid IN (SELECT ... FOR UPDATE SKIP LOCKED) RETURNING on PostgreSQL;
+        on SQLite the same statement runs under BEGIN IMMEDIATE, which serialises claimers.
+        """
+        if not owner or len(owner) > _OWNER_MAX:
+            raise ValueError(f"lease owner must be 1..{_OWNER_MAX} characters")
+        if lease <= timedelta(0):
+            raise ValueError("lease must be positive")
+        if limit <= 0:
+            return []
+        due = exports.alias("due")
+        pick = (
+            sa.select(due.c.gid)
+            .where(_claimable(due, now))
+            .order_by(due.c.next_poll_at, due.c.gid)
+            .limit(limit)
+        )
+        async with self._write() as conn:
+            if conn.dialect.name == "postgresql":
+                pick = pick.with_for_update(skip_locked=True, of=due)
+            rows = await conn.execute(
+                exports.update()
+                .where(exports.c.gid.in_(pick))
+                .values(lease_owner=owner, lease_until=now + lease)
+                .returning(*exports.c)
+            )
+            claimed = [_export_row(r._mapping) for r in rows]
+        return sorted(claimed, key=lambda r: (r.next_poll_at or now, r.gid))
+
+    async def record_poll(
+        self,
+        gid: str,
+        *,
+        owner: str,
+        now: datetime,
+        state: ExportState | None,
+        raw_state: str | None,
+        organization_gid: str | None,
+        organization_name: str | None,
+        created_at: datetime | None,
+        next_poll_at: datetime | None,
+        error: str | None,
+        paused_reason: str | None,
+    ) -> bool:
+        """Write one poll's outcome and release the lease; False if `owner` lost the lease.
+
+        state None means the poll failed: the stored state is kept. None organization fields and
+        created_at keep what is stored. An error counts a consecutive failure; success resets it.
+        """
+        c = exports.c
+        values: dict[str, Any] = {
+            "lease_owner": None,
+            "lease_until": None,
+            "poll_count": c.poll_count + 1,
+            "consecutive_failures": 0 if error is None else c.consecutive_failures + 1,
+            "last_checked_at": now,
+            "updated_at": now,
+            "next_poll_at": next_poll_at,
+            "last_error": _short(error, _ERROR_MAX),
+            "paused_reason": _short(paused_reason, _ERROR_MAX),
+        }
+        if state is not None:
+            values["state"] = state.value
+            values["raw_state"] = _short(raw_state, _RAW_STATE_MAX)
+        for name, value in (
+            ("organization_gid", organization_gid),
+            ("organization_name", organization_name),
+            ("created_at", created_at),
+        ):
+            if value is not None:
+                values[name] = value
+        async with self._write() as conn:
+            row = (
+                await conn.execute(
+                    exports.update()
+                    .where(c.gid == gid, c.lease_owner == owner)
+                    .values(**values)
+                    .returning(c.gid)
+                )
+            ).first()
+        return row is not None
+
+    async def release(self, gid: str, *, owner: str, next_poll_at: datetime | None) -> bool:
+        """Give a claimed export back unpolled (budget empty, Retry-After); poll_count kept."""
+        c = exports.c
+        async with self._write() as conn:
+            row = (
+                await conn.execute(
+                    exports.update()
+                    .where(c.gid == gid, c.lease_owner == owner)
+                    .values(lease_owner=None, lease_until=None, next_poll_at=next_poll_at)
+                    .returning(c.gid)
+                )
+            ).first()
+        return row is not None
+
+    async def due_count(self, now: datetime) -> int:
+        """How many exports a claim at `now` could take (for metrics and `check`)."""
+        async with self._read() as conn:
+            query = sa.select(sa.func.count()).select_from(exports).where(_claimable(exports, now))
+            return int((await conn.execute(query)).scalar_one())
+
+    async def earliest_next_poll_at(self) -> datetime | None:
+        """When the next claim could find work: the earliest due time, leases considered."""
+        c = exports.c
+        ready_at = sa.case(
+            (
+                sa.and_(c.lease_until.is_not(None), c.lease_until > c.next_poll_at),
+                c.lease_until,
+            ),
+            else_=c.next_poll_at,
+        )
+        query = sa.select(sa.func.min(ready_at, type_=UTCDateTime())).where(
+            c.next_poll_at.is_not(None), _watchable(exports)
+        )
+        async with self._read() as conn:
+            return (await conn.execute(query)).scalar_one()
+
+    # -- exactly-once notification ---------------------------------------------------------
+
+    async def try_mark_notified(self, sub_id: int, *, now: datetime) -> bool:
+        """Compare-and-set notified_at: True for exactly one caller, who may then post."""
+        s = subscriptions.c
+        async with self._write() as conn:
+            row = (
+                await conn.execute(
+                    subscriptions.update()
+                    .where(s.id == sub_id, s.notified_at.is_(None), s.ended_at.is_(None))
+                    .values(notified_at=now)
+                    .returning(s.id)
+                )
+            ).first()
+        return row is not None
+
+    async def set_notified_ts(self, sub_id: int, ts: str) -> None:
+        """Record the posted notification's ts: the notification is now complete."""
+        async with self._write() as conn:
+            await conn.execute(
+                subscriptions.update().where(subscriptions.c.id == sub_id).values(notified_ts=ts)
+            )
+
+    async def unrecorded_notifications(self) -> list[Subscription]:
+        """Claimed but never recorded (a crash mid-post): check Slack history, then finish."""
+        s = subscriptions.c
+        async with self._read() as conn:
+            rows = await conn.execute(
+                sa.select(subscriptions)
+                .where(s.notified_at.is_not(None), s.notified_ts.is_(None), s.ended_at.is_(None))
+                .order_by(s.notified_at, s.id)
+            )
+            return _subscriptions(rows)
+
+    async def clear_notified(self, sub_id: int) -> bool:
+        """Undo a claim whose post failed for good, so a later attempt may win it again."""
+        s = subscriptions.c
+        async with self._write() as conn:
+            row = (
+                await conn.execute(
+                    subscriptions.update()
+                    .where(s.id == sub_id, s.notified_ts.is_(None), s.notified_at.is_not(None))
+                    .values(notified_at=None)
+                    .returning(s.id)
+                )
+            ).first()
+        return row is not None
+
+    # -- recovery and shutdown -------------------------------------------------------------
+
+    async def untold_subscriptions(self) -> list[Subscription]:
+        """Active, never-told subscriptions of exports that ended (finished, error, or gone).
+
+        A crash between recording the poll and posting leaves these; recovery tells them.
+        """
+        s, e = subscriptions.c, exports.c
+        ended_export = sa.or_(
+            e.state.in_([ExportState.FINISHED.value, ExportState.ERROR.value]),
+            sa.and_(e.next_poll_at.is_(None), e.last_error == ProblemKind.NOT_FOUND.value),
+        )
+        query = (
+            sa.select(subscriptions)
+            .join(exports, exports.c.gid == s.export_gid)
+            .where(s.ended_at.is_(None), s.notified_at.is_(None), ended_export)
+            .order_by(s.export_gid, s.id)
+        )
+        async with self._read() as conn:
+            return _subscriptions(await conn.execute(query))
+
+    async def release_leases(self, owner: str) -> int:
+        """Give back every lease `owner` holds (clean shutdown); returns how many."""
+        c = exports.c
+        async with self._write() as conn:
+            rows = await conn.execute(
+                exports.update()
+                .where(c.lease_owner == owner)
+                .values(lease_owner=None, lease_until=None)
+                .returning(c.gid)
+            )
+            return len(rows.all())

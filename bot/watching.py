@@ -1,0 +1,104 @@
+"""Starting and stopping a channel's watch of an export (what the slash command calls)."""
+
+from __future__ import annotations
+
+import logging
+from datetime import timedelta
+
+from bot import messages, slack_out
+from bot.messages import Message, WatchRow
+from bot.models import LINK_VALIDITY, Export, Subscription
+from bot.runtime import Runtime
+from bot.slack_out import Failure
+
+log = logging.getLogger(__name__)
+
+
+async def answer_for_export(
+    runtime: Runtime, export: Export, *, team_id: str, channel_id: str, user_id: str
+) -> Message:
+    """A looked-up export: finished/error are shown; anything else is watched in this channel."""
+    now = runtime.now()
+    if export.state.is_terminal:
+        return messages.render_export(
+            export,
+            now=now,
+            link_valid_until=now + LINK_VALIDITY,
+            command=runtime.settings.SLACK_COMMAND,
+        )
+    next_poll_at = now + timedelta(seconds=runtime.poll_policy.initial)
+    sub, created = await runtime.store.subscribe(
+        team_id=team_id,
+        channel_id=channel_id,
+        user_id=user_id,
+        export=export,
+        now=now,
+        next_poll_at=next_poll_at,
+    )
+    if not created:
+        return messages.render_already_watching(
+            export, now=now, command=runtime.settings.SLACK_COMMAND
+        )
+    watchers = len(await runtime.store.active_subscriptions(export.gid))
+    card = messages.render_status_card(
+        export, now=now, watchers=watchers, next_check_at=next_poll_at
+    )
+    result = await slack_out.post(runtime.slack, channel_id, card)
+    if result.ts is not None:
+        await runtime.store.set_card_ts(sub.id, result.ts)
+        log.info("channel %s now watches export %s", channel_id, export.gid)
+        return messages.render_watch_started(export, now=now, next_check_at=next_poll_at)
+    if result.failure in (Failure.CHANNEL, Failure.TOKEN):
+        await runtime.store.unwatch(
+            team_id=team_id,
+            channel_id=channel_id,
+            gid=export.gid,
+            now=now,
+            reason=f"slack_{result.error}",
+        )
+        return messages.render_cannot_post(export, now=now, error=result.error)
+    # Slack hiccuped: the watch stands (the link post will come); only the card is missing.
+    return messages.render_watch_started(export, now=now, next_check_at=next_poll_at)
+
+
+async def stop_watching(
+    runtime: Runtime, *, team_id: str, channel_id: str, gid: str
+) -> tuple[Message, Subscription | None]:
+    """End this channel's watch; returns the answer and the ended subscription (if any)."""
+    now = runtime.now()
+    sub = await runtime.store.unwatch(team_id=team_id, channel_id=channel_id, gid=gid, now=now)
+    answer = messages.render_unwatched(
+        gid, found=sub is not None, command=runtime.settings.SLACK_COMMAND
+    )
+    return answer, sub
+
+
+async def mark_card_unwatched(runtime: Runtime, sub: Subscription) -> None:
+    """Edit the ended watch's card, so everyone in the channel sees the watch stopped."""
+    row = await runtime.store.get_export_row(sub.export_gid)
+    if sub.card_ts and row is not None:
+        card = messages.render_card_unwatched(row.to_export(), now=runtime.now())
+        await slack_out.update(runtime.slack, sub.channel_id, sub.card_ts, card)
+
+
+async def list_watches(runtime: Runtime, *, team_id: str, channel_id: str | None) -> Message:
+    """This channel's watches, or the workspace's when channel_id is None."""
+    pairs = await runtime.store.list_subscriptions(team_id=team_id, channel_id=channel_id)
+    rows = [
+        WatchRow(
+            gid=sub.export_gid,
+            organization_name=row.organization_name,
+            state=row.state,
+            since=sub.created_at,
+            user_id=sub.user_id,
+            channel_id=sub.channel_id,
+            next_check_at=row.next_poll_at,
+        )
+        for sub, row in pairs
+    ]
+    return messages.render_watch_list(
+        rows,
+        now=runtime.now(),
+        scope="channel" if channel_id else "workspace",
+        command=runtime.settings.SLACK_COMMAND,
+    )
