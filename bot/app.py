@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import os
 import signal
@@ -38,6 +39,12 @@ log = logging.getLogger(__name__)
 
 EVENTS_PATH = "/slack/events"
 HEALTH_PATH = "/healthz"
+
+_FORM = "application/x-www-form-urlencoded"
+_JSON = "application/json"
+#: Envelope types of the Events API: the only JSON that Slack POSTs to an app.
+_EVENTS_API_TYPES = frozenset({"url_verification", "event_callback", "app_rate_limited"})
+_SIGNATURE_HEADERS = ("X-Slack-Signature", "X-Slack-Request-Timestamp")
 
 
 def build_slack_client(settings: Settings) -> AsyncWebClient:
@@ -122,6 +129,36 @@ def build_bolt_app(runtime: Runtime) -> AsyncApp:
     return app
 
 
+def _refusal(request: web.Request, body: str) -> web.Response | None:
+    """Refuse what Slack never sends before Bolt sees it, or None to let Bolt decide.
+
+    Slack posts slash commands and clicks as forms and Events API callbacks as JSON, with one
+    signature and one integer timestamp. Bolt would run a signed JSON slash command, trust the
+    first of two signatures, and log a traceback for a timestamp that is not a number.
+    """
+    for name in _SIGNATURE_HEADERS:
+        if len(request.headers.getall(name, [])) > 1:
+            return web.json_response({"error": f"duplicate {name}"}, status=401)
+    timestamp = request.headers.get("X-Slack-Request-Timestamp")
+    if timestamp is not None and not (
+        timestamp.isascii() and timestamp.isdigit() and len(timestamp) <= 12
+    ):
+        return web.json_response({"error": "invalid timestamp"}, status=401)
+    if request.content_type == _FORM:
+        if body.startswith("{"):
+            return web.json_response({"error": "form body expected"}, status=400)
+        return None
+    if request.content_type == _JSON:
+        try:
+            data = json.loads(body)
+        except ValueError:
+            return web.json_response({"error": "invalid JSON"}, status=400)
+        if not isinstance(data, dict) or data.get("type") not in _EVENTS_API_TYPES:
+            return web.json_response({"error": "not an Events API callback"}, status=400)
+        return None
+    return web.json_response({"error": "unsupported content type"}, status=415)
+
+
 def build_web_app(bolt: AsyncApp | None, settings: Settings) -> web.Application:
     """aiohttp app with the Slack endpoint (HTTP mode) and a health check (both modes)."""
     web_app = web.Application(client_max_size=settings.MAX_BODY_BYTES)
@@ -137,6 +174,10 @@ def build_web_app(bolt: AsyncApp | None, settings: Settings) -> web.Application:
             return web.json_response({"error": "body too large"}, status=413)
         except (UnicodeDecodeError, ValueError):
             return web.json_response({"error": "body is not text"}, status=400)
+        refusal = _refusal(request, body)
+        if refusal is not None:
+            log.info("refused a request Slack would not send: %s", refusal.text)
+            return refusal
         try:
             bolt_request = AsyncBoltRequest(
                 body=body,

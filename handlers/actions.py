@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import re
+from collections.abc import Awaitable, Callable
 from typing import Any
 
+from slack_bolt import BoltResponse
 from slack_bolt.async_app import AsyncAck, AsyncApp, AsyncRespond
+from slack_bolt.middleware.async_middleware import AsyncMiddleware
+from slack_bolt.request.async_request import AsyncBoltRequest
 
 from bot import messages
 from bot.asana import AsanaError
@@ -25,6 +30,38 @@ def _clicked_gid(body: dict[str, Any]) -> str | None:
     value = actions[0].get("value")
     parsed = parse_command(value if isinstance(value, str) else None)
     return parsed.gid if isinstance(parsed, Lookup) else None
+
+
+def _well_formed_actions(body: dict[str, Any]) -> bool:
+    """Bolt indexes `actions[0]["action_id"]` unguarded: anything else crashes its matchers."""
+    actions = body.get("actions")
+    return (
+        isinstance(actions, list)
+        and len(actions) > 0
+        and all(isinstance(a, dict) and isinstance(a.get("action_id"), str) for a in actions)
+    )
+
+
+class AckMalformedClicks(AsyncMiddleware):
+    """Ack and drop a click whose `actions` Bolt cannot index, before Bolt tries to.
+
+    A class, not a function middleware: Bolt builds a function middleware's arguments with the
+    same unguarded indexing. Acking keeps Slack from showing an error and Socket Mode from
+    redelivering the envelope.
+    """
+
+    async def async_process(
+        self,
+        *,
+        req: AsyncBoltRequest,
+        resp: BoltResponse,
+        next: Callable[[], Awaitable[BoltResponse]],  # Bolt passes it by this name
+    ) -> BoltResponse:
+        body = req.body
+        if body.get("type") == "block_actions" and not _well_formed_actions(body):
+            log.info("ignored a malformed block_actions payload")
+            return BoltResponse(status=200, body="")
+        return await next()
 
 
 async def fresh_link(runtime: Runtime, body: dict[str, Any], respond: AsyncRespond) -> None:
@@ -54,6 +91,8 @@ async def fresh_link(runtime: Runtime, body: dict[str, Any], respond: AsyncRespo
 def register(app: AsyncApp, runtime: Runtime) -> None:
     """Attach the button listeners to `app`."""
 
+    app.middleware(AckMalformedClicks())
+
     @app.action(messages.DOWNLOAD_ACTION)
     async def on_download(ack: AsyncAck) -> None:
         # A URL button still sends a payload; Slack shows a warning unless it is acked.
@@ -62,11 +101,16 @@ def register(app: AsyncApp, runtime: Runtime) -> None:
     @app.action(messages.FRESH_LINK_ACTION)
     async def on_fresh_link(ack: AsyncAck, body: dict[str, Any], respond: AsyncRespond) -> None:
         await ack()
+        if not respond.response_url:
+            # Buttons in App Home or a modal carry no response_url: there is nowhere to answer.
+            log.info("fresh link clicked where the bot cannot answer (no response_url)")
+            return
         try:
             await fresh_link(runtime, body, respond)
         except Exception:
             log.exception("fresh link failed")
-            await respond(**messages.render_internal_error().to_ack(), replace_original=False)
+            with contextlib.suppress(Exception):  # a second failure must not reach Bolt
+                await respond(**messages.render_internal_error().to_ack(), replace_original=False)
 
     @app.action(re.compile(".*"))
     async def on_unknown_action(ack: AsyncAck, body: dict[str, Any]) -> None:
