@@ -95,6 +95,7 @@ def build_watcher(runtime: Runtime) -> Watcher:
         batch=s.POLL_BATCH,
         concurrency=s.POLL_CONCURRENCY,
         notify_grace=timedelta(seconds=s.NOTIFY_GRACE_SECONDS),
+        link_policy=s.LINK_POLICY,
     )
     return Watcher(
         store=runtime.store,

@@ -11,6 +11,8 @@ from typing import Literal
 from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from bot.access import LinkPolicy, parse_id_list
+
 DEFAULT_SLACK_API_URL = "https://slack.com/api/"
 DEFAULT_ASANA_BASE_URL = "https://app.asana.com/api/1.0"
 DEFAULT_DATABASE_URL = "sqlite:///asana-export-bot.db"
@@ -29,6 +31,9 @@ HOW_TO_GET: dict[str, str] = {
     "PORT": "a TCP port number between 1 and 65535",
     "HOST": "an interface address to listen on, such as 0.0.0.0 or 127.0.0.1",
     "LOG_LEVEL": "one of DEBUG, INFO, WARNING, ERROR",
+    "LINK_POLICY": "one of private (default), button, anywhere",
+    "ALLOWED_USERS": "Slack user IDs separated by commas (U0123ABCD,U0456EFGH), or empty for everyone",
+    "ALLOWED_CHANNELS": "Slack channel IDs separated by commas (C0123ABCD,G0456EFGH), or empty for all",
 }
 
 _URL = re.compile(r"^https?://[^\s/]+(/\S*)?$")
@@ -78,6 +83,11 @@ class Settings(BaseSettings):
     # An interrupted notification older than this is checked against the channel history.
     NOTIFY_GRACE_SECONDS: float = Field(default=120.0, ge=1, le=86400)
 
+    # Security: where links may be posted, and who may use the bot where (Slack IDs, commas).
+    LINK_POLICY: LinkPolicy = LinkPolicy.PRIVATE
+    ALLOWED_USERS: str = ""
+    ALLOWED_CHANNELS: str = ""
+
     @field_validator("LOG_LEVEL", mode="before")
     @classmethod
     def _upper_level(cls, value: object) -> object:
@@ -96,6 +106,25 @@ class Settings(BaseSettings):
         if not re.fullmatch(r"/[a-z0-9_\-]{1,31}", value.strip()):
             raise ValueError("must look like /asana-export")
         return value.strip()
+
+    @field_validator("LINK_POLICY", mode="before")
+    @classmethod
+    def _lower_policy(cls, value: object) -> object:
+        return value.strip().lower() if isinstance(value, str) else value
+
+    @field_validator("ALLOWED_USERS", "ALLOWED_CHANNELS")
+    @classmethod
+    def _id_list(cls, value: str) -> str:
+        parse_id_list(value)  # raises ValueError with the reason
+        return value
+
+    @property
+    def allowed_users(self) -> frozenset[str]:
+        return parse_id_list(self.ALLOWED_USERS)
+
+    @property
+    def allowed_channels(self) -> frozenset[str]:
+        return parse_id_list(self.ALLOWED_CHANNELS)
 
     @property
     def socket_mode(self) -> bool:

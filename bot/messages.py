@@ -459,11 +459,13 @@ def render_export(
     now: datetime,
     link_valid_until: datetime | None = None,
     command: str = DEFAULT_COMMAND,
+    include_link: bool = True,
 ) -> Message:
     """The in-channel answer to a lookup: state, organization, requested time, and the link.
 
     A finished export's link goes in a URL button and a section link; not in `text` (see module
-    docstring).
+    docstring). With `include_link=False` (the channel may not see links) a "Get a fresh link"
+    button shows it privately to whoever presses it.
     """
     valid_until = link_valid_until if link_valid_until is not None else now + LINK_VALIDITY
     blocks: list[dict[str, Any] | None] = [
@@ -472,6 +474,15 @@ def render_export(
     ]
     retry = f"`{_esc(command, _COMMAND_BUDGET)} {_esc(export.gid, _GID_BUDGET)}`"
     match export.state:
+        case ExportState.FINISHED if not include_link:
+            blocks += [
+                _section(
+                    "Press *Get a fresh link* to see the download link (only you will see it)."
+                ),
+                _actions(_fresh_link_button(export.gid)),
+                _context(_LINK_NOTE),
+            ]
+            text = f":white_check_mark: Asana {_short(export)} is finished."
         case ExportState.FINISHED:
             download = _download(export, now, valid_until)
             if download is not None:
@@ -890,6 +901,15 @@ def render_already_watching(
         _overview(export, now),
     ]
     return _message(text, blocks, "ephemeral")
+
+
+def render_refused(*, what: str = "use this bot") -> Message:
+    """Ephemeral, polite: access control said no (ALLOWED_USERS / ALLOWED_CHANNELS)."""
+    text = (
+        f":lock: Sorry, you cannot {what} here. An admin of this bot decides who may use it and"
+        " in which channels; ask them to add you or this channel."
+    )
+    return _message(text, [_section(text)], "ephemeral")
 
 
 def render_cannot_post(export: Export, *, now: datetime, error: str | None) -> Message:

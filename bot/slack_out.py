@@ -11,6 +11,7 @@ import aiohttp
 from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
+from bot.access import LinkPolicy, may_post_link
 from bot.messages import Message
 
 log = logging.getLogger(__name__)
@@ -171,3 +172,22 @@ async def find_posted(
 
 class HistoryUnavailable(Exception):
     """The channel history could not be read, so whether we posted is unknown."""
+
+
+async def channel_info(client: AsyncWebClient, channel: str) -> dict[str, Any] | None:
+    """conversations.info's channel object, or None when Slack will not say."""
+    try:
+        response = await client.conversations_info(channel=channel)
+    except (SlackApiError, aiohttp.ClientError, TimeoutError) as exc:
+        error = exc.response.get("error") if isinstance(exc, SlackApiError) else type(exc).__name__
+        log.info("conversations.info for %s failed: %s", channel, error)
+        return None
+    found = response.get("channel")
+    return found if isinstance(found, dict) else None
+
+
+async def link_allowed(client: AsyncWebClient, channel: str, policy: LinkPolicy) -> bool:
+    """Apply LINK_POLICY to one channel, asking Slack about it only when the policy needs to."""
+    if policy is not LinkPolicy.PRIVATE:
+        return may_post_link(policy, None)
+    return may_post_link(policy, await channel_info(client, channel))

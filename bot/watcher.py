@@ -17,6 +17,7 @@ from datetime import datetime, timedelta
 from slack_sdk.web.async_client import AsyncWebClient
 
 from bot import messages, slack_out
+from bot.access import LinkPolicy
 from bot.asana import AsanaClient, AsanaError
 from bot.decisions import (
     END_REASONS,
@@ -55,8 +56,10 @@ class WatcherConfig:
     concurrency: int = 10
     #: An unrecorded notification older than this is checked against the channel history.
     notify_grace: timedelta = timedelta(seconds=120)
-    #: How far back to look in history for our own post.
-    history_window: timedelta = timedelta(hours=6)
+    link_policy: LinkPolicy = LinkPolicy.PRIVATE
+    #: After Slack rejects the bot token, posting pauses this long, doubling up to the cap.
+    slack_pause_initial: timedelta = timedelta(seconds=60)
+    slack_pause_cap: timedelta = timedelta(hours=1)
 
 
 class Watcher:
@@ -85,6 +88,10 @@ class Watcher:
         self.rng = rng or random.Random()
         self.command = command
         self._tick_lock = asyncio.Lock()
+        #: Set while Slack rejects our token: no posts until then (a person must reinstall).
+        self.slack_paused_until: datetime | None = None
+        self.slack_pause_reason: str | None = None
+        self._slack_pause = config.slack_pause_initial
         self._recover_lock = asyncio.Lock()
         self.polls = 0  # Asana polls made by this replica, for metrics and tests
 
@@ -219,8 +226,9 @@ class Watcher:
             export, now=self.now(), watchers=len(subs), next_check_at=plan.next_poll_at
         )
         for sub in subs:
-            if sub.card_ts:
+            if sub.card_ts and not self.slack_paused():
                 result = await slack_out.update(self.slack, sub.channel_id, sub.card_ts, card)
+                self._note_slack_result(result)
                 if result.failure is Failure.CHANNEL:
                     await self.store.end_subscription(
                         sub.id, now=self.now(), reason=f"slack_{result.error}"
@@ -229,7 +237,10 @@ class Watcher:
     async def _announce_pause(self, row: ExportRow, kind: ProblemKind) -> None:
         message = messages.render_watch_paused(row.gid, kind, command=self.command)
         for sub in await self.store.active_subscriptions(row.gid):
+            if self.slack_paused():
+                return
             result = await slack_out.post(self.slack, sub.channel_id, message)
+            self._note_slack_result(result)
             if result.failure is Failure.CHANNEL:
                 await self.store.end_subscription(
                     sub.id, now=self.now(), reason=f"slack_{result.error}"
@@ -240,31 +251,59 @@ class Watcher:
         for sub in await self.store.active_subscriptions(export.gid):
             await self.notify(sub, export, outcome)
 
-    def _notification(
+    async def _notification(
         self, sub: Subscription, export: Export, outcome: Outcome
     ) -> messages.Message:
         now = self.now()
         if outcome is Outcome.FINISHED:
+            include_link = await slack_out.link_allowed(
+                self.slack, sub.channel_id, self.config.link_policy
+            )
             return messages.render_finished_post(
                 export,
                 now=now,
                 requester_user_id=sub.user_id,
                 link_valid_until=now + LINK_VALIDITY,
+                include_link=include_link,
             )
         if outcome is Outcome.FAILED:
             return messages.render_export_failed(export, now=now)
         return messages.render_export_gone(export.gid)
 
+    def slack_paused(self) -> bool:
+        """True while Slack rejects our token: posting would fail the same way."""
+        return self.slack_paused_until is not None and self.now() < self.slack_paused_until
+
+    def _note_slack_result(self, result: slack_out.SlackResult) -> None:
+        """Pause all posting on a dead token, with a growing pause; resume on any success."""
+        if result.failure is Failure.TOKEN:
+            self.slack_paused_until = self.now() + self._slack_pause
+            self.slack_pause_reason = result.error
+            log.error(
+                "Slack rejected the bot token (%s): posting paused for %.0fs; reinstall the app"
+                " and set a new SLACK_BOT_TOKEN. Watches are kept and will be told later.",
+                result.error,
+                self._slack_pause.total_seconds(),
+            )
+            self._slack_pause = min(self._slack_pause * 2, self.config.slack_pause_cap)
+        elif result.ok and self.slack_paused_until is not None:
+            log.info("Slack accepts the bot token again; posting resumed")
+            self.slack_paused_until = self.slack_pause_reason = None
+            self._slack_pause = self.config.slack_pause_initial
+
     async def notify(self, sub: Subscription, export: Export, outcome: Outcome) -> bool:
         """Post this subscription's one notification if this replica wins the right to."""
+        if self.slack_paused():
+            return False  # recovery tells it once the pause is over
         if not await self.store.try_mark_notified(sub.id, now=self.now()):
             return False
         metadata = {
             "event_type": EVENT_TYPES[outcome],
             "event_payload": {"gid": export.gid, "subscription_id": sub.id},
         }
-        message = self._notification(sub, export, outcome)
+        message = await self._notification(sub, export, outcome)
         result = await slack_out.post(self.slack, sub.channel_id, message, metadata=metadata)
+        self._note_slack_result(result)
         if result.ts is not None:
             await self.store.set_notified_ts(sub.id, result.ts)
             await self.store.end_subscription(sub.id, now=self.now(), reason=END_REASONS[outcome])
@@ -324,6 +363,8 @@ class Watcher:
 
     async def _recover_untold(self) -> None:
         """Active subscriptions of ended exports that nobody told: tell them now."""
+        if self.slack_paused():
+            return
         by_gid: dict[str, list[Subscription]] = {}
         for sub in await self.store.untold_subscriptions():
             by_gid.setdefault(sub.export_gid, []).append(sub)

@@ -7,7 +7,7 @@ from datetime import timedelta
 
 from bot import messages, slack_out
 from bot.messages import Message, WatchRow
-from bot.models import LINK_VALIDITY, Export, Subscription
+from bot.models import LINK_VALIDITY, Export, ExportState, Subscription
 from bot.runtime import Runtime
 from bot.slack_out import Failure
 
@@ -20,11 +20,15 @@ async def answer_for_export(
     """A looked-up export: finished/error are shown; anything else is watched in this channel."""
     now = runtime.now()
     if export.state.is_terminal:
+        include_link = export.state is ExportState.FINISHED and await slack_out.link_allowed(
+            runtime.slack, channel_id, runtime.settings.LINK_POLICY
+        )
         return messages.render_export(
             export,
             now=now,
             link_valid_until=now + LINK_VALIDITY,
             command=runtime.settings.SLACK_COMMAND,
+            include_link=include_link,
         )
     next_poll_at = now + timedelta(seconds=runtime.poll_policy.initial)
     sub, created = await runtime.store.subscribe(

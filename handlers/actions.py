@@ -14,6 +14,7 @@ from slack_bolt.middleware.async_middleware import AsyncMiddleware
 from slack_bolt.request.async_request import AsyncBoltRequest
 
 from bot import messages
+from bot.access import is_allowed
 from bot.asana import AsanaError
 from bot.command_parser import Lookup, parse_command
 from bot.models import LINK_VALIDITY, ExportState
@@ -64,12 +65,37 @@ class AckMalformedClicks(AsyncMiddleware):
         return await next()
 
 
+def _clicker(body: dict[str, Any]) -> tuple[str, str]:
+    user = body.get("user")
+    channel = body.get("channel")
+    user_id = user.get("id") if isinstance(user, dict) else None
+    channel_id = channel.get("id") if isinstance(channel, dict) else None
+    return str(user_id or ""), str(channel_id or "")
+
+
 async def fresh_link(runtime: Runtime, body: dict[str, Any], respond: AsyncRespond) -> None:
     """Re-fetch the export and show the clicker a newly minted link, privately."""
+    settings = runtime.settings
+    user_id, channel_id = _clicker(body)
+    if not is_allowed(
+        user_id,
+        channel_id,
+        allowed_users=settings.allowed_users,
+        allowed_channels=settings.allowed_channels,
+    ):
+        log.warning("refused a fresh link to user %s in channel %s", user_id[:20], channel_id[:20])
+        await respond(
+            **messages.render_refused(what="get this link").to_ack(), replace_original=False
+        )
+        return
     gid = _clicked_gid(body)
     if gid is None:
-        await respond(**messages.render_usage("That button carries no valid export gid.").to_ack())
+        await respond(
+            **messages.render_usage("That button carries no valid export gid.").to_ack(),
+            replace_original=False,
+        )
         return
+    runtime.budget.force_acquire()  # a person is waiting: go now, but count it
     try:
         export = await runtime.asana.get_export(gid)
     except AsanaError as exc:

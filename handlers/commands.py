@@ -11,6 +11,7 @@ from typing import Any
 from slack_bolt.async_app import AsyncAck, AsyncApp, AsyncRespond
 
 from bot import messages, watching
+from bot.access import is_allowed
 from bot.asana import AsanaError
 from bot.command_parser import Help, Invalid, ListWatches, Lookup, Unwatch, Watch, parse_command
 from bot.messages import Message
@@ -77,6 +78,21 @@ def register(app: AsyncApp, runtime: Runtime) -> None:
         parsed = parse_command(command.get("text"))
         team_id = str(command.get("team_id") or "")
         channel_id = str(command.get("channel_id") or "")
+        user_id = str(command.get("user_id") or "")
+        if not isinstance(parsed, Help | Invalid) and not is_allowed(
+            user_id,
+            channel_id,
+            allowed_users=settings.allowed_users,
+            allowed_channels=settings.allowed_channels,
+        ):
+            log.warning(
+                "refused %s by user %s in channel %s (ALLOWED_USERS/ALLOWED_CHANNELS)",
+                type(parsed).__name__,
+                user_id[:20],
+                channel_id[:20],
+            )
+            await ack(**messages.render_refused().to_ack())
+            return
         try:
             match parsed:
                 case Lookup(gid) | Watch(gid):

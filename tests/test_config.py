@@ -93,3 +93,20 @@ def test_slack_api_url_gets_trailing_slash(monkeypatch: pytest.MonkeyPatch) -> N
     monkeypatch.setenv("ASANA_TOKEN", "x")
     monkeypatch.setenv("SLACK_API_URL", "http://127.0.0.1:9/api")
     assert load_settings("check").slack_api_url == "http://127.0.0.1:9/api/"
+
+
+def test_security_settings_are_validated(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("ASANA_TOKEN", "x")
+    monkeypatch.setenv("LINK_POLICY", "Button")
+    monkeypatch.setenv("ALLOWED_USERS", "U0A1, U0B2")
+    settings = load_settings("check")
+    assert settings.LINK_POLICY == "button"
+    assert settings.allowed_users == {"U0A1", "U0B2"} and settings.allowed_channels == frozenset()
+    monkeypatch.setenv("LINK_POLICY", "everywhere")
+    monkeypatch.setenv("ALLOWED_CHANNELS", "#general")
+    with pytest.raises(SettingsError) as info:
+        load_settings("check")
+    assert sorted(line.split()[0] for line in info.value.lines) == [
+        "ALLOWED_CHANNELS",
+        "LINK_POLICY",
+    ]

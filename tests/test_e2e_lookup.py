@@ -92,6 +92,7 @@ def test_each_state_is_shown_to_the_channel(
 def test_finished_export_shows_link_and_validity(
     fake_asana: FakeAsana, fake_slack: FakeSlack, http_bot: BotProcess
 ) -> None:
+    fake_slack.add_channel("C0001", is_private=True)  # LINK_POLICY=private allows links here
     link = "https://exports.example.test/org.json.gz?X-Amz-Signature=canary1234"
     fake_asana.set_export(GID, "finished", organization_name="Acme", download_url=link)
     answer = ack_json(command(http_bot, fake_slack, GID))

@@ -32,6 +32,7 @@ FAST = {
     "PAUSED_RETRY_SECONDS": "1",
     "NOTIFY_GRACE_SECONDS": "2",
     "LEASE_SECONDS": "10",
+    "LINK_POLICY": "anywhere",  # these tests are about watching; tests/test_security.py: policy
 }
 
 

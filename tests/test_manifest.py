@@ -33,6 +33,8 @@ def test_manifest_declares_what_the_bot_uses(manifest: dict) -> None:
     assert {"commands", "chat:write"} <= scopes
     # conversations.history with metadata, for exactly-once recovery, in every kind of channel
     assert {"channels:history", "groups:history", "im:history", "mpim:history"} <= scopes
+    # conversations.info, for LINK_POLICY=private
+    assert {"channels:read", "groups:read", "im:read", "mpim:read"} <= scopes
     assert manifest["settings"]["interactivity"]["is_enabled"] is True
     assert manifest["settings"]["socket_mode_enabled"] is True
     assert manifest["features"]["bot_user"]["display_name"]
