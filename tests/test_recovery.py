@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 from slack_sdk.web.async_client import AsyncWebClient
 
+from bot.access import LinkPolicy
 from bot.asana import AsanaClient
 from bot.db import create_engine, upgrade
 from bot.models import Export, ExportState
@@ -57,7 +58,7 @@ def make_watcher(store: Store, asana: FakeAsana, slack: FakeSlack, clock: Clock,
         slack=AsyncWebClient(token=slack.bot_token, base_url=slack.api_url),
         budget=TokenBucket(10_000, clock=time.monotonic),
         owner=owner,
-        config=WatcherConfig(notify_grace=timedelta(seconds=60)),
+        config=WatcherConfig(notify_grace=timedelta(seconds=60), link_policy=LinkPolicy.ANYWHERE),
         now=clock,
         rng=random.Random(0),
     )
