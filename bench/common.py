@@ -1,0 +1,345 @@
+"""What every benchmark shares: the result types, statistics, and starting processes and fakes.
+
+A benchmark module exposes `NAME` and `run(ctx: Context) -> Section`. It measures ours and its
+baseline in the same run and returns `Row`s; the report turns them into the table.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import http.client
+import json
+import math
+import os
+import resource
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+Size = Literal["smoke", "full"]
+
+
+# ------------------------------------------------------------------------------ results
+
+
+@dataclass(frozen=True)
+class Target:
+    """A pass/fail bound on the ratio to the baseline, or on our own value."""
+
+    limit: float
+    on: Literal["ratio", "value"] = "ratio"
+    better: Literal["lower", "higher"] = "lower"
+
+    def describe(self, unit: str) -> str:
+        sign = "≤" if self.better == "lower" else "≥"
+        if self.on == "ratio":
+            return f"ratio {sign} {self.limit:g}"
+        return f"{sign} {format_value(self.limit, unit)}"
+
+    def met(self, ours: float | None, ratio: float | None) -> bool | None:
+        value = ratio if self.on == "ratio" else ours
+        if value is None:
+            return None
+        return value <= self.limit if self.better == "lower" else value >= self.limit
+
+
+@dataclass(frozen=True)
+class Row:
+    """One figure: ours beside its baseline measured in the same run."""
+
+    benchmark: str
+    figure: str
+    ours: float | None
+    unit: str
+    baseline: float | None = None
+    target: Target | None = None
+    #: Shown instead of a missing baseline (e.g. why there is none).
+    baseline_note: str = ""
+
+    @property
+    def ratio(self) -> float | None:
+        if self.ours is None or self.baseline is None or self.baseline == 0:
+            return None
+        return self.ours / self.baseline
+
+    @property
+    def met(self) -> bool | None:
+        return None if self.target is None else self.target.met(self.ours, self.ratio)
+
+
+@dataclass
+class Section:
+    """What one benchmark module reports: its rows and the notes that explain them."""
+
+    name: str
+    rows: list[Row] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    seconds: float = 0.0
+    error: str | None = None
+
+
+def format_value(value: float | None, unit: str) -> str:
+    if value is None:
+        return "n/a"
+    if unit in ("req/s", "calls/s"):
+        return f"{value:,.0f} {unit}"
+    if unit == "count":
+        return f"{value:,.0f}"
+    if unit == "µs" or abs(value) >= 100:
+        return f"{value:,.0f} {unit}"
+    return f"{value:.1f} {unit}" if abs(value) >= 10 else f"{value:.2f} {unit}"
+
+
+# ------------------------------------------------------------------------------ context
+
+
+@dataclass
+class Context:
+    """The run's size, scratch directory and progress log, handed to every benchmark."""
+
+    size: Size
+    workdir: Path
+    verbose: bool = True
+
+    def pick(self, *, smoke: Any, full: Any) -> Any:
+        """The parameter for this size: tiny for CI, the documented one for `full`."""
+        return smoke if self.size == "smoke" else full
+
+    def log(self, message: str) -> None:
+        if self.verbose:
+            print(f"[bench {time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
+
+    def subdir(self, name: str) -> Path:
+        path = self.workdir / name
+        path.mkdir(parents=True, exist_ok=True)
+        return path
+
+
+# ------------------------------------------------------------------------------ statistics
+
+
+def percentile(values: Sequence[float], p: float) -> float:
+    """Nearest-rank percentile (p in 0..100): a value that was actually measured."""
+    if not values:
+        raise ValueError("no values")
+    ordered = sorted(values)
+    rank = max(1, math.ceil(p / 100 * len(ordered)))
+    return ordered[min(rank, len(ordered)) - 1]
+
+
+def median(values: Sequence[float]) -> float:
+    return percentile(values, 50)
+
+
+# ------------------------------------------------------------------------------ processes
+
+
+def child_env(extra: dict[str, str] | None = None) -> dict[str, str]:
+    """The environment for our helper processes: the repo on the path, nothing else changed."""
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO_ROOT), env.get("PYTHONPATH", "")) if p)
+    env.update(extra or {})
+    return env
+
+
+def python_module(module: str, *args: str) -> list[str]:
+    """argv for `python -m module args` with this interpreter."""
+    return [sys.executable, "-m", module, *args]
+
+
+def run_json(cmd: list[str], *, timeout: float, env: dict[str, str] | None = None) -> Any:
+    """Run a helper that prints one JSON document as its last stdout line; return it."""
+    done = subprocess.run(  # noqa: S603 - our own helper modules, fixed argv
+        cmd,
+        cwd=REPO_ROOT,
+        env=env or child_env(),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+    if done.returncode != 0:
+        raise RuntimeError(f"{cmd[2:4]} exited {done.returncode}:\n{done.stderr[-2000:]}")
+    lines = done.stdout.strip().splitlines()
+    if not lines:
+        raise RuntimeError(f"{cmd[2:4]} printed nothing:\n{done.stderr[-2000:]}")
+    return json.loads(lines[-1])
+
+
+def cpu_seconds(pid: int) -> float | None:
+    """User + system CPU a process has used so far (Linux /proc), or None elsewhere."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    ticks = os.sysconf("SC_CLK_TCK")
+    return (int(fields[11]) + int(fields[12])) / ticks  # utime, stime
+
+
+def system_busy_seconds() -> float | None:
+    """CPU time all processes on the machine have used since boot (Linux /proc/stat)."""
+    try:
+        fields = Path("/proc/stat").read_text().splitlines()[0].split()[1:]
+    except OSError:
+        return None
+    user, nice, system, _idle, _iowait, irq, softirq, steal = (int(x) for x in fields[:8])
+    return (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK")
+
+
+def own_cpu_seconds() -> float:
+    """CPU time of this process and every child it has waited for (the whole suite's)."""
+    me, children = (
+        resource.getrusage(resource.RUSAGE_SELF),
+        resource.getrusage(resource.RUSAGE_CHILDREN),
+    )
+    return me.ru_utime + me.ru_stime + children.ru_utime + children.ru_stime
+
+
+@dataclass
+class Background:
+    """How much CPU other processes took during the run: the figures' noise floor."""
+
+    started_wall: float = field(default_factory=time.perf_counter)
+    started_busy: float | None = field(default_factory=system_busy_seconds)
+    started_own: float = field(default_factory=own_cpu_seconds)
+    load_before: str = field(
+        default_factory=lambda: "{:.2f} {:.2f} {:.2f}".format(*os.getloadavg())
+    )
+
+    def describe(self) -> str:
+        wall = time.perf_counter() - self.started_wall
+        busy = system_busy_seconds()
+        cores = os.cpu_count() or 1
+        text = f"load average before the run {self.load_before}"
+        if busy is None or self.started_busy is None or wall <= 0:
+            return text
+        other = (busy - self.started_busy) - (own_cpu_seconds() - self.started_own)
+        share = max(other, 0.0) / (wall * cores)
+        return f"{text}; other processes used {share:.0%} of the machine's CPU during the run" + (
+            " (a busy machine: expect noisier figures)" if share > 0.1 else ""
+        )
+
+
+def healthy(port: int, path: str = "/healthz") -> bool:
+    """One cheap health probe (stdlib, no client set-up, so polling barely costs CPU)."""
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=0.5)
+    try:
+        conn.request("GET", path)
+        return conn.getresponse().status == 200
+    except OSError:
+        return False
+    finally:
+        conn.close()
+
+
+class ServerProcess:
+    """A server in a subprocess, timed from exec to its first successful health check."""
+
+    def __init__(
+        self, cmd: list[str], *, port: int, env: dict[str, str], cwd: Path, log_path: Path
+    ) -> None:
+        self.cmd, self.port, self.env, self.cwd, self.log_path = cmd, port, env, cwd, log_path
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.ready_after = 0.0
+
+    @property
+    def events_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/slack/events"
+
+    @property
+    def pid(self) -> int:
+        assert self.proc is not None
+        return self.proc.pid
+
+    def start(self, *, timeout: float = 30.0, poll: float = 0.01) -> ServerProcess:
+        with self.log_path.open("ab") as log:
+            started = time.perf_counter()
+            self.proc = subprocess.Popen(  # noqa: S603 - our own programs, fixed argv
+                self.cmd, cwd=self.cwd, env=self.env, stdout=log, stderr=subprocess.STDOUT
+            )
+        deadline = started + timeout
+        while time.perf_counter() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"{self.cmd[-1]} exited {self.proc.returncode}: {self.logs()}")
+            if healthy(self.port):
+                self.ready_after = time.perf_counter() - started
+                return self
+            time.sleep(poll)
+        self.stop()
+        raise RuntimeError(f"{self.cmd[-1]} not healthy within {timeout}s: {self.logs()}")
+
+    def stop(self, timeout: float = 15.0) -> None:
+        """SIGTERM, then SIGKILL if it does not exit in time."""
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait(5)
+
+    def logs(self) -> str:
+        text = self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+        return text[-3000:]
+
+    def __enter__(self) -> ServerProcess:
+        return self.start()
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()
+
+
+def baseline_bolt(workdir: Path, env: dict[str, str], port: int) -> ServerProcess:
+    """The minimal Bolt AsyncApp (`bench.baseline_bolt`) as a server process, not yet started."""
+    return ServerProcess(
+        python_module("bench.baseline_bolt"),
+        port=port,
+        env=child_env({**env, "PORT": str(port)}),
+        cwd=REPO_ROOT,
+        log_path=workdir / "baseline-bolt.log",
+    )
+
+
+# ------------------------------------------------------------------------------ fakes
+
+ASANA_TOKEN = "asana-bench-token-5c0ffee"  # noqa: S105 - a fake token for the fake Asana
+
+
+@contextlib.contextmanager
+def fakes() -> Iterator[tuple[Any, Any]]:
+    """A started FakeAsana and FakeSlack (threads of this process), stopped afterwards."""
+    from tests.fakes.asana import FakeAsana
+    from tests.fakes.slack import FakeSlack
+
+    with FakeAsana(token=ASANA_TOKEN) as asana, FakeSlack() as slack:
+        yield asana, slack
+
+
+def bot_env(asana: Any, slack: Any, workdir: Path, **extra: str) -> dict[str, str]:
+    """What the bot needs to talk to the fakes in HTTP mode (as `tests/conftest.py` bot_env).
+
+    LOG_LEVEL is the production default (INFO), not the tests' DEBUG: a benchmark measures what
+    a deployment runs.
+    """
+    from tests.botproc import SIGNING_SECRET
+
+    return {
+        "SLACK_BOT_TOKEN": slack.bot_token,
+        "SLACK_SIGNING_SECRET": SIGNING_SECRET,
+        "SLACK_API_URL": slack.api_url,
+        "SLACK_APP_TOKEN": "",
+        "ASANA_TOKEN": ASANA_TOKEN,
+        "ASANA_BASE_URL": asana.base_url,
+        "DATABASE_URL": f"sqlite:///{workdir / 'bot.db'}",
+        "ASANA_MAX_RETRY_SECONDS": "8",
+        "LOG_LEVEL": "INFO",
+        **extra,
+    }

@@ -1,0 +1,156 @@
+"""Start-up: `asana-export-bot run` from exec to its first good `/healthz`, and import time.
+
+The baseline is the minimal Bolt app (`bench.baseline_bolt`) started and probed the same way,
+and for import time the imports that app needs. Runs alternate ours and the baseline after one
+unmeasured warm-up run each at full size (so both find their byte code and the OS file cache
+warm).
+"""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+
+from bench.common import (
+    REPO_ROOT,
+    Context,
+    Row,
+    Section,
+    ServerProcess,
+    baseline_bolt,
+    bot_env,
+    child_env,
+    fakes,
+    median,
+)
+
+NAME = "start-up"
+BOT_IMPORT = "import bot.app"
+BASELINE_IMPORT = "import bench.baseline_bolt"
+
+
+def _bot(ctx: Context, env: dict[str, str], port: int, i: int) -> ServerProcess:
+    from tests.botproc import console_script
+
+    return ServerProcess(
+        [console_script(), "run"],
+        port=port,
+        env=child_env({**env, "PORT": str(port), "HOST": "127.0.0.1"}),
+        cwd=ctx.subdir("startup"),
+        log_path=ctx.subdir("startup") / f"bot-{i}.log",
+    )
+
+
+def _start_times(ctx: Context, runs: int, warmup: int) -> tuple[list[float], list[float]]:
+    from tests.botproc import free_port
+
+    ours: list[float] = []
+    base: list[float] = []
+    workdir = ctx.subdir("startup")
+    with fakes() as (asana, slack):
+        env = bot_env(asana, slack, workdir)
+        for i in range(warmup + runs):
+            ctx.log(f"start-up: run {i + 1}/{warmup + runs}" + (" (warm-up)" if i < warmup else ""))
+            with _bot(ctx, env, free_port(), i) as proc:
+                if i >= warmup:
+                    ours.append(proc.ready_after * 1000)
+            with baseline_bolt(workdir, env, free_port()) as proc:
+                if i >= warmup:
+                    base.append(proc.ready_after * 1000)
+    return ours, base
+
+
+def _import_ms(statement: str) -> float:
+    """Wall ms of `statement` in a fresh interpreter, timed inside it around the import only.
+
+    Interpreter start and teardown are left out: teardown alone of a process that imported
+    SQLAlchemy and Alembic takes hundreds of ms and would be counted as import otherwise.
+    """
+    code = (
+        "import time; t = time.perf_counter(); "
+        + statement
+        + "; print((time.perf_counter() - t) * 1000)"
+    )
+    done = subprocess.run(  # noqa: S603 - this interpreter, fixed code
+        [sys.executable, "-c", code],
+        cwd=REPO_ROOT,
+        env=child_env(),
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=60,
+    )
+    return float(done.stdout.strip().splitlines()[-1])
+
+
+def _import_times(runs: int, warmup: int) -> tuple[float, float]:
+    """Median import ms of our app module and of the baseline's modules, alternating."""
+    for _ in range(warmup):  # byte code and file cache
+        _import_ms(BOT_IMPORT)
+        _import_ms(BASELINE_IMPORT)
+    ours, base = [], []
+    for _ in range(runs):
+        ours.append(_import_ms(BOT_IMPORT))
+        base.append(_import_ms(BASELINE_IMPORT))
+    return median(ours), median(base)
+
+
+def heaviest_imports(code: str, top: int = 6) -> list[tuple[str, float]]:
+    """Top-level packages by their own import time (`-X importtime` self times summed), in ms.
+
+    Self times add up without double counting, unlike the nested cumulative ones.
+    """
+    done = subprocess.run(  # noqa: S603 - this interpreter, fixed code
+        [sys.executable, "-X", "importtime", "-c", code],
+        cwd=REPO_ROOT,
+        env=child_env(),
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=60,
+    )
+    totals: dict[str, float] = {}
+    for line in done.stderr.splitlines():
+        m = re.match(r"import time:\s+(\d+) \|\s+\d+ \|\s+(\S+)", line)
+        if m:
+            pkg = m.group(2).split(".")[0]
+            totals[pkg] = totals.get(pkg, 0.0) + int(m.group(1)) / 1000
+    return sorted(totals.items(), key=lambda kv: -kv[1])[:top]
+
+
+def run(ctx: Context) -> Section:
+    runs, warmup = ctx.pick(smoke=1, full=5), ctx.pick(smoke=0, full=1)
+    ours, base = _start_times(ctx, runs, warmup)
+    ctx.log("start-up: import times")
+    ours_imp, base_imp = _import_times(runs, warmup)
+    heavy = heaviest_imports(BOT_IMPORT)
+    section = Section(NAME)
+    section.rows += [
+        Row(NAME, f"exec to first /healthz (median of {runs})", median(ours), "ms", median(base)),
+        Row(
+            NAME,
+            f"import time, `{BOT_IMPORT}` (median of {runs})",
+            ours_imp,
+            "ms",
+            base_imp,
+        ),
+    ]
+    section.notes += [
+        f"Start-up: {runs} run(s) each after {warmup} warm-up run(s), alternating; time from `Popen` to the"
+        " first 200 from `GET /healthz`, probed every 10 ms with the standard library (cheap, so"
+        " the probe does not compete for the cores). The bot runs `asana-export-bot run` in HTTP"
+        " mode on a SQLite file (the warm-up run creates it, so measured runs are restarts; with no"
+        " warm-up the first run also creates the schema); what it does before serving (settings,"
+        " database upgrade, `auth.test` against the fake Slack, scheduler) counts. The baseline"
+        " builds a Bolt AsyncApp and serves.",
+        f"Import time: `{BOT_IMPORT}` in a fresh interpreter, timed inside it around the"
+        " import statement (interpreter start and teardown left out), median of the runs; the"
+        f" baseline is `{BASELINE_IMPORT}` (slack_bolt,"
+        " slack_sdk, aiohttp). Packages taking the most import time for bot.app (own"
+        " time per top-level package from `-X importtime`, one run; the tool inflates them, the"
+        " proportions are what matter): "
+        + ", ".join(f"{pkg} {ms:.0f} ms" for pkg, ms in heavy)
+        + ".",
+    ]
+    return section
