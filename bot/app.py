@@ -13,6 +13,7 @@ import time
 import uuid
 from datetime import timedelta
 
+import aiohttp
 from aiohttp import web
 from slack_bolt.adapter.aiohttp import to_aiohttp_response
 from slack_bolt.async_app import AsyncApp
@@ -32,6 +33,7 @@ from bot.db import create_engine, upgrade
 from bot.ratelimit import TokenBucket
 from bot.runtime import Runtime
 from bot.scheduler import build_scheduler, stop_scheduler
+from bot.slack_out import LinkGate
 from bot.store import Store
 from bot.watcher import Watcher, WatcherConfig
 
@@ -48,9 +50,14 @@ _SIGNATURE_HEADERS = ("X-Slack-Signature", "X-Slack-Request-Timestamp")
 
 
 def build_slack_client(settings: Settings) -> AsyncWebClient:
-    """Slack Web API client that retries connection errors, 429 (after Retry-After) and 5xx."""
+    """Slack Web API client that retries connection errors, 429 (after Retry-After) and 5xx.
+
+    One aiohttp session for the process: without it slack_sdk opens a new session, and so a
+    new TCP+TLS connection, for every call. Call this inside the running event loop.
+    """
     assert settings.SLACK_BOT_TOKEN is not None
     return AsyncWebClient(
+        session=aiohttp.ClientSession(),
         token=settings.SLACK_BOT_TOKEN.get_secret_value(),
         base_url=settings.slack_api_url,
         timeout=10,
@@ -78,11 +85,13 @@ def build_runtime(settings: Settings, store: Store) -> Runtime:
         max_retry_time=settings.ASANA_MAX_RETRY_SECONDS,
     )
     budget = TokenBucket(settings.POLL_BUDGET_PER_MINUTE, clock=time.monotonic)
+    slack = build_slack_client(settings)
     return Runtime(
         settings=settings,
         asana=asana,
         store=store,
-        slack=build_slack_client(settings),
+        slack=slack,
+        links=LinkGate(slack, settings.LINK_POLICY),
         budget=budget,
     )
 
@@ -95,12 +104,12 @@ def build_watcher(runtime: Runtime) -> Watcher:
         batch=s.POLL_BATCH,
         concurrency=s.POLL_CONCURRENCY,
         notify_grace=timedelta(seconds=s.NOTIFY_GRACE_SECONDS),
-        link_policy=s.LINK_POLICY,
     )
     return Watcher(
         store=runtime.store,
         asana=runtime.asana,
         slack=runtime.slack,
+        links=runtime.links,
         budget=runtime.budget,
         owner=replica_id(),
         config=config,
@@ -268,4 +277,6 @@ async def serve(settings: Settings) -> None:
             await socket_handler.close_async()
         await runner.cleanup()
         await runtime.asana.aclose()
+        if runtime.slack.session is not None:
+            await runtime.slack.session.close()
         await engine.dispose()

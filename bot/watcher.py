@@ -15,9 +15,9 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from slack_sdk.web.async_client import AsyncWebClient
+from sqlalchemy.exc import OperationalError
 
 from bot import messages, slack_out
-from bot.access import LinkPolicy
 from bot.asana import AsanaClient, AsanaError
 from bot.decisions import (
     END_REASONS,
@@ -56,7 +56,6 @@ class WatcherConfig:
     concurrency: int = 10
     #: An unrecorded notification older than this is checked against the channel history.
     notify_grace: timedelta = timedelta(seconds=120)
-    link_policy: LinkPolicy = LinkPolicy.PRIVATE
     #: After Slack rejects the bot token, posting pauses this long, doubling up to the cap.
     slack_pause_initial: timedelta = timedelta(seconds=60)
     slack_pause_cap: timedelta = timedelta(hours=1)
@@ -71,6 +70,7 @@ class Watcher:
         store: Store,
         asana: AsanaClient,
         slack: AsyncWebClient,
+        links: slack_out.LinkGate,
         budget: TokenBucket,
         owner: str,
         config: WatcherConfig,
@@ -81,6 +81,7 @@ class Watcher:
         self.store = store
         self.asana = asana
         self.slack = slack
+        self.links = links
         self.budget = budget
         self.owner = owner
         self.config = config
@@ -113,6 +114,11 @@ class Watcher:
         async with self._tick_lock:
             try:
                 return await self._tick()
+            except OperationalError as exc:
+                # The database is restarting or locked: expected now and then, and the next
+                # tick retries; one line each, not a traceback every TICK_SECONDS.
+                log.warning("tick skipped, database unavailable: %s", _db_problem(exc))
+                return 0
             except Exception:
                 log.exception("tick failed; it will run again")
                 return 0
@@ -256,9 +262,7 @@ class Watcher:
     ) -> messages.Message:
         now = self.now()
         if outcome is Outcome.FINISHED:
-            include_link = await slack_out.link_allowed(
-                self.slack, sub.channel_id, self.config.link_policy
-            )
+            include_link = await self.links.allowed(sub.channel_id)
             return messages.render_finished_post(
                 export,
                 now=now,
@@ -302,7 +306,21 @@ class Watcher:
             "event_payload": {"gid": export.gid, "subscription_id": sub.id},
         }
         message = await self._notification(sub, export, outcome)
-        result = await slack_out.post(self.slack, sub.channel_id, message, metadata=metadata)
+        # The claim works as a lease: recovery takes over a claim older than notify_grace, so
+        # this post must be over well before then (slack_sdk may be sleeping out a 429), or
+        # both would post. Cut short, its outcome is unknown: recovery reads the history.
+        deadline = self.config.notify_grace.total_seconds() / 2
+        try:
+            result = await asyncio.wait_for(
+                slack_out.post(self.slack, sub.channel_id, message, metadata=metadata), deadline
+            )
+        except TimeoutError:
+            log.warning(
+                "posting to %s took over %.1fs; recovery will check the channel history",
+                sub.channel_id,
+                deadline,
+            )
+            return False
         self._note_slack_result(result)
         if result.ts is not None:
             await self.store.set_notified_ts(sub.id, result.ts)
@@ -328,6 +346,8 @@ class Watcher:
             try:
                 await self._recover_unrecorded()
                 await self._recover_untold()
+            except OperationalError as exc:
+                log.warning("recovery skipped, database unavailable: %s", _db_problem(exc))
             except Exception:
                 log.exception("recovery failed; it will run again")
 
@@ -386,6 +406,12 @@ class Watcher:
                     continue
             for sub in subs:
                 await self.notify(sub, export, outcome)
+
+
+def _db_problem(exc: OperationalError) -> str:
+    """The driver's own complaint, first line only (it never holds a password)."""
+    lines = str(exc.orig or exc).strip().splitlines()
+    return lines[0][:200] if lines else type(exc).__name__
 
 
 def _terminal_outcome(row: ExportRow | None) -> Outcome | None:

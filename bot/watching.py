@@ -20,8 +20,8 @@ async def answer_for_export(
     """A looked-up export: finished/error are shown; anything else is watched in this channel."""
     now = runtime.now()
     if export.state.is_terminal:
-        include_link = export.state is ExportState.FINISHED and await slack_out.link_allowed(
-            runtime.slack, channel_id, runtime.settings.LINK_POLICY
+        include_link = export.state is ExportState.FINISHED and await runtime.links.allowed(
+            channel_id
         )
         return messages.render_export(
             export,

@@ -83,7 +83,10 @@ def fresh_postgres_url(postgres_url: str) -> Iterator[str]:
     import sqlalchemy as sa
 
     name = f"aeb_{uuid.uuid4().hex[:12]}"
-    admin = sa.create_engine(_sync_url(postgres_url), isolation_level="AUTOCOMMIT")
+    # No pool: a test that restarts PostgreSQL must not leave us a dead connection to drop with.
+    admin = sa.create_engine(
+        _sync_url(postgres_url), isolation_level="AUTOCOMMIT", poolclass=sa.pool.NullPool
+    )
     with admin.connect() as conn:
         conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
     url = sa.make_url(_sync_url(postgres_url)).set(database=name)

@@ -18,6 +18,7 @@ from bot.asana import AsanaClient
 from bot.db import create_engine, upgrade
 from bot.models import Export, ExportState
 from bot.ratelimit import TokenBucket
+from bot.slack_out import LinkGate
 from bot.store import Store
 from bot.watcher import Watcher, WatcherConfig
 from tests.conftest import ASANA_TOKEN
@@ -52,13 +53,15 @@ def clock() -> Clock:
 
 
 def make_watcher(store: Store, asana: FakeAsana, slack: FakeSlack, clock: Clock, owner: str):
+    client = AsyncWebClient(token=slack.bot_token, base_url=slack.api_url)
     return Watcher(
         store=store,
         asana=AsanaClient(ASANA_TOKEN, asana.base_url, max_retry_time=1),
-        slack=AsyncWebClient(token=slack.bot_token, base_url=slack.api_url),
+        slack=client,
+        links=LinkGate(client, LinkPolicy.ANYWHERE),
         budget=TokenBucket(10_000, clock=time.monotonic),
         owner=owner,
-        config=WatcherConfig(notify_grace=timedelta(seconds=60), link_policy=LinkPolicy.ANYWHERE),
+        config=WatcherConfig(notify_grace=timedelta(seconds=60)),
         now=clock,
         rng=random.Random(0),
     )
