@@ -13,6 +13,7 @@ import sqlite3
 import sys
 import uuid
 from collections.abc import AsyncIterator, Iterator
+from contextlib import closing
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
@@ -60,7 +61,7 @@ def pg_database() -> Iterator[str]:
 
 @dataclass
 class Backend:
-    """How to reach one isolated, empty database; engines() makes as many as a test needs."""
+    """How to reach one isolated, empty database; engine() makes as many as a test needs."""
 
     name: str
     url: str
@@ -303,7 +304,7 @@ def test_alembic_runs_on_its_own_for_operators(tmp_path: Path) -> None:
     online = alembic_config()
     online.set_main_option("sqlalchemy.url", f"sqlite:///{tmp_path / 'ops.db'}")
     command.upgrade(online, "head")
-    with sqlite3.connect(tmp_path / "ops.db") as conn:
+    with closing(sqlite3.connect(tmp_path / "ops.db")) as conn:
         assert conn.execute("SELECT version_num FROM alembic_version").fetchall() == [("0001",)]
 
 
