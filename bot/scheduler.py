@@ -52,6 +52,10 @@ async def stop_scheduler(scheduler: AsyncIOScheduler, watcher: Watcher, *, grace
         log.warning("a tick was still running after %.0fs; its leases are released", grace)
     if scheduler.running:
         scheduler.shutdown(wait=False)
-    released = await watcher.release_leases()
+    try:
+        released = await watcher.release_leases()
+    except Exception as exc:  # the database is gone: the leases expire by themselves
+        log.warning("could not release leases on shutdown (%s)", type(exc).__name__)
+        return
     if released:
         log.info("released %d lease(s) on shutdown", released)

@@ -606,6 +606,24 @@ class Store:
                 subscriptions.update().where(subscriptions.c.id == sub_id).values(notified_ts=ts)
             )
 
+    async def record_notified(self, sub_id: int, ts: str, *, now: datetime, reason: str) -> None:
+        """Record the posted notification's ts and end the watch, in one statement.
+
+        Two statements left a watch told but active forever when a crash fell between them:
+        recovery looks only at watches without a ts.
+        """
+        s = subscriptions.c
+        async with self._write() as conn:
+            await conn.execute(
+                subscriptions.update()
+                .where(s.id == sub_id)
+                .values(
+                    notified_ts=ts,
+                    ended_at=sa.func.coalesce(s.ended_at, now),
+                    end_reason=sa.func.coalesce(s.end_reason, _short(reason, _END_REASON_MAX)),
+                )
+            )
+
     async def unrecorded_notifications(self) -> list[Subscription]:
         """Claimed but never recorded (a crash mid-post): check Slack history, then finish."""
         s = subscriptions.c
@@ -617,14 +635,19 @@ class Store:
             )
             return _subscriptions(rows)
 
-    async def clear_notified(self, sub_id: int) -> bool:
-        """Undo a claim whose post failed for good, so a later attempt may win it again."""
+    async def clear_notified(self, sub_id: int, *, claimed_at: datetime | None = None) -> bool:
+        """Undo a claim whose post failed for good, so a later attempt may win it again.
+
+        With `claimed_at`, only that very claim is undone: a replica that judged a claim stale
+        must not undo the fresh claim another replica made since (it would be posted twice).
+        """
         s = subscriptions.c
+        claim = s.notified_at.is_not(None) if claimed_at is None else s.notified_at == claimed_at
         async with self._write() as conn:
             row = (
                 await conn.execute(
                     subscriptions.update()
-                    .where(s.id == sub_id, s.notified_ts.is_(None), s.notified_at.is_not(None))
+                    .where(s.id == sub_id, s.notified_ts.is_(None), claim)
                     .values(notified_at=None)
                     .returning(s.id)
                 )

@@ -299,7 +299,8 @@ class Watcher:
         """Post this subscription's one notification if this replica wins the right to."""
         if self.slack_paused():
             return False  # recovery tells it once the pause is over
-        if not await self.store.try_mark_notified(sub.id, now=self.now()):
+        claimed_at = self.now()
+        if not await self.store.try_mark_notified(sub.id, now=claimed_at):
             return False
         metadata = {
             "event_type": EVENT_TYPES[outcome],
@@ -323,8 +324,9 @@ class Watcher:
             return False
         self._note_slack_result(result)
         if result.ts is not None:
-            await self.store.set_notified_ts(sub.id, result.ts)
-            await self.store.end_subscription(sub.id, now=self.now(), reason=END_REASONS[outcome])
+            await self.store.record_notified(
+                sub.id, result.ts, now=self.now(), reason=END_REASONS[outcome]
+            )
             log.info("notified subscription %s of export %s: %s", sub.id, export.gid, outcome)
             return True
         if result.failure is Failure.CHANNEL:
@@ -333,7 +335,7 @@ class Watcher:
             )
         else:
             # Not posted: give the claim back so the recovery job tries again.
-            await self.store.clear_notified(sub.id)
+            await self.store.clear_notified(sub.id, claimed_at=claimed_at)
         return False
 
     # -- recovery ----------------------------------------------------------------------
@@ -375,11 +377,10 @@ class Watcher:
                 log.warning("cannot read history of %s to recover (%s)", sub.channel_id, exc)
                 continue
             if ts is not None:
-                await self.store.set_notified_ts(sub.id, ts)
-                await self.store.end_subscription(sub.id, now=now, reason=END_REASONS[outcome])
+                await self.store.record_notified(sub.id, ts, now=now, reason=END_REASONS[outcome])
                 log.info("recovered notification of subscription %s from history", sub.id)
             else:
-                await self.store.clear_notified(sub.id)
+                await self.store.clear_notified(sub.id, claimed_at=sub.notified_at)
 
     async def _recover_untold(self) -> None:
         """Active subscriptions of ended exports that nobody told: tell them now."""
@@ -404,6 +405,9 @@ class Watcher:
                     continue
                 if export.state is not ExportState.FINISHED:
                     continue
+            if outcome is not Outcome.GONE:
+                # The poll that saw the end may have died before it edited every card.
+                await self._update_cards(export, PollPlan(outcome, None, state_changed=True))
             for sub in subs:
                 await self.notify(sub, export, outcome)
 

@@ -715,3 +715,60 @@ async def test_async_post_signed_from_an_async_test(fake: FakeSlack, bolt_http_u
     assert clicked.status == 200
     messages = await fake.async_wait_for(lambda: fake.messages("C0001"), timeout=5)
     assert messages[0]["text"] == "unwatched 77"
+
+
+async def test_delay_after_store_keeps_the_post_and_holds_only_its_answer(
+    fake: FakeSlack, client: AsyncWebClient
+) -> None:
+    """The message exists (history shows it) before its poster hears back, as when a bot dies
+    between Slack accepting a post and recording its ts; failed calls are never held."""
+    fake.set_delay_after_store("chat.postMessage", float("inf"))
+    metadata = {"event_type": "asana_export_finished", "event_payload": {"subscription_id": 7}}
+    posting = asyncio.ensure_future(
+        client.chat_postMessage(channel="C0001", text="ready", metadata=metadata)
+    )
+    (held,) = await fake.async_wait_for(lambda: fake.held_calls("chat.postMessage"), timeout=5)
+    assert held.holding and not posting.done()
+    assert held.peer is not None and held.peer[0] == "127.0.0.1"
+    (stored,) = fake.messages("C0001")
+    assert stored["metadata"] == metadata and held.call.response is not None
+    assert held.call.response["ts"] == stored["ts"]
+    history = await client.conversations_history(channel="C0001", include_all_metadata=True)
+    assert [m["metadata"] for m in history["messages"]] == [metadata], "other calls answer"
+
+    posting.cancel()  # the poster dies without reading the answer; the post stays
+    with pytest.raises(asyncio.CancelledError):
+        await posting
+    assert fake.release_held() == 1 and fake.release_held() == 0
+    await fake.async_wait_for(lambda: not held.holding, timeout=5)
+    assert len(fake.messages("C0001")) == 1
+
+    fake.add_channel("CARCH", is_archived=True)
+    with pytest.raises(SlackApiError):
+        await client.chat_postMessage(channel="CARCH", text="no")  # nothing stored, not held
+    assert len(fake.held_calls()) == 1
+
+    fake.set_delay_after_store("chat.postMessage", 0.3)
+    started = time.monotonic()
+    answer = await client.chat_postMessage(channel="C0001", text="later")
+    assert time.monotonic() - started >= 0.3
+    assert answer["ts"] == fake.messages("C0001")[-1]["ts"]
+    fake.set_delay_after_store("chat.postMessage", 0)
+    started = time.monotonic()
+    await client.chat_postMessage(channel="C0001", text="at once")
+    assert time.monotonic() - started < 0.3 and len(fake.held_calls()) == 2
+
+    # One held call can be answered while others stay held.
+    fake.set_delay_after_store("chat.postMessage", float("inf"))
+    posts = [
+        asyncio.ensure_future(client.chat_postMessage(channel="C0001", text=text))
+        for text in ("one", "two")
+    ]
+    await fake.async_wait_for(lambda: len([h for h in fake.held_calls() if h.holding]) == 2)
+    held = [h for h in fake.held_calls() if h.holding]
+    assert fake.release_held([held[0]]) == 1
+    done, _ = await asyncio.wait(posts, timeout=5, return_when=asyncio.FIRST_COMPLETED)
+    assert len(done) == 1 and not held[0].holding and held[1].holding
+    fake.clear_faults()  # ends holding new calls; the held one stays held until released
+    assert fake.release_held() == 1
+    await asyncio.wait_for(asyncio.gather(*posts), 5)

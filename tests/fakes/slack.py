@@ -16,10 +16,11 @@ import asyncio
 import contextlib
 import copy
 import json
+import math
 import threading
 import time
 import uuid
-from collections.abc import Callable, Coroutine, Mapping
+from collections.abc import Callable, Coroutine, Iterable, Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
 from typing import Any, TypeVar
@@ -95,6 +96,28 @@ class RecordedResponse:
     wall: float
     status: int = 200
     answer: str = "ok"
+
+
+@dataclass
+class HeldCall:
+    """A Web API call whose effect the fake applied (message stored) but whose answer it holds.
+
+    This is the gap between "Slack accepted the post" and "the client knows it did": a client
+    killed while its call is held has posted without ever learning the message ts.
+    """
+
+    call: RecordedCall
+    #: The client's (host, port): which process sent the call.
+    peer: tuple[str, int] | None
+    held_at: float
+    #: When the hold ended and the answer was written (to nobody if the client died meanwhile).
+    released_at: float | None = None
+    _release: asyncio.Event | None = field(default=None, repr=False)
+
+    @property
+    def holding(self) -> bool:
+        """True while the answer is still held back."""
+        return self.released_at is None
 
 
 @dataclass
@@ -362,6 +385,8 @@ class FakeSlack:
         self._warnings: list[SlackWarning] = []
         self._faults: list[_Fault] = []
         self._delays: dict[str, float] = {}
+        self._holds: dict[str, float] = {}
+        self._held: list[HeldCall] = []
         self._revoked = False
         self._last_ts_us = 0
         self._extra_methods: dict[str, Callable[[dict[str, Any]], dict[str, Any]]] = {}
@@ -442,6 +467,7 @@ class FakeSlack:
         self._port = int(self._runner.addresses[0][1])
 
     async def _stop_server(self) -> None:
+        self._release_held_on_loop()
         with self._lock:
             conns = list(self._connections.values())
         await asyncio.gather(
@@ -756,6 +782,75 @@ class FakeSlack:
             else:
                 self._delays[method] = seconds
 
+    def set_delay_after_store(self, method: str, seconds: float) -> None:
+        """Apply `method` at once (store the message...), then hold its answer `seconds`.
+
+        Only calls that succeed are held (a failed call stored nothing). `math.inf` holds the
+        answer until `release_held()` or `stop()`; 0 or less ends holding new calls ("*": all
+        methods). Calls already held stay held: see `held_calls()` and `release_held()`.
+        Unlike `set_delay`, which waits before the call takes effect, this opens the gap in which
+        a client can die after Slack accepted its post and before it learned the ts.
+        """
+        with self._lock:
+            if seconds <= 0:
+                self._holds.pop(method, None)
+            else:
+                self._holds[method] = seconds
+
+    def held_calls(self, method: str | None = None) -> list[HeldCall]:
+        """Calls held by `set_delay_after_store` (released ones too), oldest first."""
+        with self._lock:
+            return [h for h in self._held if method is None or h.call.method == method]
+
+    def release_held(self, calls: Iterable[HeldCall] | None = None) -> int:
+        """Answer the held `calls` (default: every call still held) now; returns how many."""
+        loop = self._loop
+        if loop is None or self._thread is None:
+            return 0
+        chosen = None if calls is None else list(calls)
+        if threading.current_thread() is self._thread:
+            return self._release_held_on_loop(chosen)
+        future = asyncio.run_coroutine_threadsafe(self._async_release_held(chosen), loop)
+        return future.result(10)
+
+    async def _async_release_held(self, calls: list[HeldCall] | None) -> int:
+        return self._release_held_on_loop(calls)
+
+    def _release_held_on_loop(self, calls: list[HeldCall] | None = None) -> int:
+        with self._lock:
+            candidates = self._held if calls is None else calls
+            holding = [h for h in candidates if h.holding and h._release is not None]
+        for held in holding:
+            assert held._release is not None
+            held._release.set()
+        return len(holding)
+
+    async def _hold_after_store(
+        self, method: str, call: RecordedCall, request: web.Request
+    ) -> None:
+        with self._lock:
+            seconds = self._holds.get(method, self._holds.get("*", 0.0))
+            if seconds <= 0:
+                return
+            transport = request.transport
+            peer = transport.get_extra_info("peername") if transport is not None else None
+            held = HeldCall(
+                call,
+                (str(peer[0]), int(peer[1])) if peer else None,
+                time.monotonic(),
+                _release=asyncio.Event(),
+            )
+            self._held.append(held)
+        assert held._release is not None
+        try:
+            if math.isinf(seconds):
+                await held._release.wait()
+            else:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(held._release.wait(), seconds)
+        finally:
+            held.released_at = time.monotonic()
+
     def revoke_token(self) -> None:
         """From now on every method answers `token_revoked` (the workspace uninstalled us)."""
         with self._lock:
@@ -767,10 +862,11 @@ class FakeSlack:
             self._revoked = False
 
     def clear_faults(self) -> None:
-        """Drop all pending faults and delays."""
+        """Drop all pending faults, delays and holds (calls already held stay held)."""
         with self._lock:
             self._faults.clear()
             self._delays.clear()
+            self._holds.clear()
 
     def register_method(
         self, method: str, handler: Callable[[dict[str, Any]], dict[str, Any]]
@@ -846,6 +942,8 @@ class FakeSlack:
         else:
             reply = self._answer(method, body, call, is_json)
         call.status, call.response = reply.status, reply.payload
+        if reply.status == 200 and reply.payload.get("ok"):
+            await self._hold_after_store(method, call, request)
         if reply.html is not None:
             return web.Response(status=reply.status, text=reply.html, content_type="text/html")
         return web.json_response(reply.payload, status=reply.status, headers=reply.headers)
