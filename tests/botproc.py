@@ -15,6 +15,18 @@ import httpx
 
 SIGNING_SECRET = "test-signing-secret-0123456789abcdef"
 
+#: Watching in seconds instead of minutes: polls every 0.5-1 s, recovery every 0.5 s.
+FAST_WATCH = {
+    "TICK_SECONDS": "0.2",
+    "RECOVER_SECONDS": "0.5",
+    "POLL_INITIAL_SECONDS": "0.5",
+    "POLL_MAX_SECONDS": "1",
+    "POLL_JITTER": "0",
+    "PAUSED_RETRY_SECONDS": "1",
+    "NOTIFY_GRACE_SECONDS": "2",
+    "LEASE_SECONDS": "10",
+}
+
 
 def free_port() -> int:
     """A port nobody listens on right now (tiny race accepted: tests are local)."""

@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
-from tests.botproc import SIGNING_SECRET, BotProcess
+from tests.botproc import FAST_WATCH, SIGNING_SECRET, BotProcess
 from tests.conftest import ASANA_TOKEN
 from tests.fakes.asana import FakeAsana
 from tests.fakes.slack import FakeSlack
@@ -24,14 +24,7 @@ from tests.fakes.slack_signing import post_block_actions, post_slash_command
 
 GID = "1200000000000555"
 FAST = {
-    "TICK_SECONDS": "0.2",
-    "RECOVER_SECONDS": "0.5",
-    "POLL_INITIAL_SECONDS": "0.5",
-    "POLL_MAX_SECONDS": "1",
-    "POLL_JITTER": "0",
-    "PAUSED_RETRY_SECONDS": "1",
-    "NOTIFY_GRACE_SECONDS": "2",
-    "LEASE_SECONDS": "10",
+    **FAST_WATCH,
     "LINK_POLICY": "anywhere",  # these tests are about watching; tests/test_security.py: policy
 }
 

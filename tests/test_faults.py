@@ -30,22 +30,14 @@ import pytest
 import sqlalchemy as sa
 
 from bot.asana import AsanaClient, AsanaServerError
-from tests.botproc import SIGNING_SECRET, BotProcess
+from tests.botproc import FAST_WATCH, SIGNING_SECRET, BotProcess
 from tests.conftest import ASANA_TOKEN, _sync_url
 from tests.fakes.asana import FakeAsana, RecordedRequest
 from tests.fakes.slack import FakeSlack, RecordedCall
 from tests.fakes.slack_signing import post_slash_command
 
-# The fast timings of tests/test_e2e_watch.py: polls every 0.5-1 s, recovery every 0.5 s.
 FAST = {
-    "TICK_SECONDS": "0.2",
-    "RECOVER_SECONDS": "0.5",
-    "POLL_INITIAL_SECONDS": "0.5",
-    "POLL_MAX_SECONDS": "1",
-    "POLL_JITTER": "0",
-    "PAUSED_RETRY_SECONDS": "1",
-    "NOTIFY_GRACE_SECONDS": "2",
-    "LEASE_SECONDS": "10",
+    **FAST_WATCH,
     # A dozen exports polled every second: keep the request budget out of the way.
     "POLL_BUDGET_PER_MINUTE": "6000",
     "LINK_POLICY": "anywhere",  # these tests are about faults; tests/test_security.py: policy
