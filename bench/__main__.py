@@ -22,7 +22,14 @@ from pathlib import Path
 from bench import report
 from bench.common import REPO_ROOT, Background, Context, Section
 
-BENCHMARKS: tuple[str, ...] = ("ack_latency", "asana_client", "startup")
+BENCHMARKS: tuple[str, ...] = (
+    "ack_latency",
+    "asana_client",
+    "startup",
+    "polling",
+    "coalescing",
+    "notify_latency",
+)
 DEFAULT_OUT = REPO_ROOT / "docs" / "benchmarks.md"
 
 

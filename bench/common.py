@@ -343,3 +343,163 @@ def bot_env(asana: Any, slack: Any, workdir: Path, **extra: str) -> dict[str, st
         "LOG_LEVEL": "INFO",
         **extra,
     }
+
+
+# ------------------------------------------------------------------------------ the bot at scale
+
+#: PostgreSQL server for benchmarks that need one; each creates and drops its own database.
+POSTGRES_URL = os.environ.get(
+    "ASANA_BOT_BENCH_POSTGRES_URL",
+    os.environ.get("ASANA_BOT_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test"),
+)
+BENCH_TEAM = "T0001"
+BENCH_USER = "U0BENCH1"
+BENCH_ORG_NAME = "Acme Benchmarks"
+
+
+def peak_rss_mb(pid: int) -> float | None:
+    """A process's peak resident set so far (VmHWM from /proc), in MB; None elsewhere."""
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024  # kB
+    except OSError:
+        return None
+    return None
+
+
+def wait_until(predicate: Any, *, timeout: float, step: float = 0.02) -> bool:
+    """Poll `predicate()` until it is true or `timeout` seconds passed (bounded loops only)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        if predicate():
+            return True
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(step)
+
+
+def sleep_until(monotonic_deadline: float) -> None:
+    """Sleep until a time.monotonic() instant (no-op if it has passed)."""
+    delay = monotonic_deadline - time.monotonic()
+    if delay > 0:
+        time.sleep(delay)
+
+
+@contextlib.contextmanager
+def throwaway_postgres(prefix: str) -> Iterator[str | None]:
+    """A fresh PostgreSQL database for one benchmark, dropped afterwards.
+
+    Yields its URL, or None when no server answers at POSTGRES_URL (the caller reports the
+    rows as not measured instead of failing the whole suite).
+    """
+    import psycopg
+    from sqlalchemy.engine import make_url
+
+    name = f"{prefix}_{os.getpid()}_{int(time.time() * 1000) % 1_000_000}"
+    admin_url = make_url(POSTGRES_URL).set(drivername="postgresql")
+    dsn = admin_url.render_as_string(hide_password=False)
+    try:
+        admin = psycopg.connect(dsn, autocommit=True, connect_timeout=3)
+    except psycopg.OperationalError:
+        yield None
+        return
+    try:
+        admin.execute(f'CREATE DATABASE "{name}"')
+        try:
+            yield admin_url.set(database=name).render_as_string(hide_password=False)
+        finally:
+            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    finally:
+        admin.close()
+
+
+@dataclass(frozen=True)
+class Watch:
+    """One channel watching one export, as `Store.subscribe` would have recorded it."""
+
+    gid: str
+    channel_id: str
+    next_poll_at: Any  # an aware datetime
+    state: str = "started"
+
+
+def seed_watches(database_url: str, watches: Sequence[Watch], *, via_subscribe: int) -> float:
+    """Create the schema and the watches; returns the mean wall seconds of one subscribe call.
+
+    The first `via_subscribe` watches go through `bot.store.Store.subscribe` (the real code path,
+    timed); the rest are bulk INSERTs of the same rows into the store's tables, because one
+    subscribe call costs milliseconds and thousands of them would dominate a benchmark.
+    """
+    import asyncio
+
+    return asyncio.run(_seed_watches(database_url, watches, via_subscribe))
+
+
+async def _seed_watches(database_url: str, watches: Sequence[Watch], via_subscribe: int) -> float:
+    from datetime import UTC, datetime
+
+    from bot.db import create_engine, upgrade
+    from bot.models import Export, ExportState
+    from bot.store import Store, exports, subscriptions
+
+    engine = create_engine(database_url)
+    try:
+        await upgrade(engine)
+        store = Store(engine)
+        now = datetime.now(UTC)
+        head, tail = watches[:via_subscribe], watches[via_subscribe:]
+        started = time.perf_counter()
+        for w in head:
+            export = Export(
+                gid=w.gid,
+                state=ExportState.parse(w.state),
+                raw_state=w.state,
+                organization_gid="1100000000000001",
+                organization_name=BENCH_ORG_NAME,
+                created_at=now,
+            )
+            await store.subscribe(
+                team_id=BENCH_TEAM,
+                channel_id=w.channel_id,
+                user_id=BENCH_USER,
+                export=export,
+                now=now,
+                next_poll_at=w.next_poll_at,
+            )
+        per_call = (time.perf_counter() - started) / len(head) if head else float("nan")
+        seen: set[str] = {w.gid for w in head}
+        export_rows = []
+        for w in tail:
+            if w.gid in seen:
+                continue
+            seen.add(w.gid)
+            export_rows.append(
+                {
+                    "gid": w.gid,
+                    "state": w.state,
+                    "raw_state": w.state,
+                    "organization_gid": "1100000000000001",
+                    "organization_name": BENCH_ORG_NAME,
+                    "created_at": now,
+                    "next_poll_at": w.next_poll_at,
+                    "updated_at": now,
+                }
+            )
+        sub_rows = [
+            {
+                "export_gid": w.gid,
+                "team_id": BENCH_TEAM,
+                "channel_id": w.channel_id,
+                "user_id": BENCH_USER,
+                "created_at": now,
+            }
+            for w in tail
+        ]
+        async with engine.begin() as conn:
+            for rows, table in ((export_rows, exports), (sub_rows, subscriptions)):
+                for i in range(0, len(rows), 5000):
+                    await conn.execute(table.insert(), rows[i : i + 5000])
+        return per_call
+    finally:
+        await engine.dispose()

@@ -104,6 +104,18 @@ class TokenBucket:
         wait = max(waits)
         return wait + _EPSILON * max(1.0, abs(now)) if wait > 0 else 0.0
 
+    def available(self) -> int:
+        """How many try_acquire(1) calls would succeed now: tokens, window room and pause.
+
+        A claimer sizes its batch by this, so it never leases exports the budget will refuse
+        (the tokens alone say yes while the sliding window is full).
+        """
+        now = self._advance()
+        if now < self._paused_until:
+            return 0
+        room = min(self._tokens + _EPSILON, self.rate_per_minute - self._in_window)
+        return max(0, math.floor(room))
+
     @property
     def tokens(self) -> float:
         """Tokens left now (negative after forced use): for metrics and `check`."""

@@ -207,13 +207,46 @@ def _watchable(table: sa.FromClause) -> sa.ColumnElement[bool]:
     )
 
 
-def _claimable(table: sa.FromClause, now: datetime) -> sa.ColumnElement[bool]:
+def _claimable(
+    table: sa.FromClause, now: datetime | sa.BindParameter[datetime]
+) -> sa.ColumnElement[bool]:
     """The design's claim predicate: due, watchable, lease free or expired."""
     return sa.and_(
         table.c.next_poll_at <= now,
         sa.or_(table.c.lease_until.is_(None), table.c.lease_until < now),
         _watchable(table),
     )
+
+
+def _claim_statement(*, postgresql: bool) -> sa.Update:
+    """The claim as one statement with bind parameters, built once per dialect.
+
+    Building it per call (alias, predicate, subquery) cost about 1.8 ms of CPU of the 5.6 ms a
+    claim took on PostgreSQL (bench/polling.py, 100,000 exports); the compiled form is cached
+    by SQLAlchemy either way, the construction and its cache key are not.
+    """
+    due = exports.alias("due")
+    now = sa.bindparam("now", type_=UTCDateTime())
+    pick = (
+        sa.select(due.c.gid)
+        .where(_claimable(due, now))
+        .order_by(due.c.next_poll_at, due.c.gid)
+        .limit(sa.bindparam("limit", type_=sa.Integer()))
+    )
+    if postgresql:
+        pick = pick.with_for_update(skip_locked=True, of=due)
+    return (
+        exports.update()
+        .where(exports.c.gid.in_(pick))
+        .values(
+            lease_owner=sa.bindparam("owner"),
+            lease_until=sa.bindparam("until", type_=UTCDateTime()),
+        )
+        .returning(*exports.c)
+    )
+
+
+_CLAIM_STATEMENTS = {pg: _claim_statement(postgresql=pg) for pg in (True, False)}
 
 
 class Store:
@@ -475,21 +508,10 @@ class Store:
             raise ValueError("lease must be positive")
         if limit <= 0:
             return []
-        due = exports.alias("due")
-        pick = (
-            sa.select(due.c.gid)
-            .where(_claimable(due, now))
-            .order_by(due.c.next_poll_at, due.c.gid)
-            .limit(limit)
-        )
         async with self._write() as conn:
-            if conn.dialect.name == "postgresql":
-                pick = pick.with_for_update(skip_locked=True, of=due)
+            statement = _CLAIM_STATEMENTS[conn.dialect.name == "postgresql"]
             rows = await conn.execute(
-                exports.update()
-                .where(exports.c.gid.in_(pick))
-                .values(lease_owner=owner, lease_until=now + lease)
-                .returning(*exports.c)
+                statement, {"now": now, "limit": limit, "owner": owner, "until": now + lease}
             )
             claimed = [_export_row(r._mapping) for r in rows]
         return sorted(claimed, key=lambda r: (r.next_poll_at or now, r.gid))

@@ -129,7 +129,7 @@ class Watcher:
         if wait > 0:
             self.budget.pause(wait)  # Retry-After holds for every poll on this token
             return 0
-        room = min(self.config.batch, max(0, math.floor(self.budget.tokens)))
+        room = min(self.config.batch, self.budget.available())
         if room == 0:
             return 0
         rows = await self.store.claim_due(

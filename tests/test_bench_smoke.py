@@ -17,7 +17,9 @@ from bench.report import COLUMNS
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
 
-@pytest.mark.timeout(60)
+#: The whole suite at smoke size takes about 35 s on an idle 2-core machine; the margin is for a
+#: busy one (this guards against hangs and rot, not speed).
+@pytest.mark.timeout(120)
 def test_smoke_size_writes_a_table(tmp_path: Path) -> None:
     out = tmp_path / "benchmarks.md"
     done = subprocess.run(
@@ -25,7 +27,7 @@ def test_smoke_size_writes_a_table(tmp_path: Path) -> None:
         cwd=REPO_ROOT,
         capture_output=True,
         text=True,
-        timeout=55,
+        timeout=110,
         check=False,
     )
     assert done.returncode == 0, done.stderr[-4000:]
@@ -36,5 +38,12 @@ def test_smoke_size_writes_a_table(tmp_path: Path) -> None:
     assert "python -m bench --size smoke" in text
     rows = [line for line in text.splitlines() if line.startswith("| ") and "---" not in line]
     benchmarks = {line.split("|")[1].strip() for line in rows[1:]}
-    assert {"ack latency", "Asana client", "start-up"} <= benchmarks
+    assert {
+        "ack latency",
+        "Asana client",
+        "start-up",
+        "polling",
+        "coalescing",
+        "notification latency",
+    } <= benchmarks
     assert "(failed:" not in text

@@ -200,3 +200,27 @@ def test_rejects_bad_amounts() -> None:
         bucket.try_acquire(0)
     with pytest.raises(ValueError):
         TokenBucket(10, burst=0, clock=FakeClock())
+
+
+def test_available_counts_tokens_window_room_and_pause() -> None:
+    """A claimer sizes its batch by available(): never more than try_acquire would grant."""
+    now = [0.0]
+    bucket = TokenBucket(60, burst=10, clock=lambda: now[0])
+    assert bucket.available() == 10  # a full burst
+    for _ in range(4):
+        assert bucket.try_acquire()
+    assert bucket.available() == 6
+    bucket.pause(5)
+    assert bucket.available() == 0
+    now[0] = 5.0  # pause over, 5 tokens refilled but capped by the burst
+    assert bucket.available() == min(10, 6 + 5)
+    # Fill the 60 s window: tokens refill, yet the window refuses, and so must available().
+    granted = 4
+    while now[0] < 59.0:
+        now[0] += 0.5
+        while bucket.try_acquire():
+            granted += 1
+    assert granted == 60
+    assert bucket.tokens >= 1 and bucket.available() == 0
+    granted_now = sum(bucket.try_acquire() for _ in range(5))
+    assert granted_now == 0
