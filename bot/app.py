@@ -11,7 +11,9 @@ import signal
 import socket
 import time
 import uuid
+from collections.abc import Awaitable, Callable
 from datetime import timedelta
+from typing import Any
 
 import aiohttp
 from aiohttp import web
@@ -169,12 +171,30 @@ def _refusal(request: web.Request, body: str) -> web.Response | None:
     return web.json_response({"error": "unsupported content type"}, status=415)
 
 
-def build_web_app(bolt: AsyncApp | None, settings: Settings) -> web.Application:
-    """aiohttp app with the Slack endpoint (HTTP mode) and a health check (both modes)."""
+Status = Callable[[], Awaitable[dict[str, Any]]]
+
+
+def build_web_app(
+    bolt: AsyncApp | None, settings: Settings, status: Status | None = None
+) -> web.Application:
+    """aiohttp app with the Slack endpoint (HTTP mode) and a health check (both modes).
+
+    The health check asks `status` (the database among others): a replica that cannot reach its
+    database answers 503, so a load balancer stops sending it Slack's requests.
+    """
     web_app = web.Application(client_max_size=settings.MAX_BODY_BYTES)
 
     async def health(_: web.Request) -> web.Response:
-        return web.json_response({"ok": True, "version": __version__})
+        body: dict[str, Any] = {"ok": True, "version": __version__}
+        if status is not None:
+            try:
+                body.update(await asyncio.wait_for(status(), 2.0))
+            except Exception as exc:
+                log.warning("health check failed: %s", type(exc).__name__)
+                return web.json_response(
+                    {**body, "ok": False, "error": type(exc).__name__}, status=503
+                )
+        return web.json_response(body)
 
     async def slack_events(request: web.Request) -> web.Response:
         assert bolt is not None
@@ -245,7 +265,16 @@ async def serve(settings: Settings) -> None:
             loop.add_signal_handler(sig, stop.set)
 
     socket_handler = None
-    web_app = build_web_app(None if settings.socket_mode else bolt, settings)
+
+    async def status() -> dict[str, Any]:
+        return {
+            "replica": watcher.owner,
+            "watches": await runtime.store.count_active_subscriptions(),
+            "due": await runtime.store.due_count(runtime.now()),
+            "slack_paused": watcher.slack_pause_reason if watcher.slack_paused() else None,
+        }
+
+    web_app = build_web_app(None if settings.socket_mode else bolt, settings, status)
     runner = web.AppRunner(web_app, access_log=None, handle_signals=False)
     await runner.setup()
     site = web.TCPSite(runner, settings.HOST, settings.PORT)

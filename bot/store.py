@@ -472,21 +472,6 @@ class Store:
             ).first()
         return row is not None
 
-    async def end_all_for_export(
-        self, gid: str, *, now: datetime, reason: str
-    ) -> list[Subscription]:
-        """End every active watch of `gid` (terminal error, 404); returns those just ended."""
-        s = subscriptions.c
-        async with self._write() as conn:
-            rows = await conn.execute(
-                subscriptions.update()
-                .where(s.export_gid == gid, s.ended_at.is_(None))
-                .values(ended_at=now, end_reason=_short(reason, _END_REASON_MAX))
-                .returning(*subscriptions.c)
-            )
-            ended = _subscriptions(rows)
-        return sorted(ended, key=lambda sub: (sub.created_at, sub.id))
-
     async def count_active_subscriptions(self) -> int:
         async with self._read() as conn:
             query = sa.select(sa.func.count()).where(subscriptions.c.ended_at.is_(None))
@@ -589,22 +574,6 @@ class Store:
             query = sa.select(sa.func.count()).select_from(exports).where(_claimable(exports, now))
             return int((await conn.execute(query)).scalar_one())
 
-    async def earliest_next_poll_at(self) -> datetime | None:
-        """When the next claim could find work: the earliest due time, leases considered."""
-        c = exports.c
-        ready_at = sa.case(
-            (
-                sa.and_(c.lease_until.is_not(None), c.lease_until > c.next_poll_at),
-                c.lease_until,
-            ),
-            else_=c.next_poll_at,
-        )
-        query = sa.select(sa.func.min(ready_at, type_=UTCDateTime())).where(
-            c.next_poll_at.is_not(None), _watchable(exports)
-        )
-        async with self._read() as conn:
-            return (await conn.execute(query)).scalar_one()
-
     # -- exactly-once notification ---------------------------------------------------------
 
     async def try_mark_notified(self, sub_id: int, *, now: datetime) -> bool:
@@ -620,13 +589,6 @@ class Store:
                 )
             ).first()
         return row is not None
-
-    async def set_notified_ts(self, sub_id: int, ts: str) -> None:
-        """Record the posted notification's ts: the notification is now complete."""
-        async with self._write() as conn:
-            await conn.execute(
-                subscriptions.update().where(subscriptions.c.id == sub_id).values(notified_ts=ts)
-            )
 
     async def record_notified(self, sub_id: int, ts: str, *, now: datetime, reason: str) -> None:
         """Record the posted notification's ts and end the watch, in one statement.

@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 import sqlalchemy as sa
 
@@ -165,6 +166,8 @@ def test_list_and_list_all_and_already_watching(
     everywhere = text_of(command(bot, fake_slack, "list all", channel="CA"))
     assert "Listed Org" in everywhere and "Other Org" in everywhere
     assert len(posts(fake_slack, "CA")) == 1, "asking again posts no second card"
+    health = httpx.get(bot.health_url).json()
+    assert health["ok"] and health["watches"] == 2 and health["slack_paused"] is None
 
 
 def test_not_in_channel_is_explained_and_nothing_is_watched(

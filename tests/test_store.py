@@ -374,7 +374,7 @@ async def test_download_url_canary_is_never_stored(backend: Backend, store: Stor
         paused_reason=None,
     )
     assert await store.try_mark_notified(sub.id, now=T0)
-    await store.set_notified_ts(sub.id, "1700000000.000100")
+    await store.record_notified(sub.id, "1700000000.000100", now=T0, reason="finished")
 
     def dump(conn: sa.Connection) -> str:
         out = []
@@ -587,7 +587,7 @@ async def test_list_subscriptions_active_oldest_first(store: Store) -> None:
     assert [s.id for s, _ in in_c1] == [a.id]
 
 
-async def test_card_ts_end_and_end_all(store: Store) -> None:
+async def test_card_ts_and_end(store: Store) -> None:
     one = await _watch(store, "6", channel="C1")
     two = await _watch(store, "6", channel="C2")
     await store.set_card_ts(one, "111.222")
@@ -595,9 +595,9 @@ async def test_card_ts_end_and_end_all(store: Store) -> None:
     assert got is not None and got.card_ts == "111.222"
     assert await store.end_subscription(one, now=T0, reason="channel_not_found")
     assert not await store.end_subscription(one, now=T0, reason="again")
-    ended = await store.end_all_for_export("6", now=T0, reason="error")
-    assert [s.id for s in ended] == [two]
-    assert ended[0].end_reason == "error"
+    assert await store.end_subscription(two, now=T0, reason="error")
+    second = await store.get_subscription(two)
+    assert second is not None and second.end_reason == "error"
     first = await store.get_subscription(one)
     assert first is not None and first.end_reason == "channel_not_found"
     assert await store.count_active_subscriptions() == 0
@@ -697,16 +697,6 @@ async def test_concurrent_claimers_never_share_a_gid(backend: Backend, store: St
         for gid in gids[:10]:
             row = await store.get_export_row(gid)
             assert row is not None and row.lease_owner == name
-
-
-async def test_earliest_next_poll_at_considers_leases(store: Store) -> None:
-    assert await store.earliest_next_poll_at() is None
-    await _watch(store, "a", due=T0)
-    await _watch(store, "b", due=T0 + timedelta(seconds=30))
-    await _watch(store, "done", due=T0 - timedelta(hours=1), state=ExportState.FINISHED)
-    assert await store.earliest_next_poll_at() == T0
-    await store.claim_due(owner="w", now=T0, lease=LEASE, limit=1)  # leases "a" to T0+60s
-    assert await store.earliest_next_poll_at() == T0 + timedelta(seconds=30)
 
 
 # -- recording polls -------------------------------------------------------------------------
@@ -849,7 +839,7 @@ async def test_notification_recovery_cycle(store: Store) -> None:
     await store.end_subscription(c, now=T0, reason="unwatched")
     assert not await store.try_mark_notified(c, now=T0)  # an ended watch is not told
     assert [s.id for s in await store.unrecorded_notifications()] == [a, b]
-    await store.set_notified_ts(a, "123.456")
+    await store.record_notified(a, "123.456", now=T0, reason="finished")
     assert [s.id for s in await store.unrecorded_notifications()] == [b]
     assert not await store.clear_notified(a)  # recorded: stays notified
     assert await store.clear_notified(b)
