@@ -22,7 +22,6 @@ from bot.asana import AsanaClient, AsanaError
 from bot.decisions import (
     END_REASONS,
     Outcome,
-    PollPlan,
     PollPolicy,
     plan_after_failure,
     plan_after_success,
@@ -94,7 +93,6 @@ class Watcher:
         self.slack_pause_reason: str | None = None
         self._slack_pause = config.slack_pause_initial
         self._recover_lock = asyncio.Lock()
-        self.polls = 0  # Asana polls made by this replica, for metrics and tests
 
     async def idle(self) -> None:
         """Return once no tick or recovery is running (for a clean shutdown)."""
@@ -157,7 +155,6 @@ class Watcher:
             later = self.now() + timedelta(seconds=wait if math.isfinite(wait) else 60)
             await self.store.release(row.gid, owner=self.owner, next_poll_at=later)
             return False
-        self.polls += 1
         try:
             export = await self.asana.get_export(row.gid, policy=POLL_RETRY)
         except AsanaError as exc:
@@ -187,7 +184,7 @@ class Watcher:
             paused_reason=None,
         )
         if plan.state_changed or export.state.is_terminal:
-            await self._update_cards(export, plan)
+            await self._update_cards(export, next_check_at=plan.next_poll_at)
         if plan.outcome in (Outcome.FINISHED, Outcome.FAILED):
             await self.notify_all(export, plan.outcome)
         return True
@@ -226,31 +223,31 @@ class Watcher:
 
     # -- telling channels ------------------------------------------------------------
 
-    async def _update_cards(self, export: Export, plan: PollPlan) -> None:
+    async def _after_slack(self, sub: Subscription, result: slack_out.SlackResult) -> None:
+        """What every Slack call for a watch implies: a dead token pauses all posting, and a
+        channel we can no longer use ends that watch (with the reason), never to be retried."""
+        self._note_slack_result(result)
+        if result.failure is Failure.CHANNEL:
+            await self.store.end_subscription(
+                sub.id, now=self.now(), reason=f"slack_{result.error}"
+            )
+
+    async def _update_cards(self, export: Export, *, next_check_at: datetime | None) -> None:
         subs = await self.store.active_subscriptions(export.gid)
         card = messages.render_status_card(
-            export, now=self.now(), watchers=len(subs), next_check_at=plan.next_poll_at
+            export, now=self.now(), watchers=len(subs), next_check_at=next_check_at
         )
         for sub in subs:
             if sub.card_ts and not self.slack_paused():
                 result = await slack_out.update(self.slack, sub.channel_id, sub.card_ts, card)
-                self._note_slack_result(result)
-                if result.failure is Failure.CHANNEL:
-                    await self.store.end_subscription(
-                        sub.id, now=self.now(), reason=f"slack_{result.error}"
-                    )
+                await self._after_slack(sub, result)
 
     async def _announce_pause(self, row: ExportRow, kind: ProblemKind) -> None:
         message = messages.render_watch_paused(row.gid, kind, command=self.command)
         for sub in await self.store.active_subscriptions(row.gid):
             if self.slack_paused():
                 return
-            result = await slack_out.post(self.slack, sub.channel_id, message)
-            self._note_slack_result(result)
-            if result.failure is Failure.CHANNEL:
-                await self.store.end_subscription(
-                    sub.id, now=self.now(), reason=f"slack_{result.error}"
-                )
+            await self._after_slack(sub, await slack_out.post(self.slack, sub.channel_id, message))
 
     async def notify_all(self, export: Export, outcome: Outcome) -> None:
         """Tell every active subscription of `export` once; each ends when told."""
@@ -322,18 +319,14 @@ class Watcher:
                 deadline,
             )
             return False
-        self._note_slack_result(result)
+        await self._after_slack(sub, result)
         if result.ts is not None:
             await self.store.record_notified(
                 sub.id, result.ts, now=self.now(), reason=END_REASONS[outcome]
             )
             log.info("notified subscription %s of export %s: %s", sub.id, export.gid, outcome)
             return True
-        if result.failure is Failure.CHANNEL:
-            await self.store.end_subscription(
-                sub.id, now=self.now(), reason=f"slack_{result.error}"
-            )
-        else:
+        if result.failure is not Failure.CHANNEL:
             # Not posted: give the claim back so the recovery job tries again.
             await self.store.clear_notified(sub.id, claimed_at=claimed_at)
         return False
@@ -407,7 +400,7 @@ class Watcher:
                     continue
             if outcome is not Outcome.GONE:
                 # The poll that saw the end may have died before it edited every card.
-                await self._update_cards(export, PollPlan(outcome, None, state_changed=True))
+                await self._update_cards(export, next_check_at=None)
             for sub in subs:
                 await self.notify(sub, export, outcome)
 
