@@ -18,6 +18,7 @@ import sys
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
+from datetime import timedelta
 from pathlib import Path
 from typing import Any, Literal
 
@@ -422,6 +423,19 @@ class Watch:
     channel_id: str
     next_poll_at: Any  # an aware datetime
     state: str = "started"
+
+
+def started_watches(
+    asana: Any, gids: Sequence[str], *, channels: int, first_due: Any, spread: float
+) -> list[Watch]:
+    """Make every gid a `started` export in the fake Asana, each watched from one of `channels`
+    channels, their first polls spread evenly over `spread` seconds from `first_due`."""
+    for gid in gids:
+        asana.set_export(gid, "started", organization_name=BENCH_ORG_NAME)
+    return [
+        Watch(gid, f"C{i % channels:08d}", first_due + timedelta(seconds=spread * i / len(gids)))
+        for i, gid in enumerate(gids)
+    ]
 
 
 def seed_watches(database_url: str, watches: Sequence[Watch], *, via_subscribe: int) -> float:

@@ -15,18 +15,17 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from bench.common import (
-    BENCH_ORG_NAME,
     Context,
     Row,
     Section,
     Target,
-    Watch,
     bot_env,
     cpu_seconds,
     fakes,
     percentile,
     seed_watches,
     sleep_until,
+    started_watches,
     wait_until,
 )
 
@@ -86,14 +85,11 @@ def run(ctx: Context) -> Section:
     workdir = ctx.subdir("notify")
     gids = [str(GID_BASE + i) for i in range(n)]
     with fakes() as (asana, slack):
-        for gid in gids:
-            asana.set_export(gid, "started", organization_name=BENCH_ORG_NAME)
         # Flat from the start: first polls spread over one interval after the bot is up.
         first_due = datetime.now(UTC) + timedelta(seconds=2)
-        watches = [
-            Watch(gid, f"C{i % channels:08d}", first_due + timedelta(seconds=interval * i / n))
-            for i, gid in enumerate(gids)
-        ]
+        watches = started_watches(
+            asana, gids, channels=channels, first_due=first_due, spread=interval
+        )
         env = bot_env(
             asana,
             slack,

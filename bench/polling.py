@@ -26,7 +26,6 @@ from bench.common import (
     Row,
     Section,
     Target,
-    Watch,
     bot_env,
     cpu_seconds,
     fakes,
@@ -35,6 +34,7 @@ from bench.common import (
     percentile,
     seed_watches,
     sleep_until,
+    started_watches,
     throwaway_postgres,
     wait_until,
 )
@@ -123,13 +123,10 @@ def _scale_run(ctx: Context, label: str, url: str | None, n: int, window: float)
     with fakes() as (asana, slack):
         asana.set_rate_limit(ASANA_LIMIT)
         gids = [str(GID_BASE + i) for i in range(n)]
-        for gid in gids:
-            asana.set_export(gid, "started", organization_name=BENCH_ORG_NAME)
         seeded_at = datetime.now(UTC)
-        watches = [
-            Watch(gid, f"C{i % CHANNELS:08d}", seeded_at + timedelta(seconds=SPREAD * i / n))
-            for i, gid in enumerate(gids)
-        ]
+        watches = started_watches(
+            asana, gids, channels=CHANNELS, first_due=seeded_at, spread=SPREAD
+        )
         env = bot_env(
             asana,
             slack,
