@@ -6,12 +6,13 @@ Secrets are `SecretStr`, so printing the settings or a validation error never sh
 from __future__ import annotations
 
 import re
+from functools import cached_property
 from typing import Literal
 
 from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from bot.access import LinkPolicy, parse_id_list
+from bot.access import LinkPolicy, is_allowed, parse_id_list
 
 DEFAULT_SLACK_API_URL = "https://slack.com/api/"
 DEFAULT_ASANA_BASE_URL = "https://app.asana.com/api/1.0"
@@ -118,13 +119,22 @@ class Settings(BaseSettings):
         parse_id_list(value)  # raises ValueError with the reason
         return value
 
-    @property
+    @cached_property
     def allowed_users(self) -> frozenset[str]:
         return parse_id_list(self.ALLOWED_USERS)
 
-    @property
+    @cached_property
     def allowed_channels(self) -> frozenset[str]:
         return parse_id_list(self.ALLOWED_CHANNELS)
+
+    def allows(self, user_id: str, channel_id: str) -> bool:
+        """ALLOWED_USERS and ALLOWED_CHANNELS applied to one request (parsed once, not per call)."""
+        return is_allowed(
+            user_id,
+            channel_id,
+            allowed_users=self.allowed_users,
+            allowed_channels=self.allowed_channels,
+        )
 
     @property
     def socket_mode(self) -> bool:

@@ -14,7 +14,6 @@ from slack_bolt.middleware.async_middleware import AsyncMiddleware
 from slack_bolt.request.async_request import AsyncBoltRequest
 
 from bot import messages
-from bot.access import is_allowed
 from bot.asana import AsanaError
 from bot.command_parser import Lookup, parse_command
 from bot.models import LINK_VALIDITY, ExportState
@@ -77,12 +76,7 @@ async def fresh_link(runtime: Runtime, body: dict[str, Any], respond: AsyncRespo
     """Re-fetch the export and show the clicker a newly minted link, privately."""
     settings = runtime.settings
     user_id, channel_id = _clicker(body)
-    if not is_allowed(
-        user_id,
-        channel_id,
-        allowed_users=settings.allowed_users,
-        allowed_channels=settings.allowed_channels,
-    ):
+    if not settings.allows(user_id, channel_id):
         log.warning("refused a fresh link to user %s in channel %s", user_id[:20], channel_id[:20])
         await respond(
             **messages.render_refused(what="get this link").to_ack(), replace_original=False

@@ -11,7 +11,6 @@ from typing import Any
 from slack_bolt.async_app import AsyncAck, AsyncApp, AsyncRespond
 
 from bot import messages, watching
-from bot.access import is_allowed
 from bot.asana import AsanaError
 from bot.command_parser import Help, Invalid, ListWatches, Lookup, Unwatch, Watch, parse_command
 from bot.messages import Message
@@ -49,7 +48,9 @@ async def answer_in_time(
     await respond(**answer.to_ack())
 
 
-async def look_up_and_watch(runtime: Runtime, gid: str, command: dict[str, Any]) -> Message:
+async def look_up_and_watch(
+    runtime: Runtime, gid: str, *, team_id: str, channel_id: str, user_id: str
+) -> Message:
     """Fetch the export; show it if it is over, otherwise watch it in this channel."""
     runtime.budget.force_acquire()  # a person is waiting: go now, but count it
     try:
@@ -60,11 +61,7 @@ async def look_up_and_watch(runtime: Runtime, gid: str, command: dict[str, Any])
             exc.kind, gid=gid, asana_message=exc.message, retry_after=exc.retry_after
         )
     return await watching.answer_for_export(
-        runtime,
-        export,
-        team_id=str(command.get("team_id") or ""),
-        channel_id=str(command.get("channel_id") or ""),
-        user_id=str(command.get("user_id") or ""),
+        runtime, export, team_id=team_id, channel_id=channel_id, user_id=user_id
     )
 
 
@@ -79,12 +76,7 @@ def register(app: AsyncApp, runtime: Runtime) -> None:
         team_id = str(command.get("team_id") or "")
         channel_id = str(command.get("channel_id") or "")
         user_id = str(command.get("user_id") or "")
-        if not isinstance(parsed, Help | Invalid) and not is_allowed(
-            user_id,
-            channel_id,
-            allowed_users=settings.allowed_users,
-            allowed_channels=settings.allowed_channels,
-        ):
+        if not isinstance(parsed, Help | Invalid) and not settings.allows(user_id, channel_id):
             log.warning(
                 "refused %s by user %s in channel %s (ALLOWED_USERS/ALLOWED_CHANNELS)",
                 type(parsed).__name__,
@@ -99,7 +91,9 @@ def register(app: AsyncApp, runtime: Runtime) -> None:
                     await answer_in_time(
                         ack,
                         respond,
-                        look_up_and_watch(runtime, gid, command),
+                        look_up_and_watch(
+                            runtime, gid, team_id=team_id, channel_id=channel_id, user_id=user_id
+                        ),
                         deadline=settings.ACK_DEADLINE_SECONDS,
                         total=settings.LOOKUP_TIMEOUT_SECONDS,
                         placeholder=messages.render_looking_up(gid),
