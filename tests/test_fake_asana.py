@@ -21,14 +21,7 @@ from openapi_schema_validator import OAS30Validator
 from tests.fakes import asana as fakes
 from tests.fakes.asana import FakeAsana
 
-SPEC_PATH = Path("/work/shared/reference/asana_oas.organization_exports.yaml")
-for _candidate in (
-    Path(__file__).resolve().parents[2] / "shared/reference/asana_oas.organization_exports.yaml",
-    Path(__file__).resolve().parents[1] / "shared/reference/asana_oas.organization_exports.yaml",
-):
-    if _candidate.exists():
-        SPEC_PATH = _candidate
-        break
+SPEC_PATH = Path(__file__).resolve().parent / "reference" / "asana_oas.organization_exports.yaml"
 
 EXPORT_PATH = "/organization_exports/{organization_export_gid}"
 COMPONENT_FOR_STATUS = {
@@ -50,8 +43,6 @@ COMPONENT_FOR_STATUS = {
 
 @pytest.fixture(scope="module")
 def spec() -> dict[str, Any]:
-    if not SPEC_PATH.exists():
-        pytest.skip(f"OAS not found at {SPEC_PATH}")
     return yaml.safe_load(SPEC_PATH.read_text())
 
 
