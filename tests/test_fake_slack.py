@@ -200,6 +200,35 @@ async def test_conversations_info_reports_channel_flags(
     assert _error(exc) == "channel_not_found"
 
 
+async def test_conversations_members_pages_and_hides_private_channels_we_are_not_in(
+    fake: FakeSlack, client: AsyncWebClient
+) -> None:
+    fake.add_channel("G0TEAM", is_private=True, members=["U1", "U2", "U3"])
+    first = await client.conversations_members(channel="G0TEAM", limit=2)
+    assert first["members"] == ["U1", "U2"]
+    cursor = first["response_metadata"]["next_cursor"]
+    rest = await client.conversations_members(channel="G0TEAM", limit=2, cursor=cursor)
+    assert rest["members"] == ["U3", "U0BOT"] and rest["response_metadata"]["next_cursor"] == ""
+    fake.add_channel("G0OUT", is_private=True, is_member=False, members=["U1"])
+    for channel in ("G0OUT", "C0NEVER"):
+        with pytest.raises(SlackApiError) as exc:
+            await client.conversations_members(channel=channel)
+        assert _error(exc) == "channel_not_found"
+
+
+async def test_auth_test_names_the_enterprise_org_of_a_grid_workspace() -> None:
+    with FakeSlack(enterprise_id="E0001") as grid:
+        client = AsyncWebClient(token=grid.bot_token, base_url=grid.api_url, retry_handlers=[])
+        resp = await client.auth_test()
+        assert resp["team_id"] == "T0001" and resp["enterprise_id"] == "E0001"
+
+
+def test_click_payload_carries_the_clickers_home_team() -> None:
+    form = block_actions_form(action_id="a", response_url="u", user_team_id="T0PARTNER")
+    payload = json.loads(form["payload"])
+    assert payload["user"]["team_id"] == "T0PARTNER" and payload["team"]["id"] == "T0001"
+
+
 async def test_channel_errors(fake: FakeSlack, client: AsyncWebClient) -> None:
     fake.add_channel("C0ARCH", is_archived=True)
     fake.add_channel("C0OUT", is_member=False)

@@ -162,6 +162,8 @@ class Channel:
     is_org_shared: bool = False
     is_archived: bool = False
     is_member: bool = True
+    #: Users in the conversation besides the bot (conversations.members adds the bot if a member).
+    members: list[str] = field(default_factory=list)
     created: int = field(default_factory=lambda: int(time.time()))
 
     def wire(self, team_id: str) -> dict[str, Any]:
@@ -362,6 +364,7 @@ class FakeSlack:
         app_id: str = "A0001",
         team_domain: str = "example",
         team_name: str = "Example",
+        enterprise_id: str | None = None,
         auto_channels: bool = True,
         validate_blocks: bool = True,
     ) -> None:
@@ -373,6 +376,8 @@ class FakeSlack:
         self.app_id = app_id
         self.team_domain = team_domain
         self.team_name = team_name
+        #: The Enterprise org the workspace belongs to (auth.test's `enterprise_id`), if any.
+        self.enterprise_id = enterprise_id
         self.auto_channels = auto_channels
         self.validate_blocks = validate_blocks
 
@@ -530,8 +535,9 @@ class FakeSlack:
         is_org_shared: bool = False,
         is_archived: bool = False,
         is_member: bool = True,
+        members: Iterable[str] = (),
     ) -> Channel:
-        """Create (or replace) a conversation; keeps its messages."""
+        """Create (or replace) a conversation; keeps its messages. `members`: users besides us."""
         channel = Channel(
             id=channel_id,
             name=name or channel_id.lower(),
@@ -543,6 +549,7 @@ class FakeSlack:
             is_org_shared=is_org_shared,
             is_archived=is_archived,
             is_member=is_member,
+            members=list(members),
         )
         with self._lock:
             self._channels[channel_id] = channel
@@ -1002,6 +1009,7 @@ class FakeSlack:
             "chat.delete": self._m_delete,
             "conversations.info": self._m_conversations_info,
             "conversations.history": self._m_conversations_history,
+            "conversations.members": self._m_conversations_members,
             "apps.connections.open": self._m_connections_open,
             "views.publish": self._m_views_publish,
         }
@@ -1061,7 +1069,7 @@ class FakeSlack:
         return payload
 
     def _m_auth_test(self, body: dict[str, Any]) -> dict[str, Any]:
-        return {
+        answer: dict[str, Any] = {
             "url": f"https://{self.team_domain}.slack.com/",
             "team": self.team_name,
             "user": "asana-export-bot",
@@ -1070,6 +1078,9 @@ class FakeSlack:
             "bot_id": self.bot_id,
             "is_enterprise_install": False,
         }
+        if self.enterprise_id:  # a workspace of an Enterprise org names the org
+            answer["enterprise_id"] = self.enterprise_id
+        return answer
 
     def _m_post_message(self, body: dict[str, Any]) -> dict[str, Any]:
         channel = self._channel_for(body)
@@ -1168,6 +1179,25 @@ class FakeSlack:
     def _m_conversations_info(self, body: dict[str, Any]) -> dict[str, Any]:
         channel = self._channel_for(body)
         return {"channel": channel.wire(self.team_id)}
+
+    def _m_conversations_members(self, body: dict[str, Any]) -> dict[str, Any]:
+        """User IDs in a conversation, paged by cursor (`limit` 1..1000, default 100)."""
+        channel = self._channel_for(body, create=False)
+        try:
+            limit = int(body.get("limit") or 100)
+            offset = int(body.get("cursor") or 0)
+        except ValueError as exc:
+            raise ApiError("invalid_cursor") from exc
+        limit = max(1, min(limit, 1000))
+        everyone = list(channel.members)
+        if channel.is_member and self.bot_user_id not in everyone:
+            everyone.append(self.bot_user_id)
+        page = everyone[offset : offset + limit]
+        more = offset + limit < len(everyone)
+        return {
+            "members": page,
+            "response_metadata": {"next_cursor": str(offset + limit) if more else ""},
+        }
 
     def _m_conversations_history(self, body: dict[str, Any]) -> dict[str, Any]:
         channel = self._channel_for(body)

@@ -116,12 +116,16 @@ def block_actions_payload(
     api_app_id: str = "A0001",
     trigger_id: str | None = None,
     enterprise_id: str | None = None,
+    user_team_id: str | None = None,
     token: str = VERIFICATION_TOKEN,
 ) -> dict[str, Any]:
     """The payload Slack sends when a user clicks a button in a message (`block_actions`).
 
     `message` is the clicked message as Slack shows it (e.g. `FakeSlack.wire_message(...)`); a
-    minimal one is made up from `message_ts` when absent.
+    minimal one is made up from `message_ts` when absent. `team_id` is the workspace the message
+    lives in (`team.id`); `user_team_id` is the clicker's home (`user.team_id`, default
+    `team_id`): another workspace's T... for a Slack Connect guest, or an Enterprise org's E...
+    for a member of an Enterprise org.
     """
     if message is None:
         ts = message_ts or new_action_ts()
@@ -139,7 +143,12 @@ def block_actions_payload(
         action["value"] = value
     return {
         "type": "block_actions",
-        "user": {"id": user_id, "username": user_name, "name": user_name, "team_id": team_id},
+        "user": {
+            "id": user_id,
+            "username": user_name,
+            "name": user_name,
+            "team_id": user_team_id or team_id,
+        },
         "api_app_id": api_app_id,
         "token": token,
         "container": {
