@@ -5,6 +5,7 @@ from __future__ import annotations
 import enum
 import re
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 _SLACK_ID = re.compile(r"^[A-Z0-9]{2,40}$")
@@ -48,12 +49,22 @@ def is_private_to_our_org(channel: Mapping[str, Any] | None) -> bool:
     if not channel:
         return False
     private = bool(channel.get("is_private") or channel.get("is_im") or channel.get("is_mpim"))
-    shared_out = bool(
+    return private and not is_shared_outside(channel)
+
+
+def is_shared_outside(channel: Mapping[str, Any] | None) -> bool:
+    """Shared (or being shared) with another organization; unknown (None) counts as shared.
+
+    `is_shared` without `is_org_shared` is a channel shared with another workspace that is not
+    part of our Enterprise org; `is_org_shared` alone stays inside it.
+    """
+    if not channel:
+        return True
+    return bool(
         channel.get("is_ext_shared")
         or channel.get("is_pending_ext_shared")
         or (channel.get("is_shared") and not channel.get("is_org_shared"))
     )
-    return private and not shared_out
 
 
 def may_post_link(policy: LinkPolicy, channel: Mapping[str, Any] | None) -> bool:
@@ -63,3 +74,76 @@ def may_post_link(policy: LinkPolicy, channel: Mapping[str, Any] | None) -> bool
     if policy is LinkPolicy.BUTTON:
         return False
     return is_private_to_our_org(channel)
+
+
+@dataclass(frozen=True, slots=True)
+class OrgIdentity:
+    """Who installed the bot, from auth.test: the workspace and, on Enterprise Grid, the org."""
+
+    team_id: str
+    enterprise_id: str | None = None
+
+
+def clicker_team_id(body: Mapping[str, Any]) -> str | None:
+    """The clicker's home in an interaction payload: `user.team_id`.
+
+    Slack puts the clicker's own workspace there (a Slack Connect guest's, not ours, which is in
+    `team.id`), or their Enterprise org's id (E...) for a member of an Enterprise org.
+    """
+    user = body.get("user") if isinstance(body, Mapping) else None
+    team = user.get("team_id") if isinstance(user, Mapping) else None
+    return team if isinstance(team, str) and team else None
+
+
+def is_our_member(user_team_id: str | None, org: OrgIdentity | None) -> bool:
+    """Whether a user whose home is `user_team_id` belongs to the installing organization.
+
+    Our workspace, or our Enterprise org (a member of another workspace of the same org is one of
+    us). Anything unknown (no team in the payload, installation not known yet) is foreign.
+    """
+    if org is None or not user_team_id:
+        return False
+    return user_team_id == org.team_id or (
+        bool(org.enterprise_id) and user_team_id == org.enterprise_id
+    )
+
+
+class ClickVerdict(enum.StrEnum):
+    """What "Get a fresh link" may show its clicker."""
+
+    GIVE = "give"  # the link, ephemerally
+    FOREIGN_USER = "foreign_user"  # the clicker belongs to another organization
+    SHARED_CHANNEL = "shared_channel"  # the channel is shared outside (or Slack would not say)
+
+
+def may_give_link(
+    policy: LinkPolicy,
+    *,
+    clicker_team: str | None,
+    org: OrgIdentity | None,
+    channel: Mapping[str, Any] | None,
+) -> ClickVerdict:
+    """Whether the clicker of "Get a fresh link" may receive the link (ephemerally).
+
+    Under `anywhere` everyone may (the link is posted in the channel anyway). Under `private` and
+    `button` only a member of our organization, and only in a channel that no other organization
+    shares (`channel` is conversations.info's object; None, Slack would not say, is refused).
+    """
+    if policy is LinkPolicy.ANYWHERE:
+        return ClickVerdict.GIVE
+    if not is_our_member(clicker_team, org):
+        return ClickVerdict.FOREIGN_USER
+    if is_shared_outside(channel):
+        return ClickVerdict.SHARED_CHANNEL
+    return ClickVerdict.GIVE
+
+
+def may_list_watch(watch_channel: str, *, asked_in: str, asker_is_member: bool | None) -> bool:
+    """`list all`: a watch is shown where it was asked from, or to a member of its channel.
+
+    `asker_is_member` is Slack's answer (None: Slack would not say, so the watch stays hidden).
+    A watch names its channel, its export and the export's organization: a private channel's
+    watch must not reach someone outside it, and public channels get the same rule so that a
+    guest from another organization learns nothing about channels of ours.
+    """
+    return watch_channel == asked_in or asker_is_member is True

@@ -230,11 +230,15 @@ def build_web_app(
     return web_app
 
 
-async def _check_slack_auth(bolt: AsyncApp) -> None:
-    """Fail fast on a bad bot token; a Slack outage at start-up only warns."""
+async def _check_slack_auth(bolt: AsyncApp) -> dict[str, Any] | None:
+    """Fail fast on a bad bot token; a Slack outage at start-up only warns.
+
+    Returns auth.test's answer (who installed us), or None when Slack did not give one.
+    """
     try:
         auth = await bolt.client.auth_test()
         log.info("connected to Slack team %s as %s", auth.get("team_id"), auth.get("user_id"))
+        return dict(auth.data) if isinstance(auth.data, dict) else None
     except SlackApiError as exc:
         error = exc.response.get("error")
         if error in ("invalid_auth", "not_authed", "token_revoked", "account_inactive"):
@@ -244,6 +248,7 @@ async def _check_slack_auth(bolt: AsyncApp) -> None:
         log.warning("auth.test failed (%s); continuing", error)
     except Exception as exc:  # network trouble must not stop the bot
         log.warning("could not reach Slack at start-up (%s); continuing", type(exc).__name__)
+    return None
 
 
 async def serve(settings: Settings) -> None:
@@ -252,7 +257,7 @@ async def serve(settings: Settings) -> None:
     await upgrade(engine)
     runtime = build_runtime(settings, Store(engine))
     bolt = build_bolt_app(runtime)
-    await _check_slack_auth(bolt)
+    runtime.installation.remember(await _check_slack_auth(bolt))
     watcher = build_watcher(runtime)
     scheduler = build_scheduler(
         watcher, tick_seconds=settings.TICK_SECONDS, recover_seconds=settings.RECOVER_SECONDS

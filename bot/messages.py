@@ -843,16 +843,29 @@ def render_watch_list(
     now: datetime,
     scope: Literal["channel", "workspace"],
     command: str = DEFAULT_COMMAND,
+    withheld: int = 0,
 ) -> Message:
-    """Ephemeral list of watched exports, in the caller's order; long lists end in "and N more"."""
+    """Ephemeral list of watched exports, in the caller's order; long lists end in "and N more".
+
+    `withheld` watches (in channels the asker is not in) are counted, never named.
+    """
     where = "this channel" if scope == "channel" else "this workspace"
     header = _header(f"Watched exports in {where}")
+    note = (
+        _context(
+            f"{withheld} more {'watch is' if withheld == 1 else 'watches are'} not shown:"
+            " they are in channels you are not a member of."
+        )
+        if withheld
+        else None
+    )
     if not rows:
         text = (
-            f"No exports are watched in {where}. Use"
-            f" `{_esc(command, _COMMAND_BUDGET)} watch &lt;gid&gt;` to watch one."
+            f"No exports are watched in {where}"
+            + (" that you can see" if withheld else "")
+            + f". Use `{_esc(command, _COMMAND_BUDGET)} watch &lt;gid&gt;` to watch one."
         )
-        return _message(text, [header, _section(text)], "ephemeral")
+        return _message(text, [header, _section(text), note], "ephemeral")
     shown = list(rows[:MAX_LIST_ROWS])
     sections: list[dict[str, Any]] = []
     current: list[str] = []
@@ -873,6 +886,7 @@ def render_watch_list(
     blocks: list[dict[str, Any] | None] = [header, *sections]
     if hidden:
         blocks.append(_context(f"…and {hidden} more."))
+    blocks.append(note)
     return _message(f"{count} watched in {where}.", blocks, "ephemeral")
 
 
@@ -909,6 +923,26 @@ def render_refused(*, what: str = "use this bot") -> Message:
         f":lock: Sorry, you cannot {what} here. An admin of this bot decides who may use it and"
         " in which channels; ask them to add you or this channel."
     )
+    return _message(text, [_section(text)], "ephemeral")
+
+
+def render_link_withheld(
+    gid: str, *, foreign_user: bool, command: str = DEFAULT_COMMAND
+) -> Message:
+    """Ephemeral, polite: "Get a fresh link" gives no link to this clicker here, and what to do."""
+    if foreign_user:
+        text = (
+            ":lock: Sorry, download links go only to members of the organization that installed"
+            " this bot. Ask one of them for the export through your organizations' usual way of"
+            " sharing files."
+        )
+    else:
+        text = (
+            ":lock: This channel is shared with another organization (or Slack would not tell me"
+            " whether it is), so I do not hand out download links here. Ask me in a DM with me"
+            " or in a private channel of your organization:"
+            f" `{_esc(command, _COMMAND_BUDGET)} {_esc(gid, _GID_BUDGET)}`."
+        )
     return _message(text, [_section(text)], "ephemeral")
 
 

@@ -12,6 +12,7 @@ from bot.asana import AsanaClient
 from bot.config import Settings
 from bot.decisions import PollPolicy
 from bot.ratelimit import TokenBucket
+from bot.slack_org import Installation
 from bot.slack_out import LinkGate
 from bot.store import Store
 
@@ -32,6 +33,8 @@ class Runtime:
     links: LinkGate
     budget: TokenBucket
     now: Callable[[], datetime] = field(default=utc_now)
+    #: Who installed the bot (auth.test): decides who counts as a member of our organization.
+    installation: Installation = field(default_factory=Installation)
 
     @property
     def poll_policy(self) -> PollPolicy:

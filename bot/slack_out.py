@@ -191,8 +191,10 @@ async def channel_info(client: AsyncWebClient, channel: str) -> dict[str, Any] |
 class LinkGate:
     """LINK_POLICY applied per channel, asking Slack only when the policy needs to.
 
-    A channel's privacy rarely changes, and every finished lookup asks: answers are cached for
-    `ttl` seconds (a failed lookup is not cached, so a hiccup does not stick).
+    Only the safe answer is cached: "no link here" is kept for `ttl` seconds (a channel made
+    private later waits that long for links). "Private, link allowed" is asked again before every
+    post that carries a link, so a channel just shared with another organization never gets one
+    on the strength of an old answer. A failed lookup says "no" and is not cached.
     """
 
     def __init__(
@@ -207,20 +209,20 @@ class LinkGate:
         self.policy = policy
         self._ttl = ttl
         self._clock = clock
-        self._cache: dict[str, tuple[float, bool]] = {}
+        self._denied: dict[str, float] = {}  # channel -> when Slack said "no link here"
 
     async def allowed(self, channel: str) -> bool:
         """May the link itself be posted where everyone in `channel` sees it?"""
         if self.policy is not LinkPolicy.PRIVATE:
             return may_post_link(self.policy, None)
         now = self._clock()
-        cached = self._cache.get(channel)
-        if cached is not None and now - cached[0] < self._ttl:
-            return cached[1]
+        denied_at = self._denied.get(channel)
+        if denied_at is not None and now - denied_at < self._ttl:
+            return False
         info = await channel_info(self._client, channel)
         verdict = may_post_link(self.policy, info)
-        if info is not None:
-            if len(self._cache) > 10_000:
-                self._cache.clear()
-            self._cache[channel] = (now, verdict)
+        if info is not None and not verdict:
+            if len(self._denied) > 10_000:
+                self._denied.clear()
+            self._denied[channel] = now
         return verdict

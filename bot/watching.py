@@ -5,7 +5,8 @@ from __future__ import annotations
 import logging
 from datetime import timedelta
 
-from bot import messages, slack_out
+from bot import messages, slack_org, slack_out
+from bot.access import may_list_watch
 from bot.messages import Message, WatchRow
 from bot.models import LINK_VALIDITY, Export, ExportState, Subscription
 from bot.runtime import Runtime
@@ -85,9 +86,38 @@ async def mark_card_unwatched(runtime: Runtime, sub: Subscription) -> None:
         await slack_out.update(runtime.slack, sub.channel_id, sub.card_ts, card)
 
 
-async def list_watches(runtime: Runtime, *, team_id: str, channel_id: str | None) -> Message:
-    """This channel's watches, or the workspace's when channel_id is None."""
+#: How long `list all` waits for Slack's membership answers: the list is the ack itself.
+MEMBERSHIP_DEADLINE = 1.5
+
+
+async def list_watches(
+    runtime: Runtime, *, team_id: str, channel_id: str | None, asked_in: str = "", user_id: str = ""
+) -> Message:
+    """This channel's watches, or the workspace's when channel_id is None.
+
+    The workspace's list shows a watch of another channel only to a member of that channel
+    (`bot.access.may_list_watch`); the others are counted, not named.
+    """
     pairs = await runtime.store.list_subscriptions(team_id=team_id, channel_id=channel_id)
+    withheld = 0
+    if channel_id is None:
+        elsewhere = [sub.channel_id for sub, _ in pairs if sub.channel_id != asked_in]
+        members = (
+            await slack_org.memberships(
+                runtime.slack, elsewhere, user_id, deadline=MEMBERSHIP_DEADLINE
+            )
+            if elsewhere and user_id
+            else {}
+        )
+        visible = [
+            (sub, row)
+            for sub, row in pairs
+            if may_list_watch(
+                sub.channel_id, asked_in=asked_in, asker_is_member=members.get(sub.channel_id)
+            )
+        ]
+        withheld = len(pairs) - len(visible)
+        pairs = visible
     rows = [
         WatchRow(
             gid=sub.export_gid,
@@ -105,4 +135,5 @@ async def list_watches(runtime: Runtime, *, team_id: str, channel_id: str | None
         now=runtime.now(),
         scope="channel" if channel_id else "workspace",
         command=runtime.settings.SLACK_COMMAND,
+        withheld=withheld,
     )

@@ -13,7 +13,8 @@ from slack_bolt.async_app import AsyncAck, AsyncApp, AsyncRespond
 from slack_bolt.middleware.async_middleware import AsyncMiddleware
 from slack_bolt.request.async_request import AsyncBoltRequest
 
-from bot import messages
+from bot import messages, slack_out
+from bot.access import ClickVerdict, LinkPolicy, clicker_team_id, may_give_link
 from bot.asana import AsanaError
 from bot.command_parser import Lookup, parse_command
 from bot.models import LINK_VALIDITY, ExportState
@@ -72,6 +73,17 @@ def _clicker(body: dict[str, Any]) -> tuple[str, str]:
     return str(user_id or ""), str(channel_id or "")
 
 
+async def _link_verdict(runtime: Runtime, body: dict[str, Any], channel_id: str) -> ClickVerdict:
+    """Ask Slack who we are and what the channel is (now, not cached), then decide."""
+    policy = runtime.links.policy
+    if policy is LinkPolicy.ANYWHERE:
+        return ClickVerdict.GIVE
+    org = await runtime.installation.get(runtime.slack)
+    clicker_team = clicker_team_id(body)
+    channel = await slack_out.channel_info(runtime.slack, channel_id) if channel_id else None
+    return may_give_link(policy, clicker_team=clicker_team, org=org, channel=channel)
+
+
 async def fresh_link(runtime: Runtime, body: dict[str, Any], respond: AsyncRespond) -> None:
     """Re-fetch the export and show the clicker a newly minted link, privately."""
     settings = runtime.settings
@@ -88,6 +100,22 @@ async def fresh_link(runtime: Runtime, body: dict[str, Any], respond: AsyncRespo
             **messages.render_usage("That button carries no valid export gid.").to_ack(),
             replace_original=False,
         )
+        return
+    verdict = await _link_verdict(runtime, body, channel_id)
+    if verdict is not ClickVerdict.GIVE:
+        log.info(
+            "withheld the link of export %s from user %s in channel %s: %s",
+            gid,
+            user_id[:20],
+            channel_id[:20],
+            verdict.value,
+        )
+        withheld = messages.render_link_withheld(
+            gid,
+            foreign_user=verdict is ClickVerdict.FOREIGN_USER,
+            command=settings.SLACK_COMMAND,
+        )
+        await respond(**withheld.to_ack(), replace_original=False)
         return
     runtime.budget.force_acquire()  # a person is waiting: go now, but count it
     try:

@@ -110,7 +110,11 @@ def register(app: AsyncApp, runtime: Runtime) -> None:
                         await watching.mark_card_unwatched(runtime, ended)
                 case ListWatches(workspace):
                     answer = await watching.list_watches(
-                        runtime, team_id=team_id, channel_id=None if workspace else channel_id
+                        runtime,
+                        team_id=team_id,
+                        channel_id=None if workspace else channel_id,
+                        asked_in=channel_id,
+                        user_id=user_id,
                     )
                     await ack(**answer.to_ack())
                 case Help():

@@ -4,7 +4,20 @@ from __future__ import annotations
 
 import pytest
 
-from bot.access import LinkPolicy, is_allowed, is_private_to_our_org, may_post_link, parse_id_list
+from bot.access import (
+    ClickVerdict,
+    LinkPolicy,
+    OrgIdentity,
+    clicker_team_id,
+    is_allowed,
+    is_our_member,
+    is_private_to_our_org,
+    may_give_link,
+    may_list_watch,
+    may_post_link,
+    parse_id_list,
+)
+from bot.slack_org import identity_from_auth
 
 
 def test_parse_id_list() -> None:
@@ -61,3 +74,81 @@ def test_policies() -> None:
     assert not may_post_link(LinkPolicy.BUTTON, private)
     assert may_post_link(LinkPolicy.PRIVATE, private)
     assert not may_post_link(LinkPolicy.PRIVATE, {"is_channel": True})
+
+
+OURS = OrgIdentity("T0001")
+GRID = OrgIdentity("T0001", "E0001")
+INTERNAL = {"is_channel": True}
+PRIVATE = {"is_private": True}
+EXT = {"is_private": True, "is_ext_shared": True}
+
+
+def test_clicker_team_id_reads_user_team_id_only() -> None:
+    assert clicker_team_id({"user": {"id": "U1", "team_id": "T9"}, "team": {"id": "T1"}}) == "T9"
+    assert clicker_team_id({"user": {"id": "U1"}, "team": {"id": "T1"}}) is None
+    assert clicker_team_id({"user": "U1"}) is None
+    assert clicker_team_id({"user": {"team_id": ""}}) is None
+
+
+@pytest.mark.parametrize(
+    ("team", "org", "ours"),
+    [
+        ("T0001", OURS, True),
+        ("T0002", OURS, False),  # a Slack Connect guest
+        ("E0001", OURS, False),  # an Enterprise org we do not belong to
+        ("E0001", GRID, True),  # another workspace of our own Enterprise org
+        ("E0002", GRID, False),
+        (None, OURS, False),
+        ("T0001", None, False),  # installation unknown: foreign, the safe answer
+    ],
+)
+def test_is_our_member(team: str | None, org: OrgIdentity | None, ours: bool) -> None:
+    assert is_our_member(team, org) is ours
+
+
+@pytest.mark.parametrize(
+    ("policy", "team", "org", "channel", "verdict"),
+    [
+        (LinkPolicy.PRIVATE, "T0001", OURS, PRIVATE, ClickVerdict.GIVE),
+        (LinkPolicy.PRIVATE, "T0001", OURS, INTERNAL, ClickVerdict.GIVE),
+        (LinkPolicy.PRIVATE, "T0002", OURS, PRIVATE, ClickVerdict.FOREIGN_USER),
+        (LinkPolicy.PRIVATE, "T0002", OURS, EXT, ClickVerdict.FOREIGN_USER),
+        (LinkPolicy.PRIVATE, "T0001", OURS, EXT, ClickVerdict.SHARED_CHANNEL),
+        (LinkPolicy.PRIVATE, "T0001", OURS, None, ClickVerdict.SHARED_CHANNEL),
+        (LinkPolicy.PRIVATE, "T0001", None, PRIVATE, ClickVerdict.FOREIGN_USER),
+        (LinkPolicy.PRIVATE, "E0001", GRID, INTERNAL, ClickVerdict.GIVE),
+        (
+            LinkPolicy.PRIVATE,
+            "T0001",
+            OURS,
+            {"is_shared": True, "is_org_shared": True},
+            ClickVerdict.GIVE,
+        ),
+        (LinkPolicy.BUTTON, "T0001", OURS, INTERNAL, ClickVerdict.GIVE),
+        (LinkPolicy.BUTTON, "T0002", OURS, INTERNAL, ClickVerdict.FOREIGN_USER),
+        (LinkPolicy.BUTTON, "T0001", OURS, EXT, ClickVerdict.SHARED_CHANNEL),
+        (LinkPolicy.ANYWHERE, "T0002", None, None, ClickVerdict.GIVE),
+    ],
+)
+def test_may_give_link(
+    policy: LinkPolicy,
+    team: str | None,
+    org: OrgIdentity | None,
+    channel: dict | None,
+    verdict: ClickVerdict,
+) -> None:
+    assert may_give_link(policy, clicker_team=team, org=org, channel=channel) is verdict
+
+
+def test_may_list_watch() -> None:
+    assert may_list_watch("C1", asked_in="C1", asker_is_member=None)
+    assert may_list_watch("G2", asked_in="C1", asker_is_member=True)
+    assert not may_list_watch("G2", asked_in="C1", asker_is_member=False)
+    assert not may_list_watch("G2", asked_in="C1", asker_is_member=None)
+
+
+def test_identity_from_auth() -> None:
+    assert identity_from_auth({"team_id": "T1", "enterprise_id": "E1"}) == OrgIdentity("T1", "E1")
+    assert identity_from_auth({"team_id": "T1", "enterprise_id": ""}) == OrgIdentity("T1")
+    assert identity_from_auth({"ok": True}) is None
+    assert identity_from_auth(None) is None

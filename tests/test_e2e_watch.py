@@ -160,6 +160,7 @@ def test_list_and_list_all_and_already_watching(
     command(bot, fake_slack, GID, channel="CA", user_id="U0BOB")
     again = command(bot, fake_slack, f"watch {GID}", channel="CA")
     assert "already watches" in again["text"]
+    fake_slack.add_channel("CB", members=["U0001"])  # `list all` names CB only to its members
     command(bot, fake_slack, "77", channel="CB")
     here = text_of(command(bot, fake_slack, "list", channel="CA"))
     assert "Listed Org" in here and "Other Org" not in here and "<@U0BOB>" in here

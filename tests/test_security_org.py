@@ -1,0 +1,233 @@
+"""Links stay inside the organization: Slack Connect clicks, the privacy cache, `list all`.
+
+Every test drives the real bot process against the fake Slack and fake Asana. The fake Slack's
+clicks carry `user.team_id` (the clicker's home: another workspace's T... for a Slack Connect
+guest, an Enterprise org's E... for a member of an Enterprise org) next to `team.id` (the
+workspace the message lives in), as Slack sends them.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.botproc import SIGNING_SECRET, BotProcess
+from tests.fakes.asana import FakeAsana
+from tests.fakes.slack import FakeSlack
+from tests.fakes.slack_signing import post_block_actions
+from tests.test_security import CANARY, GID, command, finished_posts, start
+
+SECRET = "SECURITYCANARY99"  # the part of CANARY that must not leak
+PARTNER_TEAM = "T0PARTNER"  # a workspace of another organization (Slack Connect)
+
+
+def click(
+    bot: BotProcess, slack: FakeSlack, *, channel: str, user: str = "U0001", **fields: Any
+) -> dict[str, Any]:
+    """Press "Get a fresh link" and return the bot's (only) answer on the response_url."""
+    response_url = slack.new_response_url()
+    response = post_block_actions(
+        bot.events_url,
+        secret=SIGNING_SECRET,
+        action_id="fresh_link",
+        value=GID,
+        user_id=user,
+        channel_id=channel,
+        response_url=response_url,
+        **fields,
+    )
+    assert response.status == 200 and response.elapsed < 3.0, response.body_text
+    slack.wait_for(lambda: slack.responses(response_url), timeout=10)
+    (reply,) = slack.responses(response_url)
+    assert reply.body.get("response_type") == "ephemeral", reply.body
+    return reply.body
+
+
+def got_link(reply: dict[str, Any]) -> bool:
+    return SECRET in json.dumps(reply)
+
+
+def test_private_policy_gives_fresh_links_only_to_our_org_outside_shared_channels(
+    fake_asana: FakeAsana, fake_slack: FakeSlack, bot_env: dict[str, str], tmp_path: Path
+) -> None:
+    fake_slack.add_channel("GPRIV", is_private=True)
+    fake_slack.add_channel("CPUB")
+    fake_slack.add_channel("GEXT", is_private=True, is_ext_shared=True)
+    fake_slack.add_channel("CSHARED", is_shared=True)  # shared with a workspace outside our org
+    fake_asana.set_export(GID, "finished", download_url=CANARY)
+    bot = start(bot_env, tmp_path, LINK_POLICY="private")
+    try:
+        # Our own members, in channels no other organization reads: the link, as today.
+        assert got_link(click(bot, fake_slack, channel="GPRIV"))
+        assert got_link(click(bot, fake_slack, channel="CPUB"))
+
+        # A Slack Connect guest never gets it, wherever they click.
+        for channel in ("GPRIV", "GEXT", "CPUB"):
+            reply = click(
+                bot, fake_slack, channel=channel, user="U0GUEST", user_team_id=PARTNER_TEAM
+            )
+            assert not got_link(reply), channel
+            assert "members of the organization that installed" in reply["text"]
+
+        # Nor does one of ours in a channel shared with another organization.
+        for channel in ("GEXT", "CSHARED"):
+            reply = click(bot, fake_slack, channel=channel)
+            assert not got_link(reply), channel
+            assert "DM with me" in reply["text"] and GID in reply["text"]
+
+        # Nor anywhere Slack will not say what the channel is.
+        fake_slack.fail("conversations.info", "internal_error", times=None)
+        assert not got_link(click(bot, fake_slack, channel="GPRIV"))
+        fake_slack.clear_faults()
+        assert got_link(click(bot, fake_slack, channel="GPRIV"))
+    finally:
+        bot.stop()
+    logs = bot.logs()
+    assert "withheld the link" in logs and "foreign_user" in logs and "shared_channel" in logs
+    assert SECRET not in logs
+
+
+@pytest.mark.parametrize(("policy", "guest_gets_it"), [("button", False), ("anywhere", True)])
+def test_other_policies_and_foreign_clickers(
+    fake_asana: FakeAsana,
+    fake_slack: FakeSlack,
+    bot_env: dict[str, str],
+    tmp_path: Path,
+    policy: str,
+    guest_gets_it: bool,
+) -> None:
+    """`button` gives the link to our members only; `anywhere` keeps giving it to everyone."""
+    fake_slack.add_channel("CPUB")
+    fake_asana.set_export(GID, "finished", download_url=CANARY)
+    bot = start(bot_env, tmp_path, LINK_POLICY=policy)
+    try:
+        assert got_link(click(bot, fake_slack, channel="CPUB"))
+        guest = click(bot, fake_slack, channel="CPUB", user="U0GUEST", user_team_id=PARTNER_TEAM)
+        assert got_link(guest) is guest_gets_it
+    finally:
+        bot.stop()
+
+
+def test_members_of_our_enterprise_org_are_ours_others_are_not(
+    fake_asana: FakeAsana, bot_env: dict[str, str], tmp_path: Path
+) -> None:
+    """On Enterprise Grid, `user.team_id` is the clicker's org: ours (E0001) is not foreign."""
+    with FakeSlack(enterprise_id="E0001") as grid:
+        grid.add_channel("GPRIV", is_private=True)
+        fake_asana.set_export(GID, "finished", download_url=CANARY)
+        env = {**bot_env, "SLACK_API_URL": grid.api_url, "SLACK_BOT_TOKEN": grid.bot_token}
+        bot = start(env, tmp_path, LINK_POLICY="private")
+        try:
+            assert got_link(click(bot, grid, channel="GPRIV"))
+            assert got_link(click(bot, grid, channel="GPRIV", user_team_id="E0001"))
+            other_org = click(bot, grid, channel="GPRIV", user="U0GUEST", user_team_id="E0OTHER")
+            assert not got_link(other_org)
+        finally:
+            bot.stop()
+
+
+def test_installation_learned_lazily_when_auth_test_failed_at_start(
+    fake_asana: FakeAsana, fake_slack: FakeSlack, bot_env: dict[str, str], tmp_path: Path
+) -> None:
+    """auth.test failed at start-up: the bot asks again at the first click, then tells ours
+    from guests. (While Slack does not answer, nobody counts as ours: tests/test_access.py.)"""
+    fake_slack.add_channel("GPRIV", is_private=True)
+    fake_asana.set_export(GID, "finished", download_url=CANARY)
+    fake_slack.fail("auth.test", "internal_error", times=1)
+    bot = start(bot_env, tmp_path, LINK_POLICY="private")
+    try:
+        assert "auth.test failed" in bot.logs()
+        guest = click(bot, fake_slack, channel="GPRIV", user="U0GUEST", user_team_id=PARTNER_TEAM)
+        assert not got_link(guest)
+        assert got_link(click(bot, fake_slack, channel="GPRIV"))
+    finally:
+        bot.stop()
+
+
+def test_channel_shared_after_a_private_answer_gets_no_more_links(
+    fake_asana: FakeAsana, fake_slack: FakeSlack, bot_env: dict[str, str], tmp_path: Path
+) -> None:
+    """A private channel gets a link; then it is shared with another organization; the next
+    post that would carry a link (another export finishing, a lookup) comes without it."""
+    first, second = "1200000000000401", "1200000000000402"
+    canary_1 = CANARY + "1"
+    canary_2 = "https://canary.example.test/second.zip?X-Amz-Signature=SECONDCANARY77"
+    fake_slack.add_channel("GPRIV", is_private=True)
+    fake_asana.set_export(first, "started", download_url=canary_1)
+    fake_asana.set_export(second, "started", download_url=canary_2)
+    bot = start(bot_env, tmp_path, LINK_POLICY="private")
+    try:
+        for gid in (first, second):
+            assert "Watching" in command(bot, fake_slack, gid, channel_id="GPRIV")["text"]
+        fake_asana.set_state(first, "finished")
+        fake_slack.wait_for(lambda: "GPRIV" in finished_posts(fake_slack), timeout=15)
+        assert SECRET in json.dumps(finished_posts(fake_slack)["GPRIV"]), "private: link posted"
+
+        fake_slack.update_channel("GPRIV", is_ext_shared=True)
+        shared_at = time.monotonic()
+        fake_asana.set_state(second, "finished")
+
+        def second_post() -> dict[str, Any] | None:
+            for call in fake_slack.calls_to("chat.postMessage"):
+                meta = call.body.get("metadata") or {}
+                finished = call.ok and meta.get("event_type") == "asana_export_finished"
+                if finished and second in json.dumps(call.body):
+                    return call.body
+            return None
+
+        fake_slack.wait_for(lambda: second_post() is not None, timeout=15)
+        took = time.monotonic() - shared_at
+        post = second_post()
+        assert post is not None and "SECONDCANARY77" not in json.dumps(post), post
+        lookup = command(bot, fake_slack, first, channel_id="GPRIV")
+        assert SECRET not in json.dumps(lookup), lookup
+        assert took < 60, f"the post came {took:.1f}s after the channel was shared"
+    finally:
+        bot.stop()
+    print(f"\nshared -> next finished post without link: {took:.2f}s")
+
+
+def test_list_all_shows_a_channels_watches_only_to_its_members(
+    fake_asana: FakeAsana, fake_slack: FakeSlack, bot_env: dict[str, str], tmp_path: Path
+) -> None:
+    secret_gid, public_gid, here_gid = "1200000000000501", "1200000000000502", "1200000000000503"
+    fake_slack.add_channel("CASK", members=["U0IN", "U0OUT"])
+    fake_slack.add_channel("GSECRET", name="merger-talks", is_private=True, members=["U0IN"])
+    fake_slack.add_channel("CTEAM", members=["U0IN"])  # public, but U0OUT is not in it
+    fake_asana.set_export(secret_gid, "started", organization_name="Hush Acquisition Corp")
+    fake_asana.set_export(public_gid, "started", organization_name="Team Org")
+    fake_asana.set_export(here_gid, "started", organization_name="Here Org")
+    bot = start(bot_env, tmp_path, LINK_POLICY="private")
+    try:
+        for gid, channel in ((secret_gid, "GSECRET"), (public_gid, "CTEAM"), (here_gid, "CASK")):
+            answer = command(bot, fake_slack, gid, channel_id=channel, user_id="U0IN")
+            assert "Watching" in answer["text"]
+
+        outsider = json.dumps(
+            command(bot, fake_slack, "list all", channel_id="CASK", user_id="U0OUT")
+        )
+        assert here_gid in outsider and "CASK" in outsider
+        for hidden in (secret_gid, "GSECRET", "Hush Acquisition", public_gid, "CTEAM"):
+            assert hidden not in outsider, hidden
+        assert "2 more watches are not shown" in outsider
+
+        member = json.dumps(command(bot, fake_slack, "list all", channel_id="CASK", user_id="U0IN"))
+        for shown in (secret_gid, "GSECRET", "Hush Acquisition", public_gid, here_gid):
+            assert shown in member, shown
+        assert "not shown" not in member
+
+        # When Slack will not say who is in a channel, its watches stay hidden.
+        fake_slack.fail("conversations.members", "internal_error", times=None)
+        unknown = json.dumps(
+            command(bot, fake_slack, "list all", channel_id="CASK", user_id="U0IN")
+        )
+        assert secret_gid not in unknown and here_gid in unknown
+        # `list` (this channel only) is unchanged: the channel's own watches.
+        here = json.dumps(command(bot, fake_slack, "list", channel_id="GSECRET", user_id="U0IN"))
+        assert secret_gid in here
+    finally:
+        bot.stop()
