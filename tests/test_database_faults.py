@@ -170,8 +170,17 @@ def test_an_existing_group_readable_file_is_left_alone_with_a_warning(
 # ------------------------------------------------------------------ a file that vanishes
 
 
+@pytest.mark.parametrize(
+    "suffixes",
+    [("", "-wal", "-shm"), ("",)],
+    ids=["with-wal-and-shm", "main-file-only"],  # the latter: SQLite would notice nothing
+)
 def test_deleted_sqlite_file_fails_health_refuses_new_watches_and_keeps_running(
-    fake_asana: FakeAsana, fake_slack: FakeSlack, bot_env: dict[str, str], tmp_path: Path
+    fake_asana: FakeAsana,
+    fake_slack: FakeSlack,
+    bot_env: dict[str, str],
+    tmp_path: Path,
+    suffixes: tuple[str, ...],
 ) -> None:
     db = tmp_path / "bot.db"
     fake_asana.set_export(GID, "pending")
@@ -182,7 +191,7 @@ def test_deleted_sqlite_file_fails_health_refuses_new_watches_and_keeps_running(
         assert posts_to(fake_slack, "C0001"), "the status card of the first watch"
         assert health(bot).status_code == 200
 
-        for suffix in ("", "-wal", "-shm"):
+        for suffix in suffixes:
             Path(f"{db}{suffix}").unlink(missing_ok=True)
 
         response = wait_until(
