@@ -31,7 +31,7 @@ from slack_sdk.web.async_client import AsyncWebClient
 from bot import __version__
 from bot.asana import AsanaClient
 from bot.config import Settings
-from bot.db import create_engine, upgrade
+from bot.db import DatabaseUnavailable, open_database
 from bot.ratelimit import TokenBucket
 from bot.runtime import Runtime
 from bot.scheduler import build_scheduler, stop_scheduler
@@ -189,6 +189,12 @@ def build_web_app(
         if status is not None:
             try:
                 body.update(await asyncio.wait_for(status(), 2.0))
+            except DatabaseUnavailable as exc:  # its file was deleted: say so, without the path
+                log.warning("health check failed: %s", exc)
+                return web.json_response(
+                    {**body, "ok": False, "error": type(exc).__name__, "database": exc.reason},
+                    status=503,
+                )
             except Exception as exc:
                 log.warning("health check failed: %s", type(exc).__name__)
                 return web.json_response(
@@ -253,8 +259,7 @@ async def _check_slack_auth(bolt: AsyncApp) -> dict[str, Any] | None:
 
 async def serve(settings: Settings) -> None:
     """Run until SIGINT/SIGTERM: HTTP endpoint or Socket Mode, the watcher, the health check."""
-    engine = create_engine(settings.DATABASE_URL)
-    await upgrade(engine)
+    engine = await open_database(settings.DATABASE_URL)
     runtime = build_runtime(settings, Store(engine))
     bolt = build_bolt_app(runtime)
     runtime.installation.remember(await _check_slack_auth(bolt))

@@ -55,10 +55,15 @@ def main() -> None:
 def run() -> None:
     """Serve Slack (HTTP on $PORT, or Socket Mode when SLACK_APP_TOKEN is set)."""
     settings = _settings_or_exit("run")
-    configure_logging(settings.LOG_LEVEL, _secrets(settings))
+    configure_logging(settings.LOG_LEVEL, _secrets(settings), log_sql=settings.LOG_SQL)
     from bot.app import serve
+    from bot.db import DatabaseFileError
 
-    asyncio.run(serve(settings))
+    try:
+        asyncio.run(serve(settings))
+    except DatabaseFileError as exc:
+        click.echo(f"asana-export-bot cannot start: {exc}", err=True)
+        sys.exit(EXIT_CONFIG)
 
 
 def _export_facts(export: Export, now: datetime) -> dict[str, object]:

@@ -32,6 +32,7 @@ HOW_TO_GET: dict[str, str] = {
     "PORT": "a TCP port number between 1 and 65535",
     "HOST": "an interface address to listen on, such as 0.0.0.0 or 127.0.0.1",
     "LOG_LEVEL": "one of DEBUG, INFO, WARNING, ERROR",
+    "LOG_SQL": "true or false (default false): log SQL statements with their parameters",
     "LINK_POLICY": "one of private (default), button, anywhere",
     "ALLOWED_USERS": "Slack user IDs separated by commas (U0123ABCD,U0456EFGH), or empty for everyone",
     "ALLOWED_CHANNELS": "Slack channel IDs separated by commas (C0123ABCD,G0456EFGH), or empty for all",
@@ -58,6 +59,8 @@ class Settings(BaseSettings):
     HOST: str = "0.0.0.0"  # noqa: S104 - Slack must reach the HTTP endpoint; set 127.0.0.1 behind a proxy
     PORT: int = Field(default=3000, ge=1, le=65535)
     LOG_LEVEL: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = "INFO"
+    # SQL statements and their parameters in the log (at LOG_LEVEL); off even at DEBUG.
+    LOG_SQL: bool = False
 
     # How long a slash command may wait for Asana before acking "Looking up..." (Slack allows 3 s).
     ACK_DEADLINE_SECONDS: float = Field(default=2.0, gt=0, le=2.8)

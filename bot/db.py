@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
+import sqlite3
 import weakref
 from importlib import resources
 from pathlib import Path
@@ -14,8 +16,26 @@ from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from sqlalchemy import event, text
 from sqlalchemy.engine import Connection, make_url
-from sqlalchemy.exc import ArgumentError
+from sqlalchemy.exc import ArgumentError, DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+
+from bot.dbfile import (
+    DatabaseFileError,
+    DatabaseUnavailable,
+    SqliteFile,
+    prepare,
+    warn_if_readable_by_others,
+)
+
+__all__ = [
+    "DatabaseFileError",
+    "DatabaseUnavailable",
+    "create_engine",
+    "open_database",
+    "upgrade",
+]
+
+log = logging.getLogger(__name__)
 
 #: Arbitrary constant key for `pg_advisory_xact_lock`, so replicas upgrade one at a time.
 MIGRATION_LOCK_KEY = 0x61736E61  # "asna"
@@ -64,23 +84,40 @@ def create_engine(url: str, **kwargs: Any) -> AsyncEngine:
     normalized = normalize_database_url(url)
     parsed = make_url(normalized)
     if parsed.get_backend_name() == "sqlite":
-        database = parsed.database
-        if database and database != ":memory:" and not database.startswith("file:"):
-            Path(database).expanduser().parent.mkdir(parents=True, exist_ok=True)
+        path = _sqlite_path(normalized)
+        file = prepare(path) if path else None  # before the first connection would create it
         engine = create_async_engine(normalized, **kwargs)
-        _install_sqlite_hooks(engine)
+        _install_sqlite_hooks(engine, file)
         return engine
     kwargs.setdefault("pool_pre_ping", True)
     return create_async_engine(normalized, **kwargs)
 
 
-def _install_sqlite_hooks(engine: AsyncEngine) -> None:
+def _sqlite_path(normalized: str) -> Path | None:
+    """The file a SQLite URL names; None for in-memory and `file:` URI databases."""
+    parsed = make_url(normalized)
+    database = parsed.database
+    if parsed.get_backend_name() != "sqlite" or not database:
+        return None
+    if database == ":memory:" or database.startswith("file:"):
+        return None
+    return Path(database).expanduser().absolute()
+
+
+def _install_sqlite_hooks(engine: AsyncEngine, file: SqliteFile | None) -> None:
     """Pragmas on every connection, and BEGIN IMMEDIATE so two writers never both read stale.
 
     The sqlite3 driver's own transaction handling is switched off (isolation_level=None) and we
     emit BEGIN ourselves: IMMEDIATE takes the write lock up front, so a read-then-write
     transaction (subscribe, claim) cannot be overtaken by another connection in between.
+    With a file, each new connection and each transaction first checks that the file is still
+    the one opened (bot.dbfile): nothing goes into a deleted file, nor into a new empty one.
     """
+    if file is not None:
+
+        @event.listens_for(engine.sync_engine, "do_connect")
+        def _before_connect(*_: Any) -> None:
+            file.check()
 
     @event.listens_for(engine.sync_engine, "connect")
     def _on_connect(dbapi_connection: Any, _record: Any) -> None:
@@ -99,6 +136,8 @@ def _install_sqlite_hooks(engine: AsyncEngine) -> None:
         mode = conn.get_execution_options().get(SQLITE_BEGIN_OPTION, "IMMEDIATE")
         if mode not in ("IMMEDIATE", "DEFERRED"):
             raise ValueError(f"unknown SQLite begin mode {mode!r}")
+        if file is not None:
+            file.check()
         conn.exec_driver_sql(f"BEGIN {mode}")
 
 
@@ -116,10 +155,12 @@ def alembic_config(connection: Connection | None = None) -> Config:
     return config
 
 
-def _upgrade_sync(connection: Connection, revision: str) -> None:
+def _upgrade_sync(connection: Connection, revision: str) -> tuple[str | None, str | None]:
     if connection.dialect.name == "postgresql":
         connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": MIGRATION_LOCK_KEY})
+    before = MigrationContext.configure(connection).get_current_revision()
     command.upgrade(alembic_config(connection), revision)
+    return before, MigrationContext.configure(connection).get_current_revision()
 
 
 # Alembic keeps its migration context in a module global, so two upgrades in one process must
@@ -133,7 +174,39 @@ async def upgrade(engine: AsyncEngine, revision: str = "head") -> None:
     """Migrate to head; idempotent, and on PostgreSQL serialised across replicas by a lock."""
     lock = _local_upgrade_locks.setdefault(asyncio.get_running_loop(), asyncio.Lock())
     async with lock, engine.begin() as conn:
-        await conn.run_sync(_upgrade_sync, revision)
+        before, after = await conn.run_sync(_upgrade_sync, revision)
+    if before != after:  # Alembic's own lines are SQL chatter, shown only with LOG_SQL
+        log.info("database schema upgraded from %s to %s", before or "empty", after)
+
+
+async def open_database(url: str) -> AsyncEngine:
+    """The engine, migrated to head; DatabaseFileError when a SQLite file is not a database.
+
+    bot.dbfile checks the header; a file that has it but is damaged only shows when SQLite
+    reads it, during the upgrade.
+    """
+    engine = create_engine(url)
+    try:
+        await upgrade(engine)
+    except DBAPIError as exc:
+        await engine.dispose()
+        damaged = isinstance(exc.orig, sqlite3.DatabaseError) and not isinstance(
+            exc.orig, sqlite3.OperationalError
+        )
+        if not damaged:
+            raise
+        path = _sqlite_path(normalize_database_url(url))
+        raise DatabaseFileError(
+            f"DATABASE_URL names {path}, which is not a usable SQLite database: {exc.orig}."
+            " Restore it from a backup or point DATABASE_URL at another file."
+        ) from None
+    except BaseException:
+        await engine.dispose()
+        raise
+    path = _sqlite_path(normalize_database_url(url))
+    if path is not None:
+        warn_if_readable_by_others(path)
+    return engine
 
 
 async def current_revision(engine: AsyncEngine) -> str | None:

@@ -21,6 +21,8 @@ _PATTERNS: list[tuple[re.Pattern[str], str]] = [
 
 #: Libraries that dump request and response bodies (which carry links) at DEBUG.
 _CHATTY = ("slack_sdk", "slack_bolt", "httpx", "httpcore", "aiohttp.access", "apscheduler")
+#: Libraries that log SQL statements with their parameters, or migration chatter: LOG_SQL only.
+_SQL = ("sqlalchemy", "aiosqlite", "alembic")
 
 
 def redact(text: str, secrets: Iterable[str] = ()) -> str:
@@ -44,8 +46,9 @@ class RedactingFormatter(logging.Formatter):
         return redact(super().format(record), self._secrets)
 
 
-def configure_logging(level: str, secrets: Iterable[str] = ()) -> None:
-    """Send redacted lines to stderr; keep body-dumping libraries at INFO or quieter."""
+def configure_logging(level: str, secrets: Iterable[str] = (), *, log_sql: bool = False) -> None:
+    """Send redacted lines to stderr; keep body-dumping libraries at WARNING or quieter, and
+    SQL libraries too unless `log_sql` (then they log at `level`, still redacted)."""
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(
         RedactingFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s", secrets)
@@ -58,3 +61,5 @@ def configure_logging(level: str, secrets: Iterable[str] = ()) -> None:
     numeric = logging.getLevelName(level)
     for name in _CHATTY:
         logging.getLogger(name).setLevel(max(numeric, logging.WARNING))
+    for name in _SQL:
+        logging.getLogger(name).setLevel(numeric if log_sql else max(numeric, logging.WARNING))

@@ -549,6 +549,22 @@ def render_internal_error() -> Message:
     return _message(text, [_section(text)], "ephemeral")
 
 
+def render_database_unavailable(
+    doing: Literal["watch", "unwatch", "list"], gid: str | None = None
+) -> Message:
+    """Ephemeral: the bot's database cannot be used (its file was deleted), so nothing was done."""
+    what = {
+        "watch": f"start watching export {_code(gid)}",
+        "unwatch": f"stop watching export {_code(gid)}",
+        "list": "list the watches",
+    }[doing]
+    text = (
+        f":warning: The bot's database is unavailable, so I did not {what}."
+        " Tell whoever runs the bot: its log says what happened, and it needs a restart."
+    )
+    return _message(text, [_section(text)], "ephemeral")
+
+
 def _problem_parts(
     kind: ProblemKind, gid: str | None, retry_after: float | None
 ) -> tuple[str, str]:

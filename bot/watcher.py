@@ -19,6 +19,7 @@ from sqlalchemy.exc import OperationalError
 
 from bot import messages, slack_out
 from bot.asana import AsanaClient, AsanaError
+from bot.db import DatabaseUnavailable
 from bot.decisions import (
     END_REASONS,
     Outcome,
@@ -112,6 +113,10 @@ class Watcher:
         async with self._tick_lock:
             try:
                 return await self._tick()
+            except DatabaseUnavailable as exc:
+                # Its file was deleted: nothing to do until a restart, one line per tick.
+                log.error("tick skipped: %s", exc)
+                return 0
             except OperationalError as exc:
                 # The database is restarting or locked: expected now and then, and the next
                 # tick retries; one line each, not a traceback every TICK_SECONDS.
@@ -141,6 +146,8 @@ class Watcher:
             async with gate:
                 try:
                     return await self._poll(row)
+                except DatabaseUnavailable:
+                    raise  # the tick says it once; the lease expires by itself
                 except Exception:
                     log.exception("poll of export %s failed; retrying later", row.gid)
                     retry_at = self.now() + timedelta(seconds=self.config.policy.initial)
@@ -341,6 +348,8 @@ class Watcher:
             try:
                 await self._recover_unrecorded()
                 await self._recover_untold()
+            except DatabaseUnavailable as exc:
+                log.error("recovery skipped: %s", exc)
             except OperationalError as exc:
                 log.warning("recovery skipped, database unavailable: %s", _db_problem(exc))
             except Exception:

@@ -12,7 +12,17 @@ from slack_bolt.async_app import AsyncAck, AsyncApp, AsyncRespond
 
 from bot import messages, watching
 from bot.asana import AsanaError
-from bot.command_parser import Help, Invalid, ListWatches, Lookup, Unwatch, Watch, parse_command
+from bot.command_parser import (
+    Command,
+    Help,
+    Invalid,
+    ListWatches,
+    Lookup,
+    Unwatch,
+    Watch,
+    parse_command,
+)
+from bot.db import DatabaseUnavailable
 from bot.messages import Message
 from bot.runtime import Runtime
 
@@ -121,8 +131,24 @@ def register(app: AsyncApp, runtime: Runtime) -> None:
                     await ack(**messages.render_help(name).to_ack())
                 case Invalid(problem):
                     await ack(**messages.render_usage(problem, command=name).to_ack())
+        except DatabaseUnavailable as exc:
+            # Its file is gone: nothing was written, and the user should hear that plainly.
+            log.error("command %s refused: %s", type(parsed).__name__, exc)
+            answer = _database_unavailable(parsed).to_ack()
+            await (respond(**answer) if ack.response is not None else ack(**answer))
         except Exception:
             # Whatever broke, the user gets an answer instead of Slack's "operation_timeout".
             log.exception("command %s failed", type(parsed).__name__)
             answer = messages.render_internal_error().to_ack()
             await (respond(**answer) if ack.response is not None else ack(**answer))
+
+
+def _database_unavailable(parsed: Command) -> Message:
+    match parsed:
+        case Unwatch(gid):
+            return messages.render_database_unavailable("unwatch", gid)
+        case ListWatches():
+            return messages.render_database_unavailable("list")
+        case Lookup(gid) | Watch(gid):
+            return messages.render_database_unavailable("watch", gid)
+    return messages.render_internal_error()

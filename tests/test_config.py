@@ -18,6 +18,7 @@ def _clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path) -> None:
         "ASANA_TOKEN",
         "PORT",
         "LOG_LEVEL",
+        "LOG_SQL",
         "DATABASE_URL",
         "SLACK_API_URL",
         "ASANA_BASE_URL",
@@ -110,3 +111,18 @@ def test_security_settings_are_validated(monkeypatch: pytest.MonkeyPatch) -> Non
         "ALLOWED_CHANNELS",
         "LINK_POLICY",
     ]
+
+
+def test_log_sql_is_off_by_default_and_a_bad_value_is_named(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("ASANA_TOKEN", "asana-secret-value")
+    assert load_settings("check").LOG_SQL is False
+    monkeypatch.setenv("LOG_SQL", "true")
+    assert load_settings("check").LOG_SQL is True
+    monkeypatch.setenv("LOG_SQL", "loud")
+    with pytest.raises(SettingsError) as info:
+        load_settings("check")
+    assert info.value.lines[0].startswith("LOG_SQL is invalid") and "true or false" in str(
+        info.value
+    )

@@ -459,6 +459,16 @@ def test_internal_error() -> None:
     assert msg.response_type == "ephemeral"
 
 
+def test_database_unavailable_says_what_was_not_done() -> None:
+    msg = m.render_database_unavailable("watch", "<!channel>")
+    check(msg)
+    assert msg.response_type == "ephemeral"
+    assert "database is unavailable" in msg.text and "whoever runs the bot" in msg.text
+    assert "did not start watching export `&lt;!channel&gt;`" in msg.text
+    assert "did not stop watching" in m.render_database_unavailable("unwatch", "1205").text
+    assert "did not list the watches" in m.render_database_unavailable("list").text
+
+
 # --------------------------------------------------------------------------- problems
 
 
