@@ -57,8 +57,13 @@ def run() -> None:
     settings = _settings_or_exit("run")
     configure_logging(settings.LOG_LEVEL, _secrets(settings))
     from bot.app import serve
+    from bot.http_limits import ListenError
 
-    asyncio.run(serve(settings))
+    try:
+        asyncio.run(serve(settings))
+    except ListenError as exc:
+        click.echo(f"asana-export-bot cannot start: {exc}", err=True)
+        sys.exit(EXIT_CONFIG)
 
 
 def _export_facts(export: Export, now: datetime) -> dict[str, object]:
