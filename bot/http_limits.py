@@ -21,7 +21,6 @@ import errno
 import logging
 import resource
 import socket
-import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -120,10 +119,6 @@ class ConnectionGuard:
         self._waiting: OrderedDict[LimitedHandler, asyncio.TimerHandle] = OrderedDict()
         self._warned_at = -_WARN_EVERY
 
-    @property
-    def open_count(self) -> int:
-        return len(self._open)
-
     def admit(self, conn: LimitedHandler) -> bool:
         """A new connection: make room under the cap if needed; False when it must be refused."""
         if len(self._open) >= self.limits.max_connections:
@@ -168,7 +163,7 @@ class ConnectionGuard:
         return None
 
     def _warn_cap(self) -> None:
-        now = time.monotonic()
+        now = self._loop.time()
         if now - self._warned_at >= _WARN_EVERY:
             self._warned_at = now
             log.warning(
