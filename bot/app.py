@@ -7,6 +7,7 @@ import contextlib
 import json
 import logging
 import os
+import resource
 import signal
 import socket
 import time
@@ -32,6 +33,7 @@ from bot import __version__
 from bot.asana import AsanaClient
 from bot.config import Settings
 from bot.db import DatabaseUnavailable, open_database
+from bot.http_limits import HttpLimits, LimitedSite, bind_listener, files_warning, quiet_disconnects
 from bot.ratelimit import TokenBucket
 from bot.runtime import Runtime
 from bot.scheduler import build_scheduler, stop_scheduler
@@ -163,7 +165,7 @@ def _refusal(request: web.Request, body: str) -> web.Response | None:
     if request.content_type == _JSON:
         try:
             data = json.loads(body)
-        except ValueError:
+        except (ValueError, RecursionError):  # RecursionError: nested deeper than Python goes
             return web.json_response({"error": "invalid JSON"}, status=400)
         if not isinstance(data, dict) or data.get("type") not in _EVENTS_API_TYPES:
             return web.json_response({"error": "not an Events API callback"}, status=400)
@@ -182,7 +184,9 @@ def build_web_app(
     The health check asks `status` (the database among others): a replica that cannot reach its
     database answers 503, so a load balancer stops sending it Slack's requests.
     """
-    web_app = web.Application(client_max_size=settings.MAX_BODY_BYTES)
+    web_app = web.Application(
+        client_max_size=settings.MAX_BODY_BYTES, middlewares=[quiet_disconnects]
+    )
 
     async def health(_: web.Request) -> web.Response:
         body: dict[str, Any] = {"ok": True, "version": __version__}
@@ -258,7 +262,22 @@ async def _check_slack_auth(bolt: AsyncApp) -> dict[str, Any] | None:
 
 
 async def serve(settings: Settings) -> None:
-    """Run until SIGINT/SIGTERM: HTTP endpoint or Socket Mode, the watcher, the health check."""
+    """Run until SIGINT/SIGTERM: HTTP endpoint or Socket Mode, the watcher, the health check.
+
+    PORT is bound before anything else starts, so a taken port stops start-up with ListenError.
+    """
+    sock = bind_listener(settings.HOST, settings.PORT)
+    try:
+        await _serve(settings, sock)
+    finally:
+        sock.close()
+
+
+async def _serve(settings: Settings, sock: socket.socket) -> None:
+    limits = HttpLimits(settings.HTTP_READ_TIMEOUT_SECONDS, settings.HTTP_MAX_CONNECTIONS)
+    warning = files_warning(limits.max_connections, resource.getrlimit(resource.RLIMIT_NOFILE)[0])
+    if warning:
+        log.warning("%s", warning)
     engine = await open_database(settings.DATABASE_URL)
     runtime = build_runtime(settings, Store(engine))
     bolt = build_bolt_app(runtime)
@@ -287,7 +306,7 @@ async def serve(settings: Settings) -> None:
     web_app = build_web_app(None if settings.socket_mode else bolt, settings, status)
     runner = web.AppRunner(web_app, access_log=None, handle_signals=False)
     await runner.setup()
-    site = web.TCPSite(runner, settings.HOST, settings.PORT)
+    site = LimitedSite(runner, sock, limits)
     try:
         scheduler.start()
         if settings.socket_mode:

@@ -58,10 +58,11 @@ def run() -> None:
     configure_logging(settings.LOG_LEVEL, _secrets(settings), log_sql=settings.LOG_SQL)
     from bot.app import serve
     from bot.db import DatabaseFileError
+    from bot.http_limits import ListenError
 
     try:
         asyncio.run(serve(settings))
-    except DatabaseFileError as exc:
+    except (DatabaseFileError, ListenError) as exc:
         click.echo(f"asana-export-bot cannot start: {exc}", err=True)
         sys.exit(EXIT_CONFIG)
 

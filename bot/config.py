@@ -33,6 +33,8 @@ HOW_TO_GET: dict[str, str] = {
     "HOST": "an interface address to listen on, such as 0.0.0.0 or 127.0.0.1",
     "LOG_LEVEL": "one of DEBUG, INFO, WARNING, ERROR",
     "LOG_SQL": "true or false (default false): log SQL statements with their parameters",
+    "HTTP_READ_TIMEOUT_SECONDS": "seconds a client may take to send a whole request (default 10)",
+    "HTTP_MAX_CONNECTIONS": "how many HTTP connections may be open at once (default 256), well below ulimit -n",
     "LINK_POLICY": "one of private (default), button, anywhere",
     "ALLOWED_USERS": "Slack user IDs separated by commas (U0123ABCD,U0456EFGH), or empty for everyone",
     "ALLOWED_CHANNELS": "Slack channel IDs separated by commas (C0123ABCD,G0456EFGH), or empty for all",
@@ -70,6 +72,10 @@ class Settings(BaseSettings):
     ASANA_MAX_RETRY_SECONDS: float = Field(default=20.0, ge=0, le=600)
     # Largest accepted HTTP body; Slack's payloads are far smaller.
     MAX_BODY_BYTES: int = Field(default=1_000_000, ge=1024)
+    # Slow clients: a whole request (headers and body) within this long of connecting or of the
+    # previous response, and at most this many connections at once (each holds a file).
+    HTTP_READ_TIMEOUT_SECONDS: float = Field(default=10.0, gt=0, le=300)
+    HTTP_MAX_CONNECTIONS: int = Field(default=256, ge=1, le=100_000)
 
     # Watching: how often each replica looks for due exports, and how polls are spaced.
     TICK_SECONDS: float = Field(default=1.5, gt=0, le=60)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import resource
 import shutil
 import signal
 import socket
@@ -49,8 +50,17 @@ def console_script() -> str:
 class BotProcess:
     """One `asana-export-bot run` process with its own port, database and log file."""
 
-    def __init__(self, workdir: Path, env: dict[str, str], *, name: str = "bot") -> None:
+    def __init__(
+        self,
+        workdir: Path,
+        env: dict[str, str],
+        *,
+        name: str = "bot",
+        max_open_files: int | None = None,
+    ) -> None:
         self.workdir = workdir
+        #: A soft RLIMIT_NOFILE for the bot alone (the test process keeps its own).
+        self.max_open_files = max_open_files
         self.port = int(env.get("PORT") or free_port())
         self.env = {**os.environ, **env, "PORT": str(self.port), "HOST": "127.0.0.1"}
         self.env.setdefault("LOG_LEVEL", "DEBUG")
@@ -77,6 +87,7 @@ class BotProcess:
                 env=self.env,
                 stdout=log,
                 stderr=subprocess.STDOUT,
+                preexec_fn=self._limit_files if self.max_open_files else None,
             )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
@@ -91,6 +102,12 @@ class BotProcess:
             time.sleep(0.05)
         self.kill()
         raise RuntimeError(f"bot did not become healthy in {timeout}s:\n{self.logs()}")
+
+    def _limit_files(self) -> None:
+        """Runs in the child before exec: lower its soft limit on open files."""
+        assert self.max_open_files is not None
+        _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (self.max_open_files, hard))
 
     def stop(self, timeout: float = 15.0) -> int | None:
         """SIGTERM and wait: the clean shutdown path."""
