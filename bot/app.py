@@ -32,6 +32,7 @@ from bot import __version__
 from bot.asana import AsanaClient
 from bot.config import Settings
 from bot.db import create_engine, upgrade
+from bot.fair_use import FairUse
 from bot.ratelimit import TokenBucket
 from bot.runtime import Runtime
 from bot.scheduler import build_scheduler, stop_scheduler
@@ -87,6 +88,12 @@ def build_runtime(settings: Settings, store: Store) -> Runtime:
         max_retry_time=settings.ASANA_MAX_RETRY_SECONDS,
     )
     budget = TokenBucket(settings.POLL_BUDGET_PER_MINUTE, clock=time.monotonic)
+    fair = FairUse(
+        budget,
+        reserved_share=settings.POLL_RESERVED_SHARE,
+        user_per_minute=settings.USER_REQUESTS_PER_MINUTE,
+        clock=time.monotonic,
+    )
     slack = build_slack_client(settings)
     return Runtime(
         settings=settings,
@@ -95,6 +102,7 @@ def build_runtime(settings: Settings, store: Store) -> Runtime:
         slack=slack,
         links=LinkGate(slack, settings.LINK_POLICY),
         budget=budget,
+        fair=fair,
     )
 
 

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import logging
 from datetime import timedelta
+from typing import Literal
 
 from bot import messages, slack_out
 from bot.messages import Message, WatchRow
 from bot.models import LINK_VALIDITY, Export, ExportState, Subscription
 from bot.runtime import Runtime
 from bot.slack_out import Failure
+from bot.store import WatchCapReached, WatchCaps
 
 log = logging.getLogger(__name__)
 
@@ -31,19 +33,29 @@ async def answer_for_export(
             include_link=include_link,
         )
     next_poll_at = now + timedelta(seconds=runtime.poll_policy.initial)
-    sub, created = await runtime.store.subscribe(
-        team_id=team_id,
-        channel_id=channel_id,
-        user_id=user_id,
-        export=export,
-        now=now,
-        next_poll_at=next_poll_at,
-    )
-    if not created:
-        return messages.render_already_watching(
-            export, now=now, command=runtime.settings.SLACK_COMMAND
+    settings = runtime.settings
+    try:
+        sub, created = await runtime.store.subscribe(
+            team_id=team_id,
+            channel_id=channel_id,
+            user_id=user_id,
+            export=export,
+            now=now,
+            next_poll_at=next_poll_at,
+            caps=WatchCaps(
+                per_user=settings.MAX_WATCHES_PER_USER,
+                per_channel=settings.MAX_WATCHES_PER_CHANNEL,
+            ),
         )
-    watchers = len(await runtime.store.active_subscriptions(export.gid))
+    except WatchCapReached as full:
+        log.info("refused a new watch of export %s: %s", export.gid, full)
+        scope: Literal["user", "channel"] = "user" if full.scope == "user" else "channel"
+        return messages.render_watch_cap(
+            export.gid, scope=scope, cap=full.cap, command=settings.SLACK_COMMAND
+        )
+    if not created:
+        return messages.render_already_watching(export, now=now, command=settings.SLACK_COMMAND)
+    watchers = await runtime.store.count_watchers(export.gid)
     card = messages.render_status_card(
         export, now=now, watchers=watchers, next_check_at=next_poll_at
     )

@@ -16,6 +16,7 @@ from slack_bolt.request.async_request import AsyncBoltRequest
 from bot import messages
 from bot.asana import AsanaError
 from bot.command_parser import Lookup, parse_command
+from bot.fair_use import Limit
 from bot.models import LINK_VALIDITY, ExportState
 from bot.runtime import Runtime
 
@@ -89,7 +90,15 @@ async def fresh_link(runtime: Runtime, body: dict[str, Any], respond: AsyncRespo
             replace_original=False,
         )
         return
-    runtime.budget.force_acquire()  # a person is waiting: go now, but count it
+    refused = runtime.fair.admit(user_id)  # no Asana call past a fair-use limit
+    if refused is not None:
+        slow = messages.render_slow_down(
+            busy=refused.limit is Limit.BUSY,
+            retry_after=refused.retry_after,
+            per_minute=settings.USER_REQUESTS_PER_MINUTE,
+        )
+        await respond(**slow.to_ack(), replace_original=False)
+        return
     try:
         export = await runtime.asana.get_export(gid)
     except AsanaError as exc:
