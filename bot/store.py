@@ -12,7 +12,7 @@ from collections.abc import AsyncIterator, Iterable, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, Literal
 
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
@@ -141,7 +141,7 @@ class WatchCaps:
 class WatchCapReached(Exception):
     """A new watch would pass a cap; `scope` is "user" or "channel"."""
 
-    def __init__(self, scope: str, cap: int) -> None:
+    def __init__(self, scope: Literal["user", "channel"], cap: int) -> None:
         super().__init__(f"{scope} watch cap of {cap} reached")
         self.scope = scope
         self.cap = cap
@@ -423,7 +423,7 @@ class Store:
         conn: AsyncConnection, caps: WatchCaps, team_id: str, channel_id: str, user_id: str
     ) -> None:
         s = subscriptions.c
-        counts = (
+        counts: tuple[tuple[Literal["user", "channel"], int, sa.ColumnElement[bool]], ...] = (
             ("channel", caps.per_channel, s.channel_id == channel_id),
             ("user", caps.per_user, s.user_id == user_id),
         )

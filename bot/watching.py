@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 from datetime import timedelta
-from typing import Literal
 
 from bot import messages, slack_out
 from bot.messages import Message, WatchRow
@@ -49,9 +48,8 @@ async def answer_for_export(
         )
     except WatchCapReached as full:
         log.info("refused a new watch of export %s: %s", export.gid, full)
-        scope: Literal["user", "channel"] = "user" if full.scope == "user" else "channel"
         return messages.render_watch_cap(
-            export.gid, scope=scope, cap=full.cap, command=settings.SLACK_COMMAND
+            export.gid, scope=full.scope, cap=full.cap, command=settings.SLACK_COMMAND
         )
     if not created:
         return messages.render_already_watching(export, now=now, command=settings.SLACK_COMMAND)
