@@ -29,6 +29,7 @@ BENCHMARKS: tuple[str, ...] = (
     "polling",
     "coalescing",
     "notify_latency",
+    "command_cost",
 )
 DEFAULT_OUT = REPO_ROOT / "docs" / "benchmarks.md"
 

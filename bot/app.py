@@ -33,6 +33,7 @@ from bot import __version__
 from bot.asana import AsanaClient
 from bot.config import Settings
 from bot.db import DatabaseUnavailable, open_database
+from bot.fair_use import FairUse
 from bot.http_limits import HttpLimits, LimitedSite, bind_listener, files_warning, quiet_disconnects
 from bot.ratelimit import TokenBucket
 from bot.runtime import Runtime
@@ -89,6 +90,12 @@ def build_runtime(settings: Settings, store: Store) -> Runtime:
         max_retry_time=settings.ASANA_MAX_RETRY_SECONDS,
     )
     budget = TokenBucket(settings.POLL_BUDGET_PER_MINUTE, clock=time.monotonic)
+    fair = FairUse(
+        budget,
+        reserved_share=settings.POLL_RESERVED_SHARE,
+        user_per_minute=settings.USER_REQUESTS_PER_MINUTE,
+        clock=time.monotonic,
+    )
     slack = build_slack_client(settings)
     return Runtime(
         settings=settings,
@@ -97,6 +104,7 @@ def build_runtime(settings: Settings, store: Store) -> Runtime:
         slack=slack,
         links=LinkGate(slack, settings.LINK_POLICY),
         budget=budget,
+        fair=fair,
     )
 
 

@@ -38,6 +38,7 @@ HOW_TO_GET: dict[str, str] = {
     "LINK_POLICY": "one of private (default), button, anywhere",
     "ALLOWED_USERS": "Slack user IDs separated by commas (U0123ABCD,U0456EFGH), or empty for everyone",
     "ALLOWED_CHANNELS": "Slack channel IDs separated by commas (C0123ABCD,G0456EFGH), or empty for all",
+    "POLL_RESERVED_SHARE": "a fraction between 0 and 0.9 of POLL_BUDGET_PER_MINUTE kept for polling (default 0.5)",
 }
 
 _URL = re.compile(r"^https?://[^\s/]+(/\S*)?$")
@@ -87,6 +88,12 @@ class Settings(BaseSettings):
     PAUSED_RETRY_SECONDS: float = Field(default=300.0, gt=0, le=86400)
     # Asana requests per minute all polling may use (Asana allows 150 free, 1,500 paid per token).
     POLL_BUDGET_PER_MINUTE: float = Field(default=100.0, gt=0, le=100_000)
+    # Fair use (README "Fair use"): the share of that budget only polling may use, a per-person
+    # limit on lookups and button presses, and caps on active watches.
+    POLL_RESERVED_SHARE: float = Field(default=0.5, ge=0, le=0.9)
+    USER_REQUESTS_PER_MINUTE: float = Field(default=10.0, ge=1, le=10_000)
+    MAX_WATCHES_PER_USER: int = Field(default=20, ge=1, le=100_000)
+    MAX_WATCHES_PER_CHANNEL: int = Field(default=50, ge=1, le=100_000)
     POLL_BATCH: int = Field(default=50, ge=1, le=10_000)
     POLL_CONCURRENCY: int = Field(default=10, ge=1, le=50)
     LEASE_SECONDS: float = Field(default=60.0, ge=5, le=3600)

@@ -994,3 +994,35 @@ def render_card_unwatched(export: Export, *, now: datetime) -> Message:
     """The card's last edit when its channel stops watching."""
     text = f":no_bell: No longer watching {_short(export)} in this channel."
     return _message(text, [_section(text), _overview(export, now)])
+
+
+def render_slow_down(*, busy: bool, retry_after: int, per_minute: float | None = None) -> Message:
+    """Ephemeral: a fair-use limit said not now (no Asana call was made); when to try again."""
+    wait = _plural(max(1, int(retry_after)), "second")
+    if busy:
+        text = (
+            f":hourglass_flowing_sand: Asana is busy right now; try again in {wait}."
+            " (The bot keeps part of its Asana budget for watched exports.)"
+        )
+    else:
+        limit = f"{per_minute:g} " if per_minute else ""
+        text = (
+            f":hourglass_flowing_sand: You have made {limit}requests in the last minute, the most"
+            f" one person may; try again in {wait}."
+        )
+    return _message(text, [_section(text)], "ephemeral")
+
+
+def render_watch_cap(
+    gid: str, *, scope: Literal["user", "channel"], cap: int, command: str = DEFAULT_COMMAND
+) -> Message:
+    """Ephemeral: a new watch would pass MAX_WATCHES_PER_USER/_CHANNEL; how to free room."""
+    cmd = _esc(command, _COMMAND_BUDGET)
+    who = "You already watch" if scope == "user" else "This channel already watches"
+    text = (
+        f":no_entry: Not watching export {_code(gid)}: {who} {_plural(cap, 'export')}, the most"
+        f" allowed. Stop one with `{cmd} unwatch &lt;gid&gt;` (`{cmd} list`"
+        + (" all" if scope == "user" else "")
+        + " shows them), then try again."
+    )
+    return _message(text, [_section(text)], "ephemeral")

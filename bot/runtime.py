@@ -11,6 +11,7 @@ from slack_sdk.web.async_client import AsyncWebClient
 from bot.asana import AsanaClient
 from bot.config import Settings
 from bot.decisions import PollPolicy
+from bot.fair_use import FairUse
 from bot.ratelimit import TokenBucket
 from bot.slack_org import Installation
 from bot.slack_out import LinkGate
@@ -32,6 +33,8 @@ class Runtime:
     slack: AsyncWebClient
     links: LinkGate
     budget: TokenBucket
+    #: Admits people's requests to `budget` (polling's reserved share, per-user limits).
+    fair: FairUse
     now: Callable[[], datetime] = field(default=utc_now)
     #: Who installed the bot (auth.test): decides who counts as a member of our organization.
     installation: Installation = field(default_factory=Installation)

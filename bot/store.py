@@ -12,7 +12,7 @@ from collections.abc import AsyncIterator, Iterable, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, Literal
 
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
@@ -110,7 +110,41 @@ subscriptions = sa.Table(
         sqlite_where=sa.text("ended_at IS NULL"),
         postgresql_where=sa.text("ended_at IS NULL"),
     ),
+    # Counting active watches per person (MAX_WATCHES_PER_USER) and per export (the card).
+    sa.Index(
+        "ix_subscriptions_active_user",
+        "team_id",
+        "user_id",
+        "ended_at",
+        sqlite_where=sa.text("ended_at IS NULL"),
+        postgresql_where=sa.text("ended_at IS NULL"),
+    ),
+    sa.Index(
+        "ix_subscriptions_active_export",
+        "export_gid",
+        "ended_at",
+        sqlite_where=sa.text("ended_at IS NULL"),
+        postgresql_where=sa.text("ended_at IS NULL"),
+    ),
 )
+
+
+@dataclass(frozen=True, slots=True)
+class WatchCaps:
+    """The most active watches one person, and one channel, may have (a new watch past them is
+    refused; asking again for one already watched is not)."""
+
+    per_user: int
+    per_channel: int
+
+
+class WatchCapReached(Exception):
+    """A new watch would pass a cap; `scope` is "user" or "channel"."""
+
+    def __init__(self, scope: Literal["user", "channel"], cap: int) -> None:
+        super().__init__(f"{scope} watch cap of {cap} reached")
+        self.scope = scope
+        self.cap = cap
 
 
 @dataclass(frozen=True, slots=True)
@@ -342,12 +376,16 @@ class Store:
         export: Export,
         now: datetime,
         next_poll_at: datetime | None,
+        caps: WatchCaps | None = None,
     ) -> tuple[Subscription, bool]:
         """Watch `export` in a channel; returns (subscription, created), one active per channel.
 
         Two racing calls create one row. The export upsert already serialises callers for one
         gid (row lock on PostgreSQL, BEGIN IMMEDIATE on SQLite); should anything else insert
         first, the partial unique index refuses the duplicate and we re-read the winner.
+        With `caps`, a new watch past either cap raises WatchCapReached (counted by index in
+        the write transaction: exact on SQLite; on PostgreSQL two racing new watches of one
+        person in different channels may pass the cap by one).
         """
         async with self._read() as conn:  # asking again is common: answer it without a write
             existing = await self._active_subscription(conn, team_id, channel_id, export.gid)
@@ -355,6 +393,8 @@ class Store:
             return existing, False
         try:
             async with self._write() as conn:
+                if caps is not None:
+                    await self._check_caps(conn, caps, team_id, channel_id, user_id)
                 await self._upsert_export(conn, export, now=now, next_poll_at=next_poll_at)
                 existing = await self._active_subscription(conn, team_id, channel_id, export.gid)
                 if existing is not None:
@@ -377,6 +417,22 @@ class Store:
             if existing is None:
                 raise
             return existing, False
+
+    @staticmethod
+    async def _check_caps(
+        conn: AsyncConnection, caps: WatchCaps, team_id: str, channel_id: str, user_id: str
+    ) -> None:
+        s = subscriptions.c
+        counts: tuple[tuple[Literal["user", "channel"], int, sa.ColumnElement[bool]], ...] = (
+            ("channel", caps.per_channel, s.channel_id == channel_id),
+            ("user", caps.per_user, s.user_id == user_id),
+        )
+        for scope, cap, which in counts:
+            query = sa.select(sa.func.count()).where(
+                s.team_id == team_id, which, s.ended_at.is_(None)
+            )
+            if int((await conn.execute(query)).scalar_one()) >= cap:
+                raise WatchCapReached(scope, cap)
 
     @staticmethod
     async def _active_subscription(
@@ -450,6 +506,13 @@ class Store:
                 .order_by(s.created_at, s.id)
             )
             return _subscriptions(rows)
+
+    async def count_watchers(self, gid: str) -> int:
+        """How many channels watch `gid`: a COUNT on a partial index, no rows loaded."""
+        s = subscriptions.c
+        query = sa.select(sa.func.count()).where(s.export_gid == gid, s.ended_at.is_(None))
+        async with self._read() as conn:
+            return int((await conn.execute(query)).scalar_one())
 
     async def set_card_ts(self, sub_id: int, ts: str) -> None:
         """Remember the status card's message ts so chat.update can edit it in place."""

@@ -11,6 +11,7 @@ from bot.messages import Message, WatchRow
 from bot.models import LINK_VALIDITY, Export, ExportState, Subscription
 from bot.runtime import Runtime
 from bot.slack_out import Failure
+from bot.store import WatchCapReached, WatchCaps
 
 log = logging.getLogger(__name__)
 
@@ -32,19 +33,28 @@ async def answer_for_export(
             include_link=include_link,
         )
     next_poll_at = now + timedelta(seconds=runtime.poll_policy.initial)
-    sub, created = await runtime.store.subscribe(
-        team_id=team_id,
-        channel_id=channel_id,
-        user_id=user_id,
-        export=export,
-        now=now,
-        next_poll_at=next_poll_at,
-    )
-    if not created:
-        return messages.render_already_watching(
-            export, now=now, command=runtime.settings.SLACK_COMMAND
+    settings = runtime.settings
+    try:
+        sub, created = await runtime.store.subscribe(
+            team_id=team_id,
+            channel_id=channel_id,
+            user_id=user_id,
+            export=export,
+            now=now,
+            next_poll_at=next_poll_at,
+            caps=WatchCaps(
+                per_user=settings.MAX_WATCHES_PER_USER,
+                per_channel=settings.MAX_WATCHES_PER_CHANNEL,
+            ),
         )
-    watchers = len(await runtime.store.active_subscriptions(export.gid))
+    except WatchCapReached as full:
+        log.info("refused a new watch of export %s: %s", export.gid, full)
+        return messages.render_watch_cap(
+            export.gid, scope=full.scope, cap=full.cap, command=settings.SLACK_COMMAND
+        )
+    if not created:
+        return messages.render_already_watching(export, now=now, command=settings.SLACK_COMMAND)
+    watchers = await runtime.store.count_watchers(export.gid)
     card = messages.render_status_card(
         export, now=now, watchers=watchers, next_check_at=next_poll_at
     )

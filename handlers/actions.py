@@ -17,6 +17,7 @@ from bot import messages, slack_out
 from bot.access import ClickVerdict, LinkPolicy, clicker_team_id, may_give_link
 from bot.asana import AsanaError
 from bot.command_parser import Lookup, parse_command
+from bot.fair_use import Limit
 from bot.models import LINK_VALIDITY, ExportState
 from bot.runtime import Runtime
 
@@ -101,6 +102,15 @@ async def fresh_link(runtime: Runtime, body: dict[str, Any], respond: AsyncRespo
             replace_original=False,
         )
         return
+    refused = runtime.fair.admit(user_id)  # no Asana call past a fair-use limit
+    if refused is not None:
+        slow = messages.render_slow_down(
+            busy=refused.limit is Limit.BUSY,
+            retry_after=refused.retry_after,
+            per_minute=settings.USER_REQUESTS_PER_MINUTE,
+        )
+        await respond(**slow.to_ack(), replace_original=False)
+        return
     verdict = await _link_verdict(runtime, body, channel_id)
     if verdict is not ClickVerdict.GIVE:
         log.info(
@@ -117,7 +127,6 @@ async def fresh_link(runtime: Runtime, body: dict[str, Any], respond: AsyncRespo
         )
         await respond(**withheld.to_ack(), replace_original=False)
         return
-    runtime.budget.force_acquire()  # a person is waiting: go now, but count it
     try:
         export = await runtime.asana.get_export(gid)
     except AsanaError as exc:

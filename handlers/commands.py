@@ -23,6 +23,7 @@ from bot.command_parser import (
     parse_command,
 )
 from bot.db import DatabaseUnavailable
+from bot.fair_use import Limit
 from bot.messages import Message
 from bot.runtime import Runtime
 
@@ -62,7 +63,13 @@ async def look_up_and_watch(
     runtime: Runtime, gid: str, *, team_id: str, channel_id: str, user_id: str
 ) -> Message:
     """Fetch the export; show it if it is over, otherwise watch it in this channel."""
-    runtime.budget.force_acquire()  # a person is waiting: go now, but count it
+    refused = runtime.fair.admit(user_id)  # no Asana call past a fair-use limit
+    if refused is not None:
+        return messages.render_slow_down(
+            busy=refused.limit is Limit.BUSY,
+            retry_after=refused.retry_after,
+            per_minute=runtime.settings.USER_REQUESTS_PER_MINUTE,
+        )
     try:
         export = await runtime.asana.get_export(gid)
     except AsanaError as exc:

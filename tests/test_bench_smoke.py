@@ -45,5 +45,6 @@ def test_smoke_size_writes_a_table(tmp_path: Path) -> None:
         "polling",
         "coalescing",
         "notification latency",
+        "command cost",
     } <= benchmarks
     assert "(failed:" not in text

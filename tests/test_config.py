@@ -126,3 +126,17 @@ def test_log_sql_is_off_by_default_and_a_bad_value_is_named(
     assert info.value.lines[0].startswith("LOG_SQL is invalid") and "true or false" in str(
         info.value
     )
+
+
+def test_fair_use_settings_have_defaults_and_bounds(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("ASANA_TOKEN", "x")
+    settings = load_settings("check")
+    assert (settings.POLL_RESERVED_SHARE, settings.USER_REQUESTS_PER_MINUTE) == (0.5, 10)
+    assert (settings.MAX_WATCHES_PER_USER, settings.MAX_WATCHES_PER_CHANNEL) == (20, 50)
+    monkeypatch.setenv("POLL_RESERVED_SHARE", "1")  # polling only: nobody could look anything up
+    monkeypatch.setenv("MAX_WATCHES_PER_CHANNEL", "0")
+    with pytest.raises(SettingsError) as info:
+        load_settings("check")
+    lines = sorted(info.value.lines)
+    assert [line.split()[0] for line in lines] == ["MAX_WATCHES_PER_CHANNEL", "POLL_RESERVED_SHARE"]
+    assert "between 0 and 0.9" in lines[1]

@@ -40,6 +40,8 @@ FAST = {
     **FAST_WATCH,
     # A dozen exports polled every second: keep the request budget out of the way.
     "POLL_BUDGET_PER_MINUTE": "6000",
+    # A dozen lookups at once by one user: keep fair use (tests/test_e2e_fair_use.py) away too.
+    "USER_REQUESTS_PER_MINUTE": "1000",
     "LINK_POLICY": "anywhere",  # these tests are about faults; tests/test_security.py: policy
 }
 #: One Asana request's timeout: a "hang" is any delay longer than this.
@@ -308,6 +310,8 @@ def test_asana_faults_on_lookup_are_explained(
         **bot_env,
         "ASANA_TIMEOUT_SECONDS": str(ASANA_TIMEOUT),
         "ASANA_MAX_RETRY_SECONDS": str(2.5 * ASANA_TIMEOUT),
+        "POLL_BUDGET_PER_MINUTE": FAST["POLL_BUDGET_PER_MINUTE"],
+        "USER_REQUESTS_PER_MINUTE": FAST["USER_REQUESTS_PER_MINUTE"],
     }
     gids = {name: f"12000000000020{i:02d}" for i, (name, _, _) in enumerate(LOOKUP_FAULTS)}
     channels = {name: f"CL{i:02d}" for i, (name, _, _) in enumerate(LOOKUP_FAULTS)}

@@ -29,9 +29,11 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from bot.db import create_engine, current_revision, normalize_database_url, upgrade
 from bot.models import Export, ExportState
-from bot.store import ExportRow, Store, metadata, subscriptions
+from bot.store import ExportRow, Store, WatchCapReached, WatchCaps, metadata, subscriptions
 
 POSTGRES_URL_VAR = "ASANA_BOT_TEST_POSTGRES_URL"
+#: The newest migration: every start-up brings the database here.
+HEAD_REVISION = "0002"
 T0 = datetime(2025, 3, 1, 12, 0, 0, tzinfo=UTC)
 LEASE = timedelta(seconds=60)
 CANARY_URL = "https://exports.example.invalid/org.zip?X-Amz-Signature=canary-7d1f0b9e42"
@@ -226,9 +228,9 @@ async def test_migrations_from_empty_and_idempotent(backend: Backend) -> None:
     engine = backend.engine()
     assert await current_revision(engine) is None
     await upgrade(engine)
-    assert await current_revision(engine) == "0001"
+    assert await current_revision(engine) == HEAD_REVISION
     await upgrade(engine)  # every start-up runs it again
-    assert await current_revision(engine) == "0001"
+    assert await current_revision(engine) == HEAD_REVISION
 
     def tables(conn: sa.Connection) -> set[str]:
         return set(sa.inspect(conn).get_table_names())
@@ -240,7 +242,7 @@ async def test_migrations_from_empty_and_idempotent(backend: Backend) -> None:
 async def test_concurrent_upgrades_in_one_process(backend: Backend) -> None:
     engines = [backend.engine() for _ in range(3)]
     await asyncio.gather(*(upgrade(e) for e in engines))
-    assert [await current_revision(e) for e in engines] == ["0001"] * 3
+    assert [await current_revision(e) for e in engines] == [HEAD_REVISION] * 3
 
 
 _UPGRADE_SCRIPT = """
@@ -284,7 +286,7 @@ async def test_concurrent_upgrades_from_several_replicas(backend: Backend) -> No
         assert await asyncio.wait_for(proc.stdout.readline(), 30) == b"ready\n"
     outcomes = await asyncio.gather(*(p.communicate(b"go\n") for p in procs))
     assert [p.returncode for p in procs] == [0] * 3, [err.decode()[-500:] for _, err in outcomes]
-    assert await current_revision(backend.engine()) == "0001"
+    assert await current_revision(backend.engine()) == HEAD_REVISION
 
 
 def test_alembic_runs_on_its_own_for_operators(tmp_path: Path) -> None:
@@ -305,7 +307,9 @@ def test_alembic_runs_on_its_own_for_operators(tmp_path: Path) -> None:
     online.set_main_option("sqlalchemy.url", f"sqlite:///{tmp_path / 'ops.db'}")
     command.upgrade(online, "head")
     with closing(sqlite3.connect(tmp_path / "ops.db")) as conn:
-        assert conn.execute("SELECT version_num FROM alembic_version").fetchall() == [("0001",)]
+        assert conn.execute("SELECT version_num FROM alembic_version").fetchall() == [
+            (HEAD_REVISION,)
+        ]
 
 
 async def test_migration_matches_the_store_tables(engine: AsyncEngine) -> None:
@@ -565,6 +569,63 @@ async def test_unwatch_then_resubscribe(store: Store) -> None:
     assert [s.id for s in await store.active_subscriptions("3")] == [second]
     old = await store.get_subscription(first)
     assert old is not None and old.ended_at == later
+
+
+async def test_watch_caps_refuse_new_watches_only(store: Store) -> None:
+    caps = WatchCaps(per_user=2, per_channel=3)
+
+    async def watch(gid: str, channel: str, user: str) -> bool:
+        _, created = await store.subscribe(
+            team_id="T1",
+            channel_id=channel,
+            user_id=user,
+            export=_export(gid),
+            now=T0,
+            next_poll_at=T0,
+            caps=caps,
+        )
+        return created
+
+    assert await watch("1", "C1", "UA") and await watch("2", "C2", "UA")
+    with pytest.raises(WatchCapReached) as user_full:
+        await watch("3", "C1", "UA")
+    assert (user_full.value.scope, user_full.value.cap) == ("user", 2)
+    assert not await watch("1", "C1", "UA"), "asking again for a watched export is no new watch"
+    assert await watch("3", "C1", "UB") and await watch("4", "C1", "UC")
+    with pytest.raises(WatchCapReached) as channel_full:
+        await watch("5", "C1", "UD")
+    assert (channel_full.value.scope, channel_full.value.cap) == ("channel", 3)
+    assert await watch("5", "C9", "UD"), "other channels have room"
+    await store.unwatch(team_id="T1", channel_id="C1", gid="1", now=T0)
+    assert await watch("6", "C1", "UA"), "an ended watch frees room for its person and channel"
+    assert await store.count_watchers("1") == 0
+
+
+async def test_count_watchers_counts_active_channels(store: Store) -> None:
+    assert await store.count_watchers("7") == 0
+    for channel in ("C1", "C2", "C3"):
+        await _watch(store, "7", channel=channel)
+    await store.unwatch(team_id="T1", channel_id="C2", gid="7", now=T0)
+    assert await store.count_watchers("7") == 2
+
+
+async def test_active_watch_counts_use_partial_indexes(backend: Backend, store: Store) -> None:
+    """The counts on the command path read an index, never the table's ended rows."""
+    if backend.name != "sqlite":
+        pytest.skip("the plan is checked on SQLite; PostgreSQL picks by statistics")
+    queries = {
+        "ix_subscriptions_active_user": "team_id = 'T1' AND user_id = 'U1'",
+        "ix_subscriptions_active_export": "export_gid = '7'",
+        "uq_subscriptions_active": "team_id = 'T1' AND channel_id = 'C1'",
+    }
+    async with store.engine.connect() as conn:
+        for index, where in queries.items():
+            sql = f"EXPLAIN QUERY PLAN SELECT count(*) FROM subscriptions WHERE {where}"
+            plan = " ".join(
+                str(r) for r in await conn.exec_driver_sql(sql + " AND ended_at IS NULL")
+            )
+            covering = "uq_" not in index  # the channel count is bounded by its cap
+            assert f"{'COVERING ' if covering else ''}INDEX {index}" in plan, plan
 
 
 async def test_list_subscriptions_active_oldest_first(store: Store) -> None:

@@ -1,0 +1,149 @@
+"""Command cost: server CPU of one `/asana-export watch <gid>` at 1 and at 10,000 watchers.
+
+One bot process (SQLite, LOG_LEVEL=INFO) with two started exports seeded in its database: one
+watched by one channel, one by 10,000 channels. Signed slash commands are sent one at a time;
+the bot's CPU (from /proc) before and after a batch, divided by the batch, is the cost of one
+command. Two commands: a new watch (a channel not yet watching: lookup, caps, subscribe, count,
+card post) and already-watching (the seeded channel asking again). The 1-watcher export is the
+baseline: the cost of a command must not grow with the export's watchers.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from bench.common import (
+    BENCH_ORG_NAME,
+    Context,
+    Row,
+    Section,
+    Target,
+    Watch,
+    bot_env,
+    cpu_seconds,
+    fakes,
+    seed_watches,
+)
+
+NAME = "command cost"
+GID_ONE = "1500000000000001"
+GID_MANY = "1500000000000002"
+WATCHERS = 10_000
+#: The bound: a noisy shared machine measures the same code within this of itself.
+RATIO_TARGET = 1.25
+ROUNDS = 2  # batches alternate between the exports, so drift hits both alike
+
+
+def _send(bot: Any, slack: Any, gid: str, *, channel: str, user: str) -> dict[str, Any]:
+    from tests.botproc import SIGNING_SECRET
+    from tests.fakes.slack_signing import post_slash_command
+
+    response = post_slash_command(
+        bot.events_url,
+        secret=SIGNING_SECRET,
+        text=f"watch {gid}",
+        channel_id=channel,
+        user_id=user,
+        response_url=slack.new_response_url(),
+    )
+    if response.status != 200:
+        raise RuntimeError(f"command answered {response.status}: {response.body_text[:300]}")
+    return dict(json.loads(response.body_text))
+
+
+def _batch(bot: Any, slack: Any, gid: str, *, n: int, new: bool, tag: str, expect: str) -> float:
+    """CPU seconds of the bot per command, over `n` commands sent one after another."""
+    pid = bot.proc.pid
+    before = cpu_seconds(pid)
+    for i in range(n):
+        channel = f"N{tag}{i:06d}" if new else _seeded_channel(gid)
+        answer = _send(bot, slack, gid, channel=channel, user=f"U{tag}{i:06d}")
+        if expect not in answer.get("text", ""):
+            raise RuntimeError(f"unexpected answer: {answer.get('text', '')[:300]}")
+    after = cpu_seconds(pid)
+    if before is None or after is None:
+        raise RuntimeError("no /proc: cannot read the bot's CPU time")
+    return (after - before) / n
+
+
+def _seeded_channel(gid: str) -> str:
+    return "CONE00000" if gid == GID_ONE else "C00000000"
+
+
+def run(ctx: Context) -> Section:
+    from tests.botproc import BotProcess
+
+    n = ctx.pick(smoke=15, full=150)
+    workdir = ctx.subdir("command_cost")
+    with fakes() as (asana, slack):
+        far = datetime.now(UTC) + timedelta(hours=1)  # no poll during the measurement
+        for gid in (GID_ONE, GID_MANY):
+            asana.set_export(gid, "started", organization_name=BENCH_ORG_NAME)
+        watches = [Watch(GID_ONE, _seeded_channel(GID_ONE), far)] + [
+            Watch(GID_MANY, f"C{i:08d}", far) for i in range(WATCHERS)
+        ]
+        env = bot_env(
+            asana,
+            slack,
+            workdir,
+            TICK_SECONDS="60",
+            RECOVER_SECONDS="3600",
+            POLL_INITIAL_SECONDS="3600",
+            POLL_BUDGET_PER_MINUTE="100000",
+            USER_REQUESTS_PER_MINUTE="10000",
+        )
+        ctx.log(f"command cost: seeding {len(watches):,} watches")
+        seed_watches(env["DATABASE_URL"], watches, via_subscribe=2)
+        bot = BotProcess(workdir, env).start(timeout=60)
+        cpu: dict[tuple[str, bool], list[float]] = {}
+        try:
+            for gid in (GID_ONE, GID_MANY):  # warm-up: imports, caches, connections
+                _batch(bot, slack, gid, n=5, new=True, tag=f"W{gid[-1]}", expect="Watching")
+            for r in range(ROUNDS):
+                for new in (True, False):
+                    for gid in (GID_ONE, GID_MANY):
+                        tag = f"{r}{gid[-1]}"
+                        expect = "Watching" if new else "already watches"
+                        cpu.setdefault((gid, new), []).append(
+                            _batch(bot, slack, gid, n=n, new=new, tag=tag, expect=expect)
+                        )
+        finally:
+            bot.stop()
+    return _section({k: sum(v) / len(v) for k, v in cpu.items()}, n)
+
+
+def _section(cpu: dict[tuple[str, bool], float], n: int) -> Section:
+    section = Section(NAME)
+    target = Target(RATIO_TARGET)
+    for new, label in ((True, "new watch"), (False, "already watching")):
+        section.rows.append(
+            Row(
+                NAME,
+                f"server CPU per command, {label}: {WATCHERS:,} watchers of the export (baseline:"
+                " 1 watcher)",
+                cpu[(GID_MANY, new)] * 1000,
+                "ms",
+                cpu[(GID_ONE, new)] * 1000,
+                target,
+            )
+        )
+    section.notes += [
+        f"Command cost: one bot process (SQLite, LOG_LEVEL=INFO) with two started exports, one"
+        f" watched by 1 channel and one by {WATCHERS:,} channels (bulk-inserted rows, as"
+        " `Store.subscribe` writes them). Signed `/asana-export watch <gid>` commands are sent"
+        " one at a time; the bot's user+system CPU (/proc, 10 ms ticks) over a batch of"
+        f" {n} commands, divided by {n}, is the figure, averaged over {ROUNDS} batches that"
+        " alternate between the two exports. 'New watch': each command from a channel and a"
+        " person not yet watching (fair-use check, Asana lookup, watch caps by COUNT,"
+        " subscribe, watcher count by COUNT on a partial index, status card post, card ts"
+        " saved). 'Already watching': the seeded channel asks again (lookup, one indexed read)."
+        " The baseline column is the 1-watcher export in the same process and run.",
+        "Before issue 8 a new watch loaded every active watch row of the export only to count"
+        " them: 205 ms of CPU per command at 10,000 watchers in the issue's measurement, 105 ms"
+        " (13x its 1-watcher cost) in this benchmark's smoke run. Now the count reads the partial"
+        " index ix_subscriptions_active_export (export_gid, ended_at) alone; SQLite still walks"
+        " those index entries, so a residue of well under a millisecond remains at 10,000.",
+    ]
+    return section
