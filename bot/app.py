@@ -248,6 +248,12 @@ async def _check_slack_auth(bolt: AsyncApp) -> None:
 
 async def serve(settings: Settings) -> None:
     """Run until SIGINT/SIGTERM: HTTP endpoint or Socket Mode, the watcher, the health check."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(NotImplementedError):
+            loop.add_signal_handler(sig, stop.set)
+
     engine = create_engine(settings.DATABASE_URL)
     await upgrade(engine)
     runtime = build_runtime(settings, Store(engine))
@@ -258,13 +264,8 @@ async def serve(settings: Settings) -> None:
         watcher, tick_seconds=settings.TICK_SECONDS, recover_seconds=settings.RECOVER_SECONDS
     )
 
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        with contextlib.suppress(NotImplementedError):
-            loop.add_signal_handler(sig, stop.set)
-
     socket_handler = None
+    connector: asyncio.Task[None] | None = None
 
     async def status() -> dict[str, Any]:
         return {
@@ -281,14 +282,20 @@ async def serve(settings: Settings) -> None:
     try:
         scheduler.start()
         if settings.socket_mode:
-            from slack_bolt.adapter.socket_mode.async_handler import AsyncSocketModeHandler
+            from bot.socket_mode import StoppableSocketModeHandler, keep_connected
 
             assert settings.SLACK_APP_TOKEN is not None
-            socket_handler = AsyncSocketModeHandler(
-                bolt, settings.SLACK_APP_TOKEN.get_secret_value()
+            socket_handler = StoppableSocketModeHandler(
+                bolt, settings.SLACK_APP_TOKEN.get_secret_value(), logger=bolt.logger
             )
-            await socket_handler.connect_async()
-            log.info("serving Socket Mode as replica %s", watcher.owner)
+            connected = asyncio.Event()
+            connector = asyncio.create_task(keep_connected(socket_handler.client, stop, connected))
+            # Until the first connection the bot is not healthy, but SIGTERM still stops it.
+            waiter = asyncio.ensure_future(connected.wait())
+            await asyncio.wait([waiter, connector], return_when=asyncio.FIRST_COMPLETED)
+            waiter.cancel()
+            if connected.is_set():
+                log.info("serving Socket Mode as replica %s", watcher.owner)
         else:
             log.info(
                 "serving HTTP on %s:%s%s as replica %s",
@@ -302,6 +309,10 @@ async def serve(settings: Settings) -> None:
         log.info("shutting down")
     finally:
         await stop_scheduler(scheduler, watcher, grace=settings.LEASE_SECONDS / 2)
+        if connector is not None:
+            connector.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await connector
         if socket_handler is not None:
             await socket_handler.close_async()
         await runner.cleanup()
