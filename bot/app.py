@@ -282,6 +282,12 @@ async def serve(settings: Settings) -> None:
 
 
 async def _serve(settings: Settings, sock: socket.socket) -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(NotImplementedError):
+            loop.add_signal_handler(sig, stop.set)
+
     limits = HttpLimits(settings.HTTP_READ_TIMEOUT_SECONDS, settings.HTTP_MAX_CONNECTIONS)
     warning = files_warning(limits.max_connections, resource.getrlimit(resource.RLIMIT_NOFILE)[0])
     if warning:
@@ -295,13 +301,8 @@ async def _serve(settings: Settings, sock: socket.socket) -> None:
         watcher, tick_seconds=settings.TICK_SECONDS, recover_seconds=settings.RECOVER_SECONDS
     )
 
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        with contextlib.suppress(NotImplementedError):
-            loop.add_signal_handler(sig, stop.set)
-
     socket_handler = None
+    connector: asyncio.Task[None] | None = None
 
     async def status() -> dict[str, Any]:
         return {
@@ -318,14 +319,20 @@ async def _serve(settings: Settings, sock: socket.socket) -> None:
     try:
         scheduler.start()
         if settings.socket_mode:
-            from slack_bolt.adapter.socket_mode.async_handler import AsyncSocketModeHandler
+            from bot.socket_mode import StoppableSocketModeHandler, keep_connected
 
             assert settings.SLACK_APP_TOKEN is not None
-            socket_handler = AsyncSocketModeHandler(
-                bolt, settings.SLACK_APP_TOKEN.get_secret_value()
+            socket_handler = StoppableSocketModeHandler(
+                bolt, settings.SLACK_APP_TOKEN.get_secret_value(), logger=bolt.logger
             )
-            await socket_handler.connect_async()
-            log.info("serving Socket Mode as replica %s", watcher.owner)
+            connected = asyncio.Event()
+            connector = asyncio.create_task(keep_connected(socket_handler.client, stop, connected))
+            # Until the first connection the bot is not healthy, but SIGTERM still stops it.
+            waiter = asyncio.ensure_future(connected.wait())
+            await asyncio.wait([waiter, connector], return_when=asyncio.FIRST_COMPLETED)
+            waiter.cancel()
+            if connected.is_set():
+                log.info("serving Socket Mode as replica %s", watcher.owner)
         else:
             log.info(
                 "serving HTTP on %s:%s%s as replica %s",
@@ -339,6 +346,10 @@ async def _serve(settings: Settings, sock: socket.socket) -> None:
         log.info("shutting down")
     finally:
         await stop_scheduler(scheduler, watcher, grace=settings.LEASE_SECONDS / 2)
+        if connector is not None:
+            connector.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await connector
         if socket_handler is not None:
             await socket_handler.close_async()
         await runner.cleanup()

@@ -151,8 +151,24 @@ class AsanaConnectionError(AsanaError):
 
 
 class AsanaMalformedResponse(AsanaError):
+    """An answer that is not what the API promises: asking again would get the same answer."""
+
     kind = ProblemKind.MALFORMED
     summary = "Asana sent a response we could not understand"
+
+
+class AsanaMissingData(AsanaMalformedResponse):
+    summary = "Asana's answer had no `data`"
+    reason = "no_data"
+
+
+class AsanaWrongExport(AsanaMalformedResponse):
+    summary = "Asana answered about a different export"
+    reason = "wrong_gid"
+
+    def __init__(self, got: str, expected: str) -> None:
+        self.answered_gid = got
+        super().__init__(f"Asana answered about export {got}, not {expected}", gid=expected)
 
 
 _BY_STATUS: dict[int, type[AsanaError]] = {
@@ -211,8 +227,10 @@ def _opt_str(value: object) -> str | None:
 def parse_export(payload: object, expected_gid: str | None = None) -> Export:
     """Asana's `{"data": {...}}` as an Export, tolerating missing, unknown and extra fields.
 
-    Raises AsanaMalformedResponse when there is no `data` object, or when it describes another
-    export than `expected_gid` (or has no gid at all when none was expected, as after a POST).
+    Raises AsanaMissingData when there is no `data` object, AsanaWrongExport when it describes
+    another export than `expected_gid`, AsanaMalformedResponse when it has no gid at all and none
+    was expected (as after a POST). A `download_url` is kept only for a finished export: Asana's
+    own examples carry one on a pending export, and such a link downloads nothing.
     """
     if not isinstance(payload, dict):
         raise AsanaMalformedResponse(
@@ -221,16 +239,11 @@ def parse_export(payload: object, expected_gid: str | None = None) -> Export:
         )
     data = payload.get("data")
     if not isinstance(data, dict):
-        raise AsanaMalformedResponse(
-            'Asana sent a response we could not understand: it has no "data" object',
-            gid=expected_gid,
-        )
+        raise AsanaMissingData(gid=expected_gid)
     gid = _opt_str(data.get("gid"))
     if expected_gid is not None and gid is not None and gid != expected_gid:
-        raise AsanaMalformedResponse(
-            f"Asana answered about a different export than the one asked for ({expected_gid})",
-            gid=expected_gid,
-        )
+        shown = scrub(gid) or "?"
+        raise AsanaWrongExport(shown if len(shown) <= 40 else shown[:39] + "…", expected_gid)
     gid = gid or expected_gid
     if gid is None:
         raise AsanaMalformedResponse(
@@ -243,12 +256,15 @@ def parse_export(payload: object, expected_gid: str | None = None) -> Export:
         org_gid = _opt_str(organization.get("gid"))
         name = organization.get("name")
         org_name = name if isinstance(name, str) and name else None
+    state = ExportState.parse(raw_state)
     url = data.get("download_url")
-    if not (isinstance(url, str) and url.startswith(("https://", "http://"))):
+    if state is not ExportState.FINISHED or not (
+        isinstance(url, str) and url.startswith(("https://", "http://"))
+    ):
         url = None
     return Export(
         gid=gid,
-        state=ExportState.parse(raw_state),
+        state=state,
         raw_state=raw_state if isinstance(raw_state, str) else None,
         organization_gid=org_gid,
         organization_name=org_name,

@@ -6,13 +6,14 @@ import asyncio
 import json
 import sys
 from datetime import UTC, datetime
+from typing import NoReturn
 
 import click
 
 from bot import __version__
 from bot.config import Settings, SettingsError, load_settings
 from bot.logging_setup import configure_logging
-from bot.models import LINK_VALIDITY, Export, ProblemKind
+from bot.models import LINK_VALIDITY, Export, ExportState, ProblemKind
 
 # `check` exit codes, distinct so scripts can branch on them.
 EXIT_FOUND = 0
@@ -20,15 +21,21 @@ EXIT_BAD_INPUT = 2
 EXIT_NOT_FOUND = 3
 EXIT_AUTH = 4
 EXIT_TRANSIENT = 5
+EXIT_MALFORMED = 6  # Asana's answer had no `data`, or was about another export: not retried
 EXIT_CONFIG = 78  # EX_CONFIG from sysexits.h
 
 _AUTH_KINDS = {ProblemKind.UNAUTHORIZED, ProblemKind.PAYMENT_REQUIRED, ProblemKind.FORBIDDEN}
 
 
-def _settings_or_exit(mode: str) -> Settings:
+def _settings_or_exit(mode: str, *, as_json: bool = False) -> Settings:
     try:
         return load_settings(mode)  # type: ignore[arg-type]
     except SettingsError as exc:
+        if as_json:
+            message = "asana-export-bot cannot start: " + " ".join(exc.lines)
+            click.echo(
+                json.dumps({"error": "configuration", "message": message, "problems": exc.lines})
+            )
         click.echo("asana-export-bot cannot start:", err=True)
         for line in exc.lines:
             click.echo(f"  - {line}", err=True)
@@ -75,10 +82,22 @@ def _export_facts(export: Export, now: datetime) -> dict[str, object]:
         "organization": {"gid": export.organization_gid, "name": export.organization_name},
         "created_at": export.created_at.isoformat() if export.created_at else None,
     }
-    if export.download_url:
+    if export.state is ExportState.FINISHED and export.download_url:
         facts["download_url"] = export.download_url
         facts["download_url_valid_until"] = (now + LINK_VALIDITY).isoformat()
     return facts
+
+
+def _exit_code(kind: ProblemKind) -> int:
+    if kind is ProblemKind.NOT_FOUND:
+        return EXIT_NOT_FOUND
+    if kind in _AUTH_KINDS:
+        return EXIT_AUTH
+    if kind is ProblemKind.BAD_REQUEST:
+        return EXIT_BAD_INPUT
+    if kind is ProblemKind.MALFORMED:
+        return EXIT_MALFORMED
+    return EXIT_TRANSIENT
 
 
 @main.command()
@@ -88,16 +107,31 @@ def check(gid: str, as_json: bool) -> None:
     """Look up export GID in Asana and print its state (no Slack needed).
 
     Exit codes: 0 found, 2 bad input, 3 not found, 4 token/permission problem,
-    5 transient failure (rate limit, Asana down, timeout), 78 configuration problem.
+    5 transient failure (rate limit, Asana down, timeout), 6 malformed answer from Asana
+    (no `data`, or about another export), 78 configuration problem. With --json every
+    outcome, errors included, is one JSON object on stdout.
     """
     from bot.asana import AsanaClient, AsanaError
-    from bot.command_parser import Lookup, parse_command
+    from bot.command_parser import Invalid, Lookup, parse_command
+
+    def fail(
+        code: int, error: str, message: str, gid: str | None, reason: str | None = None
+    ) -> NoReturn:
+        if as_json:
+            body = {"gid": gid, "error": error, "message": message}
+            click.echo(json.dumps(body | ({"reason": reason} if reason else {})))
+        click.echo(f"error: {message}", err=True)
+        sys.exit(code)
 
     parsed = parse_command(gid)
     if not isinstance(parsed, Lookup):
-        click.echo(f"error: {gid[:40]!r} is not an export gid (a gid is a number)", err=True)
-        sys.exit(EXIT_BAD_INPUT)
-    settings = _settings_or_exit("check")
+        problem = (
+            parsed.problem.replace("`", "'")
+            if isinstance(parsed, Invalid)
+            else f"{gid[:40]!r} is not an export gid (a gid is a number)"
+        )
+        fail(EXIT_BAD_INPUT, "bad_input", problem, None)
+    settings = _settings_or_exit("check", as_json=as_json)
     configure_logging("ERROR", _secrets(settings))
     assert settings.ASANA_TOKEN is not None
 
@@ -113,19 +147,8 @@ def check(gid: str, as_json: bool) -> None:
     try:
         export = asyncio.run(fetch())
     except AsanaError as exc:
-        if as_json:
-            click.echo(
-                json.dumps({"gid": parsed.gid, "error": exc.kind.value, "message": str(exc)})
-            )
-        else:
-            click.echo(f"error: {exc}", err=True)
-        if exc.kind is ProblemKind.NOT_FOUND:
-            sys.exit(EXIT_NOT_FOUND)
-        if exc.kind in _AUTH_KINDS:
-            sys.exit(EXIT_AUTH)
-        if exc.kind is ProblemKind.BAD_REQUEST:
-            sys.exit(EXIT_BAD_INPUT)
-        sys.exit(EXIT_TRANSIENT)
+        reason = getattr(exc, "reason", None)  # which kind of malformed answer
+        fail(_exit_code(exc.kind), exc.kind.value, str(exc), parsed.gid, reason)
 
     facts = _export_facts(export, datetime.now(UTC))
     if as_json:
@@ -137,6 +160,6 @@ def check(gid: str, as_json: bool) -> None:
     click.echo(f"state         {export.raw_state or export.state.value}")
     click.echo(f"organization  {org['name'] or '?'} ({org['gid'] or '?'})")
     click.echo(f"requested     {facts['created_at'] or 'unknown'}")
-    if export.download_url:
+    if "download_url" in facts:
         click.echo(f"download      {export.download_url}")
         click.echo(f"valid until   {facts['download_url_valid_until']} (about one hour)")

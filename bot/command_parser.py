@@ -7,7 +7,8 @@ import unicodedata
 from dataclasses import dataclass
 
 #: Asana gids are decimal strings; they grow, but 30 digits is far beyond any real one.
-_GID = re.compile(r"[0-9]{1,30}")
+_MAX_GID_DIGITS = 30
+_ASCII_DIGITS = re.compile(r"[0-9]+")
 #: Slack-reported command text can be at most a few thousand chars; we only look at a prefix.
 _MAX_LOOK = 200
 
@@ -66,8 +67,29 @@ def _quote(token: str) -> str:
 
 
 def _parse_gid(token: str) -> str | None:
+    """The gid in canonical form (`01234` -> `1234`, `000` -> `0`), or None.
+
+    Canonical, so that one export is one watch, one request path and one button value
+    however it was typed. Only ASCII digits count: `str.isdigit` also accepts Arabic-Indic
+    or fullwidth digits, which are no gid Asana knows.
+    """
     token = token.strip("`'\"")  # people paste gids in code spans or quotes
-    return token if _GID.fullmatch(token) else None
+    if not _ASCII_DIGITS.fullmatch(token):
+        return None
+    canonical = token.lstrip("0") or "0"
+    return canonical if len(canonical) <= _MAX_GID_DIGITS else None
+
+
+def _not_a_gid(token: str, usage: str) -> Invalid:
+    """Why `token` is no gid: too long, digits from another script, or not a number at all."""
+    bare = token.strip("`'\"")
+    if _ASCII_DIGITS.fullmatch(bare):
+        return Invalid("That number is too long to be an export gid.")
+    if bare.isdigit():  # digits, but not (all) ASCII ones: "١٢٣", fullwidth "１２３"
+        return Invalid(
+            f"`{_quote(token)}` is not a number: write the export gid with the digits 0-9."
+        )
+    return Invalid(f"`{_quote(token)}` is not an export gid{usage}: a gid is a number.")
 
 
 def parse_command(text: str | None) -> Command:
@@ -95,15 +117,11 @@ def parse_command(text: str | None) -> Command:
             )
         gid = _parse_gid(rest[0])
         if gid is None:
-            return Invalid(f"`{_quote(rest[0])}` is not an export gid: a gid is a number.")
+            return _not_a_gid(rest[0], "")
         return _GID_VERBS[verb](gid)
     if len(words) == 1:
         gid = _parse_gid(words[0])
         if gid is not None:
             return Lookup(gid)
-        if words[0].strip("`'\"").isdigit():
-            return Invalid("That number is too long to be an export gid.")
-        return Invalid(
-            f"`{_quote(words[0])}` is not an export gid or a command: a gid is a number."
-        )
+        return _not_a_gid(words[0], " or a command")
     return Invalid(f"I did not understand `{_quote(cleaned)}`.")

@@ -181,8 +181,15 @@ class Settings(BaseSettings):
         if mode == "run":
             secret("SLACK_BOT_TOKEN", "xoxb-")
             secret("SLACK_APP_TOKEN", "xapp-", required=False)
-            if not self.socket_mode:
+            if not self.socket_mode:  # Socket Mode requests are not signed
                 secret("SLACK_SIGNING_SECRET")
+            from bot.db import database_url_problem  # only `run` opens the database
+
+            reason = database_url_problem(self.DATABASE_URL)
+            if reason:
+                found.append(
+                    f"DATABASE_URL is invalid ({reason}): set it to {HOW_TO_GET['DATABASE_URL']}."
+                )
         return found
 
 
@@ -210,7 +217,21 @@ def load_settings(mode: Mode, **overrides: object) -> Settings:
     try:
         settings = Settings(**overrides)  # type: ignore[arg-type]
     except ValidationError as exc:
-        raise SettingsError(describe_validation_error(exc)) from None
+        # Report everything in one pass: read the settings again with each malformed value
+        # replaced by its default, and add what is missing to what is malformed.
+        invalid = {str(item["loc"][0]) for item in exc.errors() if item["loc"]}
+        defaults = {
+            name: field.get_default(call_default_factory=True)
+            for name, field in Settings.model_fields.items()
+            if name in invalid
+        }
+        lines = describe_validation_error(exc)
+        try:
+            fallback = Settings(**{**overrides, **defaults})  # type: ignore[arg-type]
+        except ValidationError:
+            raise SettingsError(lines) from None
+        lines += [line for line in fallback.problems(mode) if line.split(" ", 1)[0] not in invalid]
+        raise SettingsError(lines) from None
     problems = settings.problems(mode)
     if problems:
         raise SettingsError(problems)

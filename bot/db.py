@@ -74,6 +74,20 @@ def normalize_database_url(url: str) -> str:
     )
 
 
+def database_url_problem(url: str) -> str | None:
+    """Why `url` cannot open a database, without repeating it (it may hold a password)."""
+    try:
+        make_url(normalize_database_url(url))
+    except (ValueError, ArgumentError):
+        scheme, sep, _ = url.partition("://")
+        if not sep:
+            return "not a URL: it has no scheme"
+        if scheme.lower() not in (*_KEEP, *_REWRITE):
+            return "unsupported database; use sqlite or postgresql"
+        return "the URL cannot be parsed"
+    return None
+
+
 def is_sqlite(engine: AsyncEngine) -> bool:
     """SQLite needs its own transaction handling; PostgreSQL gets row locks instead."""
     return engine.dialect.name == "sqlite"

@@ -61,17 +61,21 @@ class ProblemKind(enum.StrEnum):
     ASANA_DOWN = "asana_down"  # 5xx
     TIMEOUT = "timeout"
     CONNECTION = "connection"
-    MALFORMED = "malformed"  # a body we cannot understand
+    MALFORMED = "malformed"  # a body we cannot understand: asking again gets the same body
 
     @property
     def is_transient(self) -> bool:
-        """Transient problems are retried or backed off; the others need a person."""
+        """Transient problems are retried within a call; the others need a person.
+
+        A malformed answer (no `data`, another export's gid) is not transient: repeating the
+        request gets the same answer, so retrying only delays the error. A watch still backs
+        off and polls again later (see `decisions.plan_after_failure`).
+        """
         return self in (
             ProblemKind.RATE_LIMITED,
             ProblemKind.ASANA_DOWN,
             ProblemKind.TIMEOUT,
             ProblemKind.CONNECTION,
-            ProblemKind.MALFORMED,
         )
 
 

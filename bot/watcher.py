@@ -209,7 +209,12 @@ class Watcher:
             policy=self.config.policy,
             rng=self.rng,
         )
-        log.info("poll of export %s failed (%s): %s", row.gid, exc.kind, plan.outcome)
+        if exc.kind is ProblemKind.MALFORMED:  # says which: no `data`, or another export
+            log.warning(
+                "poll of export %s failed (%s): %s; %s", row.gid, exc.kind, plan.outcome, exc
+            )
+        else:
+            log.info("poll of export %s failed (%s): %s", row.gid, exc.kind, plan.outcome)
         await self.store.record_poll(
             row.gid,
             owner=self.owner,

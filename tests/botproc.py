@@ -77,8 +77,8 @@ class BotProcess:
     def health_url(self) -> str:
         return f"http://127.0.0.1:{self.port}/healthz"
 
-    def start(self, *, timeout: float = 20.0) -> BotProcess:
-        """Start and wait until the health check answers."""
+    def launch(self) -> BotProcess:
+        """Start without waiting for anything (for a bot that cannot become healthy)."""
         with self.log_path.open("ab") as log:
             self.started_at = time.monotonic()
             self.proc = subprocess.Popen(
@@ -89,6 +89,12 @@ class BotProcess:
                 stderr=subprocess.STDOUT,
                 preexec_fn=self._limit_files if self.max_open_files else None,
             )
+        return self
+
+    def start(self, *, timeout: float = 20.0) -> BotProcess:
+        """Start and wait until the health check answers."""
+        self.launch()
+        assert self.proc is not None
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:

@@ -26,12 +26,14 @@ from bot.asana import (
     AsanaError,
     AsanaForbidden,
     AsanaMalformedResponse,
+    AsanaMissingData,
     AsanaNotFound,
     AsanaPaymentRequired,
     AsanaRateLimited,
     AsanaServerError,
     AsanaTimeout,
     AsanaUnauthorized,
+    AsanaWrongExport,
     error_from_response,
     parse_datetime,
     parse_export,
@@ -476,22 +478,37 @@ async def test_closed_port_is_a_connection_error(make_client: MakeClient) -> Non
 
 
 @pytest.mark.parametrize(
-    "fault",
-    [{"malformed": True}, {"missing_data": True}, {"wrong_gid": "2"}],
+    ("fault", "cls", "says"),
+    [
+        ({"malformed": True}, AsanaMalformedResponse, "not JSON"),
+        ({"missing_data": True}, AsanaMissingData, "had no `data`"),
+        ({"wrong_gid": "2"}, AsanaWrongExport, "answered about export 2, not 1"),
+    ],
     ids=["invalid-json", "missing-data", "wrong-gid"],
 )
-async def test_malformed_bodies(
-    fake: FakeAsana, make_client: MakeClient, fault: dict[str, Any]
+async def test_malformed_bodies_are_not_retried_and_say_which(
+    fake: FakeAsana, make_client: MakeClient, fault: dict[str, Any], cls: type, says: str
 ) -> None:
+    """Asking again gets the same answer: one request, and the error names what was wrong."""
     fake.set_export("1", "finished", download_url=CANARY_URL)
     fake.fail(times=10, **fault)
-    error = await raises(AsanaMalformedResponse, make_client(max_attempts=2).get_export("1"))
-    assert error.kind is ProblemKind.MALFORMED and len(fake.requests) == 2
-    if "wrong_gid" in fault:
-        assert "1" in str(error) and "different export" in str(error)
+    error = await raises(cls, make_client(max_attempts=5).get_export("1"))
+    assert error.kind is ProblemKind.MALFORMED and not error.kind.is_transient
+    assert len(fake.requests) == 1 and error.attempts == 1
+    assert says in str(error)
     fake.clear_faults()
-    fake.fail(**fault)
     assert (await make_client().get_export("1")).state is ExportState.FINISHED
+
+
+@pytest.mark.parametrize("state", ["pending", "started", "error", "on_fire"])
+async def test_download_url_only_for_a_finished_export(
+    fake: FakeAsana, make_client: MakeClient, state: str
+) -> None:
+    """Asana's own examples carry a download_url on a pending export: it is dropped."""
+    fake.set_export("1", state, extra={"download_url": CANARY_URL})
+    assert (await make_client().get_export("1")).download_url is None
+    fake.set_export("1", "finished", download_url=CANARY_URL)
+    assert (await make_client().get_export("1")).download_url == CANARY_URL
 
 
 async def test_secrets_in_asana_error_text_are_scrubbed(
@@ -563,7 +580,7 @@ async def test_create_with_malformed_answer_is_not_retried(
     fake: FakeAsana, make_client: MakeClient
 ) -> None:
     fake.fail(method="POST", status=201, missing_data=True)
-    await raises(AsanaMalformedResponse, make_client().create_export(ORG))
+    await raises(AsanaMissingData, make_client().create_export(ORG))
     assert len(fake.requests) == 1
 
 

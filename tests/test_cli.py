@@ -101,17 +101,120 @@ def test_run_lists_every_missing_setting_without_secrets(tmp_path: Path) -> None
     assert result.returncode == 78
     problems = [line for line in result.stderr.splitlines() if line.startswith("  - ")]
     names = sorted(line.split()[1] for line in problems)
-    assert names == ["PORT"], result.stderr  # a malformed value stops validation first
-    result = run_cli(["run"], {"SLACK_BOT_TOKEN": secret}, tmp_path)
+    # A malformed value no longer hides what is missing: one pass reports all of it.
+    assert names == ["ASANA_TOKEN", "PORT", "SLACK_BOT_TOKEN", "SLACK_SIGNING_SECRET"]
+    assert secret not in result.stderr
+
+
+def test_run_reports_three_kinds_of_problem_in_one_pass(tmp_path: Path) -> None:
+    """Malformed, missing and an unusable DATABASE_URL together; Socket Mode needs no secret."""
+    password = "db-password-canary"
+    env = {
+        "SLACK_BOT_TOKEN": "xoxb-1-fine",
+        "SLACK_APP_TOKEN": "xapp-1-fine",  # Socket Mode: SLACK_SIGNING_SECRET is not needed
+        "PORT": "not-a-port",
+        "DATABASE_URL": f"mysql://bot:{password}@db.invalid/bot",
+    }
+    result = run_cli(["run"], env, tmp_path)
+    assert result.returncode == 78, result.stderr
     problems = [line for line in result.stderr.splitlines() if line.startswith("  - ")]
     assert sorted(line.split()[1] for line in problems) == [
         "ASANA_TOKEN",
-        "SLACK_BOT_TOKEN",
-        "SLACK_SIGNING_SECRET",
-    ]
-    assert secret not in result.stderr
+        "DATABASE_URL",
+        "PORT",
+    ], result.stderr
+    assert "Traceback" not in result.stderr
+    assert password not in result.stderr and "not-a-port" not in result.stderr
+    assert "SLACK_SIGNING_SECRET" not in result.stderr
+
+
+def _json_error(result: subprocess.CompletedProcess[str]) -> dict[str, object]:
+    body = json.loads(result.stdout)
+    assert isinstance(body, dict) and body["error"] and body["message"], body
+    return body
+
+
+@pytest.mark.parametrize(
+    ("fault", "reason", "says"),
+    [
+        ({"missing_data": True}, "no_data", "had no `data`"),
+        ({"wrong_gid": "999"}, "wrong_gid", f"answered about export 999, not {GID}"),
+    ],
+)
+def test_check_malformed_answer_has_its_own_exit_code(
+    fake_asana: FakeAsana, tmp_path: Path, fault: dict[str, object], reason: str, says: str
+) -> None:
+    """Not retried (asking again gets the same answer), exit 6, and it says which it was."""
+    env = {"ASANA_TOKEN": ASANA_TOKEN, "ASANA_BASE_URL": fake_asana.base_url}  # default budget
+    fake_asana.set_export(GID, "pending")
+    fake_asana.fail(times=50, **fault)
+    result = run_cli(["check", GID], env, tmp_path)
+    assert result.returncode == 6, (result.stdout, result.stderr)
+    assert says in result.stderr
+    assert len(fake_asana.requests) == 1
+    result = run_cli(["check", GID, "--json"], env, tmp_path)
+    body = _json_error(result)
+    assert result.returncode == 6 and body["error"] == "malformed" and body["reason"] == reason
+
+
+def test_check_shows_a_link_only_for_a_finished_export(
+    fake_asana: FakeAsana, asana_env, tmp_path: Path
+) -> None:
+    """Asana's own examples carry a download_url on a pending export: not shown."""
+    url = "https://exports.example/pending.json.gz?X-Amz-Signature=canary"
+    fake_asana.set_export(GID, "pending", extra={"download_url": url})
+    result = run_cli(["check", GID], asana_env, tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "pending" in result.stdout
+    assert "download" not in result.stdout and "valid until" not in result.stdout
+    facts = json.loads(run_cli(["check", GID, "--json"], asana_env, tmp_path).stdout)
+    assert facts["state"] == "pending"
+    assert "download_url" not in facts and "download_url_valid_until" not in facts
+
+
+def test_check_uses_the_canonical_gid(fake_asana: FakeAsana, asana_env, tmp_path: Path) -> None:
+    fake_asana.set_export("77", "started")
+    result = run_cli(["check", "0077", "--json"], asana_env, tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["gid"] == "77"
+    assert [r.path.rsplit("/", 1)[-1] for r in fake_asana.requests] == ["77"]
+
+
+@pytest.mark.parametrize("arg", ["١٢٣", "１２３"])
+def test_check_digits_of_other_scripts_are_not_a_number(
+    fake_asana: FakeAsana, asana_env, tmp_path: Path, arg: str
+) -> None:
+    result = run_cli(["check", arg], asana_env, tmp_path)
+    assert result.returncode == 2
+    assert "not a number" in result.stderr and "too long" not in result.stderr
+    assert fake_asana.requests == []
+
+
+@pytest.mark.parametrize(
+    ("setup", "arg", "env", "code", "error"),
+    [
+        (lambda fake: None, "abc", {}, 2, "bad_input"),
+        (lambda fake: None, "١٢٣", {}, 2, "bad_input"),
+        (lambda fake: None, "404040", {}, 3, "not_found"),
+        (lambda fake: fake.set_token("another"), GID, {}, 4, "unauthorized"),
+        (lambda fake: fake.fail(503, times=50), GID, {}, 5, "asana_down"),
+        (lambda fake: fake.fail(missing_data=True, times=50), GID, {}, 6, "malformed"),
+        (lambda fake: None, GID, {"ASANA_TOKEN": ""}, 78, "configuration"),
+    ],
+)
+def test_check_json_prints_json_for_every_error(
+    fake_asana: FakeAsana, asana_env, tmp_path: Path, setup, arg, env, code, error
+) -> None:
+    fake_asana.set_export(GID, "pending")
+    setup(fake_asana)
+    result = run_cli(["check", arg, "--json"], {**asana_env, **env}, tmp_path)
+    assert result.returncode == code, (result.stdout, result.stderr)
+    assert _json_error(result)["error"] == error
+    assert ASANA_TOKEN not in result.stdout + result.stderr
 
 
 def test_version_and_help(tmp_path: Path) -> None:
     assert "asana-export-bot" in run_cli(["--version"], {}, tmp_path).stdout
     assert "check" in run_cli(["--help"], {}, tmp_path).stdout
+    check_help = " ".join(run_cli(["check", "--help"], {}, tmp_path).stdout.split())
+    assert "6 malformed answer from Asana" in check_help

@@ -16,6 +16,7 @@ import pytest
 from bench import command_cost
 from bench.common import Context
 
+
 @pytest.mark.timeout(120)
 def test_command_cost_row_reports_1_and_10000_watchers(tmp_path: Path) -> None:
     section = command_cost.run(Context(size="smoke", workdir=tmp_path, verbose=False))

@@ -82,5 +82,22 @@ def test_any_text_parses_without_raising(text: str) -> None:
 
 
 @given(st.from_regex(r"[0-9]{1,30}", fullmatch=True), st.text(" \t\n", max_size=5))
-def test_any_gid_round_trips(gid: str, pad: str) -> None:
-    assert parse_command(pad + gid + pad) == Lookup(gid)
+def test_any_gid_round_trips_in_canonical_form(gid: str, pad: str) -> None:
+    assert parse_command(pad + gid + pad) == Lookup(str(int(gid)))
+
+
+@pytest.mark.parametrize(
+    ("text", "gid"),
+    [("01234", "1234"), ("1234", "1234"), ("0", "0"), ("000", "0"), ("`0042`", "42")],
+)
+def test_leading_zeros_name_the_same_export(text: str, gid: str) -> None:
+    assert parse_command(text) == Lookup(gid)
+    assert parse_command(f"watch {text}") == Watch(gid)
+    assert parse_command(f"unwatch {text}") == Unwatch(gid)
+
+
+@pytest.mark.parametrize("text", ["١٢٣", "１２３", "watch ١٢٣", "۱۲۳", "1２3"])
+def test_digits_of_other_scripts_are_not_a_number(text: str) -> None:
+    result = parse_command(text)
+    assert isinstance(result, Invalid) and "not a number" in result.problem
+    assert "too long" not in result.problem

@@ -140,3 +140,33 @@ def test_fair_use_settings_have_defaults_and_bounds(monkeypatch: pytest.MonkeyPa
     lines = sorted(info.value.lines)
     assert [line.split()[0] for line in lines] == ["MAX_WATCHES_PER_CHANNEL", "POLL_RESERVED_SHARE"]
     assert "between 0 and 0.9" in lines[1]
+
+
+def test_every_problem_in_one_pass(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Malformed values, missing settings and an unusable DATABASE_URL, all at once."""
+    monkeypatch.setenv("SLACK_BOT_TOKEN", "xoxb-secret-bot-value")
+    monkeypatch.setenv("PORT", "http-secret-port")
+    monkeypatch.setenv("LOG_LEVEL", "chatty")
+    monkeypatch.setenv("DATABASE_URL", "postgresql://bot:pw-canary@db:notaport/bot")
+    with pytest.raises(SettingsError) as info:
+        load_settings("run")
+    names = [line.split()[0] for line in info.value.lines]
+    assert sorted(names) == [
+        "ASANA_TOKEN",
+        "DATABASE_URL",
+        "LOG_LEVEL",
+        "PORT",
+        "SLACK_SIGNING_SECRET",
+    ]
+    assert "pw-canary" not in "\n".join(info.value.lines)
+
+
+@pytest.mark.parametrize(
+    "url", ["sqlite:///x.db", "postgres://u@h/db", "postgresql+asyncpg://u:p@h:5432/db"]
+)
+def test_usable_database_urls_pass(monkeypatch: pytest.MonkeyPatch, url: str) -> None:
+    monkeypatch.setenv("ASANA_TOKEN", "asana-secret-value")
+    monkeypatch.setenv("SLACK_BOT_TOKEN", "xoxb-secret-bot-value")
+    monkeypatch.setenv("SLACK_SIGNING_SECRET", "signing-secret-value")
+    monkeypatch.setenv("DATABASE_URL", url)
+    assert url == load_settings("run").DATABASE_URL

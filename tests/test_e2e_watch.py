@@ -356,3 +356,33 @@ def test_sigterm_shuts_down_cleanly(
     assert bot.stop() == 0
     assert "Traceback" not in bot.logs()
     assert "shutting down" in bot.logs()
+
+
+def test_leading_zeros_are_the_same_export(
+    fake_asana: FakeAsana, fake_slack: FakeSlack, bot: BotProcess
+) -> None:
+    """`01234` and `1234` are one export: one watch, one request path, one card."""
+    fake_asana.set_export("1234", "pending", organization_name="Zero Org")
+    first = command(bot, fake_slack, "watch 01234", channel="CZ")
+    assert "Watching" in first["text"] and "01234" not in text_of(first)
+    again = command(bot, fake_slack, "watch 1234", channel="CZ")
+    assert "already watches" in again["text"]
+    assert "already watches" in command(bot, fake_slack, "`001234`", channel="CZ")["text"]
+    assert len(posts(fake_slack, "CZ")) == 1
+    assert {r.path.rsplit("/", 1)[-1] for r in fake_asana.requests} == {"1234"}
+    health = httpx.get(bot.health_url).json()
+    assert health["watches"] == 1
+    listed = text_of(command(bot, fake_slack, "list", channel="CZ"))
+    assert "1234" in listed and "01234" not in listed
+    gone = command(bot, fake_slack, "unwatch 0001234", channel="CZ")
+    assert httpx.get(bot.health_url).json()["watches"] == 0, gone
+
+
+@pytest.mark.parametrize("text", ["١٢٣", "１２３", "watch １２３"])
+def test_digits_of_other_scripts_are_not_a_number(
+    fake_asana: FakeAsana, fake_slack: FakeSlack, bot: BotProcess, text: str
+) -> None:
+    answer = command(bot, fake_slack, text)
+    assert answer["response_type"] == "ephemeral"
+    assert "not a number" in answer["text"] and "too long" not in answer["text"]
+    assert fake_asana.requests == []

@@ -299,7 +299,8 @@ LOOKUP_FAULTS: list[tuple[str, dict[str, Any], tuple[str, ...]]] = [
     ("429 bare", {"status": 429}, ("rate limiting", "Try again")),
     ("429+Retry-After", {"status": 429, "retry_after": 1}, ("rate limiting", "Try again")),
 ]
-PERMANENT = {"401", "402", "403", "404"}
+#: Not retried within a call: asking again gets the same answer (malformed ones included).
+PERMANENT = {"401", "402", "403", "404", "malformed JSON", "no data", "wrong gid"}
 
 
 def test_asana_faults_on_lookup_are_explained(

@@ -406,6 +406,8 @@ class FakeSlack:
         self._acks: list[SocketAck] = []
         self._socket_messages: list[tuple[int, Any]] = []
         self.connections_opened = 0
+        #: True: apps.connections.open works but every websocket handshake gets a 503.
+        self.refuse_sockets = False
 
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
@@ -1335,6 +1337,8 @@ class FakeSlack:
 
     async def _handle_socket(self, request: web.Request) -> web.StreamResponse:
         ticket = request.query.get("ticket", "")
+        if self.refuse_sockets:
+            return web.Response(status=503, text="socket mode is down")
         with self._lock:
             if ticket not in self._tickets:
                 return web.Response(status=401, text="invalid_ticket")

@@ -1,0 +1,114 @@
+"""`check` against Prism serving Asana's own OpenAPI spec (tests/reference), not our fake.
+
+Prism answers every GET with Asana's example (static) or with random data fitting the schema
+(`-d`): either way an export other than the one asked for, and in the static example a pending
+export that carries a download_url. Set ASANA_BOT_TEST_PRISM to the `prism` executable
+(`.ci/run` installs @stoplight/prism-cli with npm); without it these tests are skipped.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.botproc import free_port
+from tests.test_cli import run_cli
+
+PRISM_VAR = "ASANA_BOT_TEST_PRISM"
+SPEC = Path(__file__).parent / "reference" / "asana_oas.organization_exports.yaml"
+#: The example export in Asana's spec; every static answer is about it.
+EXAMPLE_GID = "12345"
+ASKED_GID = "1200000000000077"
+#: The issue's bound for `check` against Prism, process start-up included.
+WITHIN = 1.0
+
+
+def _prism(tmp_path: Path, *args: str) -> Iterator[str]:
+    executable = os.environ.get(PRISM_VAR)
+    if not executable:
+        pytest.skip(f"{PRISM_VAR} is not set (path to the prism executable, see .ci/run)")
+    port = free_port()
+    log = (tmp_path / f"prism-{port}.log").open("wb")
+    proc = subprocess.Popen(
+        [executable, "mock", *args, "-h", "127.0.0.1", "-p", str(port), str(SPEC)],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    base_url = f"http://127.0.0.1:{port}"  # Prism serves the spec's paths without /api/1.0
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            assert proc.poll() is None, (tmp_path / f"prism-{port}.log").read_text()
+            try:
+                httpx.get(f"{base_url}/organization_exports/1", timeout=1)
+                break
+            except httpx.HTTPError:
+                assert time.monotonic() < deadline, "prism did not start within 30 s"
+                time.sleep(0.1)
+        yield base_url
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(5)
+        log.close()
+
+
+@pytest.fixture
+def prism_static(tmp_path: Path) -> Iterator[str]:
+    yield from _prism(tmp_path)
+
+
+@pytest.fixture
+def prism_dynamic(tmp_path: Path) -> Iterator[str]:
+    yield from _prism(tmp_path, "-d")
+
+
+def timed_check(
+    base_url: str, tmp_path: Path, *args: str
+) -> tuple[subprocess.CompletedProcess[str], float]:
+    env = {"ASANA_TOKEN": "prism-token", "ASANA_BASE_URL": base_url}
+    started = time.monotonic()
+    result = run_cli(["check", *args], env, tmp_path)
+    return result, time.monotonic() - started
+
+
+def test_static_example_is_another_export(prism_static: str, tmp_path: Path) -> None:
+    result, took = timed_check(prism_static, tmp_path, ASKED_GID, "--json")
+    print(f"static: exit {result.returncode} in {took:.2f}s: {result.stdout.strip()}")
+    assert result.returncode == 6, (result.stdout, result.stderr)
+    body = json.loads(result.stdout)
+    assert body["error"] == "malformed" and body["reason"] == "wrong_gid"
+    assert f"about export {EXAMPLE_GID}, not {ASKED_GID}" in body["message"]
+    assert took < WITHIN
+
+
+def test_static_example_pending_export_shows_no_link(prism_static: str, tmp_path: Path) -> None:
+    """Asana's example is a pending export with a download_url: no link, no 'valid until'."""
+    result, took = timed_check(prism_static, tmp_path, EXAMPLE_GID)
+    assert result.returncode == 0, result.stderr
+    assert "pending" in result.stdout
+    assert "download" not in result.stdout and "valid until" not in result.stdout
+    facts = json.loads(timed_check(prism_static, tmp_path, EXAMPLE_GID, "--json")[0].stdout)
+    assert facts["state"] == "pending" and "download_url" not in facts
+    assert took < WITHIN
+
+
+def test_dynamic_answers_are_malformed_fast(prism_dynamic: str, tmp_path: Path) -> None:
+    """Random answers name random gids (or, by the schema, may lack `data`): malformed, fast."""
+    for _ in range(3):
+        result, took = timed_check(prism_dynamic, tmp_path, ASKED_GID, "--json")
+        print(f"dynamic: exit {result.returncode} in {took:.2f}s: {result.stdout.strip()}")
+        assert result.returncode == 6, (result.stdout, result.stderr)
+        body = json.loads(result.stdout)
+        assert body["error"] == "malformed" and body["reason"] in ("wrong_gid", "no_data")
+        assert took < WITHIN
