@@ -102,15 +102,6 @@ async def fresh_link(runtime: Runtime, body: dict[str, Any], respond: AsyncRespo
             replace_original=False,
         )
         return
-    refused = runtime.fair.admit(user_id)  # no Asana call past a fair-use limit
-    if refused is not None:
-        slow = messages.render_slow_down(
-            busy=refused.limit is Limit.BUSY,
-            retry_after=refused.retry_after,
-            per_minute=settings.USER_REQUESTS_PER_MINUTE,
-        )
-        await respond(**slow.to_ack(), replace_original=False)
-        return
     verdict = await _link_verdict(runtime, body, channel_id)
     if verdict is not ClickVerdict.GIVE:
         log.info(
@@ -126,6 +117,15 @@ async def fresh_link(runtime: Runtime, body: dict[str, Any], respond: AsyncRespo
             command=settings.SLACK_COMMAND,
         )
         await respond(**withheld.to_ack(), replace_original=False)
+        return
+    refused = runtime.fair.admit(user_id)  # no Asana call past a fair-use limit
+    if refused is not None:
+        slow = messages.render_slow_down(
+            busy=refused.limit is Limit.BUSY,
+            retry_after=refused.retry_after,
+            per_minute=settings.USER_REQUESTS_PER_MINUTE,
+        )
+        await respond(**slow.to_ack(), replace_original=False)
         return
     try:
         export = await runtime.asana.get_export(gid)
