@@ -35,6 +35,7 @@ from bot.messages import (
     truncate,
 )
 from bot.models import LINK_VALIDITY, Export, ExportState, ProblemKind
+from tests.golden_messages import GOLDEN, digests, renderings
 
 NOW = datetime(2026, 11, 27, 14, 5, tzinfo=UTC)
 URL = "https://exports.s3.amazonaws.com/org/1.json.gz?X-Amz-Credential=abc%2F1&X-Amz-Signature=f00"
@@ -899,3 +900,20 @@ def test_very_long_urls_degrade_to_button_only_then_to_no_link() -> None:
     check(msg)
     assert not buttons(msg)
     assert "not given a usable download link" in all_text(msg)
+
+
+# --------------------------------------------------------------------------- golden record
+
+
+def test_every_renderer_says_exactly_what_the_golden_record_says() -> None:
+    """Refactoring the renderers must not change a character (see tests/golden_messages.py)."""
+    want = json.loads(GOLDEN.read_text())
+    got = renderings()
+    changed = sorted(
+        name
+        for name in want.keys() & got.keys()
+        if digests({name: got[name]}) != {name: want[name]}
+    )
+    assert sorted(got.keys() - want.keys()) == [], "new cases: regenerate the golden record"
+    assert sorted(want.keys() - got.keys()) == [], "cases gone from tests/golden_messages.py"
+    assert changed == [], f"{len(changed)} renderings changed, e.g. {changed[0]}: {got[changed[0]]}"
