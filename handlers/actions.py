@@ -17,7 +17,6 @@ from bot import messages, slack_out
 from bot.access import ClickVerdict, LinkPolicy, clicker_team_id, may_give_link
 from bot.asana import AsanaError
 from bot.command_parser import Lookup, parse_command
-from bot.fair_use import Limit
 from bot.models import LINK_VALIDITY, ExportState
 from bot.runtime import Runtime
 
@@ -120,10 +119,8 @@ async def fresh_link(runtime: Runtime, body: dict[str, Any], respond: AsyncRespo
         return
     refused = runtime.fair.admit(user_id)  # no Asana call past a fair-use limit
     if refused is not None:
-        slow = messages.render_slow_down(
-            busy=refused.limit is Limit.BUSY,
-            retry_after=refused.retry_after,
-            per_minute=settings.USER_REQUESTS_PER_MINUTE,
+        slow = messages.render_fair_use_refusal(
+            refused, per_minute=settings.USER_REQUESTS_PER_MINUTE
         )
         await respond(**slow.to_ack(), replace_original=False)
         return

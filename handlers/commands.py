@@ -23,7 +23,6 @@ from bot.command_parser import (
     parse_command,
 )
 from bot.db import DatabaseUnavailable
-from bot.fair_use import Limit
 from bot.messages import Message
 from bot.runtime import Runtime
 
@@ -65,10 +64,8 @@ async def look_up_and_watch(
     """Fetch the export; show it if it is over, otherwise watch it in this channel."""
     refused = runtime.fair.admit(user_id)  # no Asana call past a fair-use limit
     if refused is not None:
-        return messages.render_slow_down(
-            busy=refused.limit is Limit.BUSY,
-            retry_after=refused.retry_after,
-            per_minute=runtime.settings.USER_REQUESTS_PER_MINUTE,
+        return messages.render_fair_use_refusal(
+            refused, per_minute=runtime.settings.USER_REQUESTS_PER_MINUTE
         )
     try:
         export = await runtime.asana.get_export(gid)

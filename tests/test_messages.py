@@ -34,7 +34,9 @@ from bot.messages import (
     sanitize_url,
     truncate,
 )
+from bot.messages.mrkdwn import clip
 from bot.models import LINK_VALIDITY, Export, ExportState, ProblemKind
+from tests.golden_messages import GOLDEN, digests, renderings
 
 NOW = datetime(2026, 11, 27, 14, 5, tzinfo=UTC)
 URL = "https://exports.s3.amazonaws.com/org/1.json.gz?X-Amz-Credential=abc%2F1&X-Amz-Signature=f00"
@@ -275,12 +277,12 @@ def test_format_timestamp_treats_naive_as_utc_and_converts_other_zones() -> None
 
 def test_clip_never_cuts_an_entity_or_a_link_in_half() -> None:
     text = "a" * 2992 + "&amp;&amp;"
-    clipped = m._clip(text, 3000)
+    clipped = clip(text, 3000)
     assert clipped == "a" * 2992 + "&amp;…"
     link = "<https://x.example/" + "p" * 50 + "|label>"
-    clipped = m._clip("b" * 2980 + link, 3000)
+    clipped = clip("b" * 2980 + link, 3000)
     assert clipped == "b" * 2980 + "…"
-    assert m._clip("short", 3000) == "short"
+    assert clip("short", 3000) == "short"
 
 
 # --------------------------------------------------------------------------- Message
@@ -899,3 +901,84 @@ def test_very_long_urls_degrade_to_button_only_then_to_no_link() -> None:
     check(msg)
     assert not buttons(msg)
     assert "not given a usable download link" in all_text(msg)
+
+
+# --------------------------------------------------------------------------- golden record
+
+
+def test_every_renderer_says_exactly_what_the_golden_record_says() -> None:
+    """Refactoring the renderers must not change a character (see tests/golden_messages.py)."""
+    want = json.loads(GOLDEN.read_text())
+    got = renderings()
+    changed = sorted(
+        name
+        for name in want.keys() & got.keys()
+        if digests({name: got[name]}) != {name: want[name]}
+    )
+    assert sorted(got.keys() - want.keys()) == [], "new cases: regenerate the golden record"
+    assert sorted(want.keys() - got.keys()) == [], "cases gone from tests/golden_messages.py"
+    assert changed == [], f"{len(changed)} renderings changed, e.g. {changed[0]}: {got[changed[0]]}"
+
+
+# --------------------------------------------------------------------------- the package's shape
+
+#: What `bot.messages` exported as one module, which callers keep importing from the package.
+_PUBLIC_BEFORE_THE_SPLIT = {
+    *("DEFAULT_COMMAND", "DOWNLOAD_ACTION", "FRESH_LINK_ACTION", "MAX_LIST_ROWS"),
+    *("MAX_BLOCKS", "MAX_SECTION_TEXT", "MAX_FIELD_TEXT", "MAX_FIELDS", "MAX_HEADER_TEXT"),
+    *("MAX_BUTTON_TEXT", "MAX_BUTTON_URL", "MAX_BUTTON_VALUE", "MAX_CONTEXT_TEXT"),
+    *("MAX_FALLBACK_TEXT", "Message", "WatchRow", "escape_mrkdwn", "truncate", "sanitize_url"),
+    *("safe_link", "user_mention", "channel_mention", "format_duration", "format_relative"),
+    *("format_absolute", "format_timestamp", "render_export", "render_looking_up"),
+    *("render_lookup_timeout", "render_internal_error", "render_database_unavailable"),
+    *("render_problem", "render_usage", "render_help", "render_status_card"),
+    *("render_finished_post", "render_fresh_link", "render_export_failed", "render_export_gone"),
+    *("render_watch_paused", "render_watch_list", "render_watch_started"),
+    *("render_already_watching", "render_refused", "render_link_withheld", "render_cannot_post"),
+    *("render_unwatched", "render_card_unwatched", "render_slow_down", "render_watch_cap"),
+}
+
+
+def test_messages_is_a_package_of_small_modules_that_import_only_models() -> None:
+    """Split by job (mrkdwn, blocks, renderers), with the same public face as the old module."""
+    import ast
+    from pathlib import Path
+
+    package = Path(m.__file__).parent
+    assert Path(m.__file__).name == "__init__.py", "bot.messages should be a package"
+    modules = sorted(package.glob("*.py"))
+    assert {p.stem for p in modules} >= {"__init__", "mrkdwn", "blocks", "exports", "problems"}
+    for path in modules:
+        assert len(path.read_text().splitlines()) <= 300, f"{path.name} does more than one job"
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.module:
+                names = [node.module]
+            elif isinstance(node, ast.Import):
+                names = [a.name for a in node.names]
+            else:
+                continue
+            for name in names:
+                if name.split(".")[0] in ("bot", "handlers"):
+                    assert name == "bot.models" or name.startswith("bot.messages."), (
+                        f"{path.name} imports {name}"
+                    )
+    assert set(m.__all__) == _PUBLIC_BEFORE_THE_SPLIT | {
+        "FairUseRefusal",
+        "render_fair_use_refusal",
+    }
+    assert all(hasattr(m, name) for name in m.__all__)
+
+
+@pytest.mark.parametrize("limit", ["busy", "user"])
+@pytest.mark.parametrize("per_minute", [None, 5.0])
+def test_a_fair_use_refusal_renders_in_one_call(limit: str, per_minute: float | None) -> None:
+    """Handlers pass `bot.fair_use.Refusal` as it is; messages itself never imports fair_use."""
+    from bot.fair_use import Limit, Refusal
+
+    refusal = Refusal(Limit(limit), 12)
+    got = m.render_fair_use_refusal(refusal, per_minute=per_minute)
+    want = m.render_slow_down(busy=limit == "busy", retry_after=12, per_minute=per_minute)
+    assert got == want
+    assert got.response_type == "ephemeral"
+    assert ("Asana is busy" in got.text) == (limit == "busy")
+    check(got)
