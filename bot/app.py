@@ -35,7 +35,7 @@ from bot.config import Settings
 from bot.db import DatabaseUnavailable, open_database
 from bot.fair_use import FairUse
 from bot.http_limits import HttpLimits, LimitedSite, bind_listener, files_warning, quiet_disconnects
-from bot.ratelimit import TokenBucket
+from bot.ratelimit import RateLimitGate, TokenBucket
 from bot.runtime import Runtime
 from bot.scheduler import build_scheduler, stop_scheduler
 from bot.slack_out import LinkGate
@@ -81,15 +81,21 @@ def replica_id() -> str:
 
 
 def build_runtime(settings: Settings, store: Store) -> Runtime:
-    """One pooled Asana client, one Slack client and one request budget per process."""
+    """One pooled Asana client, one Slack client and one request budget per process.
+
+    The client and the polling budget share one 429 gate: a Retry-After seen by a lookup defers
+    polls, and one seen by a poll holds lookups.
+    """
     assert settings.ASANA_TOKEN is not None
+    gate = RateLimitGate(clock=time.monotonic)
     asana = AsanaClient(
         settings.ASANA_TOKEN.get_secret_value(),
         settings.ASANA_BASE_URL,
         timeout=settings.ASANA_TIMEOUT_SECONDS,
         max_retry_time=settings.ASANA_MAX_RETRY_SECONDS,
+        gate=gate,
     )
-    budget = TokenBucket(settings.POLL_BUDGET_PER_MINUTE, clock=time.monotonic)
+    budget = TokenBucket(settings.POLL_BUDGET_PER_MINUTE, clock=time.monotonic, gate=gate)
     fair = FairUse(
         budget,
         reserved_share=settings.POLL_RESERVED_SHARE,

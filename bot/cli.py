@@ -24,8 +24,6 @@ EXIT_TRANSIENT = 5
 EXIT_MALFORMED = 6  # Asana's answer had no `data`, or was about another export: not retried
 EXIT_CONFIG = 78  # EX_CONFIG from sysexits.h
 
-_AUTH_KINDS = {ProblemKind.UNAUTHORIZED, ProblemKind.PAYMENT_REQUIRED, ProblemKind.FORBIDDEN}
-
 
 def _settings_or_exit(mode: str, *, as_json: bool = False) -> Settings:
     try:
@@ -91,7 +89,7 @@ def _export_facts(export: Export, now: datetime) -> dict[str, object]:
 def _exit_code(kind: ProblemKind) -> int:
     if kind is ProblemKind.NOT_FOUND:
         return EXIT_NOT_FOUND
-    if kind in _AUTH_KINDS:
+    if kind.needs_person:
         return EXIT_AUTH
     if kind is ProblemKind.BAD_REQUEST:
         return EXIT_BAD_INPUT

@@ -29,8 +29,6 @@ END_REASONS = {
     Outcome.GONE: "export_not_found",
 }
 
-_PAUSING = {ProblemKind.UNAUTHORIZED, ProblemKind.FORBIDDEN, ProblemKind.PAYMENT_REQUIRED}
-
 
 @dataclass(frozen=True, slots=True)
 class PollPolicy:
@@ -96,7 +94,7 @@ def plan_after_failure(
     if kind is ProblemKind.NOT_FOUND:
         return PollPlan(Outcome.GONE, None, state_changed=False, error=kind.value)
     was_paused = paused_reason is not None
-    if kind in _PAUSING:
+    if kind.needs_person:
         return PollPlan(
             Outcome.PAUSED,
             now + timedelta(seconds=max(policy.paused_retry, retry_after or 0.0)),

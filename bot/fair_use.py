@@ -16,9 +16,9 @@ from __future__ import annotations
 import enum
 import math
 from collections import OrderedDict
-from collections.abc import Callable
 from dataclasses import dataclass
 
+from bot.backoff import Clock
 from bot.ratelimit import TokenBucket
 
 #: How many people's limiters one process remembers; older ones are forgotten (reset).
@@ -53,7 +53,7 @@ class UserLimiter:
         self,
         per_minute: float,
         *,
-        clock: Callable[[], float],
+        clock: Clock,
         max_users: int = DEFAULT_MAX_USERS,
     ) -> None:
         if max_users < 1:
@@ -97,7 +97,7 @@ class FairUse:
         *,
         reserved_share: float,
         user_per_minute: float,
-        clock: Callable[[], float],
+        clock: Clock,
         max_users: int = DEFAULT_MAX_USERS,
     ) -> None:
         if not 0 <= reserved_share < 1:

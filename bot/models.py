@@ -65,7 +65,7 @@ class ProblemKind(enum.StrEnum):
 
     @property
     def is_transient(self) -> bool:
-        """Transient problems are retried within a call; the others need a person.
+        """Transient problems are retried within a call; the others are answers or need a person.
 
         A malformed answer (no `data`, another export's gid) is not transient: repeating the
         request gets the same answer, so retrying only delays the error. A watch still backs
@@ -76,6 +76,18 @@ class ProblemKind(enum.StrEnum):
             ProblemKind.ASANA_DOWN,
             ProblemKind.TIMEOUT,
             ProblemKind.CONNECTION,
+        )
+
+    @property
+    def needs_person(self) -> bool:
+        """401, 402, 403: only a person can fix the token, the plan or its access.
+
+        Watches pause (and say so once) instead of backing off, and `check` exits with 4.
+        """
+        return self in (
+            ProblemKind.UNAUTHORIZED,
+            ProblemKind.PAYMENT_REQUIRED,
+            ProblemKind.FORBIDDEN,
         )
 
 

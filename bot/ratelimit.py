@@ -1,18 +1,23 @@
-"""The Asana request budget for one token: a token bucket plus a sliding 60 s window.
+"""The Asana request budget for one token, and the one gate a 429 closes for the whole token.
 
 Pure and clock-injected. The bucket spreads requests out (at most `burst` at once, refilled at
 rate/60 per second); the window makes "at most `rate_per_minute` in any 60 seconds" exact,
 which a bucket alone does not (a full bucket plus a minute of refill is burst + rate).
 Polls use try_acquire and wait their turn; interactive lookups use force_acquire: they always
-go, but they count, so polls back off afterwards. pause() applies a Retry-After to every poll
-on the token, not only the one that got the 429.
+go, but they count, so polls back off afterwards.
+
+Asana's Retry-After applies to every request on the token, not only the one that got the 429.
+`RateLimitGate` is where that hold lives, once per process: the client closes it on a 429 and
+waits at it before each request, and the polling budget refuses while it is closed, so a 429
+seen by a lookup defers polls and a 429 seen by a poll holds lookups.
 """
 
 from __future__ import annotations
 
 import math
 from collections import deque
-from collections.abc import Callable
+
+from bot.backoff import Clock
 
 #: The window Asana's per-minute limits are counted over, in seconds.
 WINDOW = 60.0
@@ -20,15 +25,37 @@ WINDOW = 60.0
 _EPSILON = 1e-9
 
 
+class RateLimitGate:
+    """Closed from a 429 until its Retry-After has passed; shared by everything on one token."""
+
+    def __init__(self, *, clock: Clock) -> None:
+        self._clock = clock
+        self._until = -math.inf
+
+    def hold(self, seconds: float) -> None:
+        """Close the gate for `seconds` from now (never shortens a hold already running)."""
+        if seconds > 0 and math.isfinite(seconds):
+            self._until = max(self._until, self._clock() + seconds)
+
+    def remaining(self) -> float:
+        """Seconds until the token may be used again (0 when it may now)."""
+        return max(0.0, self._until - self._clock())
+
+
 class TokenBucket:
-    """At most `rate_per_minute` acquisitions in any 60 s window, at most `burst` at once."""
+    """At most `rate_per_minute` acquisitions in any 60 s window, at most `burst` at once.
+
+    With a `gate`, try_acquire also refuses while the gate is closed (forced calls still go:
+    the client holds them at the gate itself).
+    """
 
     def __init__(
         self,
         rate_per_minute: float,
         *,
         burst: int | None = None,
-        clock: Callable[[], float],
+        clock: Clock,
+        gate: RateLimitGate | None = None,
     ) -> None:
         if not rate_per_minute > 0 or not math.isfinite(rate_per_minute):
             raise ValueError("rate_per_minute must be a positive number")
@@ -42,7 +69,8 @@ class TokenBucket:
         self._per_second = self.rate_per_minute / WINDOW
         self._tokens = float(burst)
         self._last = clock()
-        self._paused_until = -math.inf
+        #: Asana's 429 hold for the token, shared with the client (None: no hold applies).
+        self.gate = gate
         self._log: deque[tuple[float, int]] = deque()  # (time, n), oldest first
         self._in_window = 0
 
@@ -66,7 +94,7 @@ class TokenBucket:
         _check(n)
         now = self._advance()
         if (
-            now < self._paused_until
+            self._held()
             or self._tokens + _EPSILON < n
             or self._in_window + n > self.rate_per_minute
         ):
@@ -79,11 +107,8 @@ class TokenBucket:
         _check(n)
         self._record(self._advance(), n)
 
-    def pause(self, seconds: float) -> None:
-        """Refuse try_acquire for `seconds` (Asana's Retry-After applies to the whole token)."""
-        now = self._advance()
-        if seconds > 0 and math.isfinite(seconds):
-            self._paused_until = max(self._paused_until, now + seconds)
+    def _held(self) -> bool:
+        return self.gate is not None and self.gate.remaining() > 0
 
     def seconds_until_available(self, n: int = 1) -> float:
         """How long until try_acquire(n) can succeed; inf if it never can (n > burst or rate)."""
@@ -91,7 +116,7 @@ class TokenBucket:
         if n > self.burst or n > self.rate_per_minute:
             return math.inf
         now = self._advance()
-        waits = [self._paused_until - now]
+        waits = [self.gate.remaining() if self.gate is not None else 0.0]
         if self._tokens + _EPSILON < n:
             waits.append((n - self._tokens) / self._per_second)
         excess = self._in_window + n - self.rate_per_minute
@@ -105,22 +130,16 @@ class TokenBucket:
         return wait + _EPSILON * max(1.0, abs(now)) if wait > 0 else 0.0
 
     def available(self) -> int:
-        """How many try_acquire(1) calls would succeed now: tokens, window room and pause.
+        """How many try_acquire(1) calls would succeed now: tokens, window room and the gate.
 
         A claimer sizes its batch by this, so it never leases exports the budget will refuse
         (the tokens alone say yes while the sliding window is full).
         """
-        now = self._advance()
-        if now < self._paused_until:
+        self._advance()
+        if self._held():
             return 0
         room = min(self._tokens + _EPSILON, self.rate_per_minute - self._in_window)
         return max(0, math.floor(room))
-
-    @property
-    def tokens(self) -> float:
-        """Tokens left now (negative after forced use): for metrics and `check`."""
-        self._advance()
-        return self._tokens
 
 
 def _check(n: int) -> None:

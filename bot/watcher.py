@@ -19,6 +19,7 @@ from sqlalchemy.exc import OperationalError
 
 from bot import messages, slack_out
 from bot.asana import AsanaClient, AsanaError
+from bot.backoff import RetryPolicy
 from bot.db import DatabaseUnavailable
 from bot.decisions import (
     END_REASONS,
@@ -29,7 +30,6 @@ from bot.decisions import (
 )
 from bot.models import LINK_VALIDITY, Export, ExportState, ProblemKind, Subscription
 from bot.ratelimit import TokenBucket
-from bot.retry import RetryPolicy
 from bot.slack_out import Failure
 from bot.store import ExportRow, Store
 
@@ -128,10 +128,6 @@ class Watcher:
 
     async def _tick(self) -> int:
         now = self.now()
-        wait = self.asana.rate_limit_remaining()
-        if wait > 0:
-            self.budget.pause(wait)  # Retry-After holds for every poll on this token
-            return 0
         room = min(self.config.batch, self.budget.available())
         if room == 0:
             return 0
@@ -197,8 +193,6 @@ class Watcher:
         return True
 
     async def _after_failure(self, row: ExportRow, exc: AsanaError) -> None:
-        if exc.kind is ProblemKind.RATE_LIMITED:
-            self.budget.pause(exc.retry_after or 1.0)
         now = self.now()
         plan = plan_after_failure(
             exc.kind,

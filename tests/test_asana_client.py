@@ -27,28 +27,23 @@ from bot.asana import (
     AsanaForbidden,
     AsanaMalformedResponse,
     AsanaMissingData,
+    AsanaNeedsPerson,
     AsanaNotFound,
     AsanaPaymentRequired,
     AsanaRateLimited,
     AsanaServerError,
     AsanaTimeout,
+    AsanaTransientError,
     AsanaUnauthorized,
     AsanaWrongExport,
     error_from_response,
     parse_datetime,
     parse_export,
+    parse_retry_after,
     scrub,
 )
+from bot.backoff import RetryPolicy, attempt_timeout, backoff_delay, fits_budget, next_wait
 from bot.models import Export, ExportState, ProblemKind
-from bot.retry import (
-    RetryPolicy,
-    attempt_timeout,
-    backoff_delay,
-    fits_budget,
-    gate_wait,
-    next_wait,
-    parse_retry_after,
-)
 from tests.fakes.asana import FakeAsana
 
 # Recognisable secrets: if either shows up anywhere a person could read, the test fails.
@@ -119,6 +114,56 @@ async def raises(cls: type[AsanaError], awaitable: Awaitable[Any]) -> AsanaError
     assert type(info.value) is cls, f"expected {cls.__name__}, got {info.value!r}"
     assert_clean(info.value)
     return info.value
+
+
+# ---------------------------------------------------------------------- fake time
+
+
+class FakeTime:
+    """A clock and a sleep that advances it, so budgets are tested exactly and instantly."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+        self.sleeps: list[float] = []
+
+    def clock(self) -> float:
+        return self.now
+
+    async def sleep(self, seconds: float) -> None:
+        self.sleeps.append(seconds)
+        self.now += seconds
+
+
+class SteppedTime:
+    """A clock that moves only when the test says, and sleeps that end when it passes them."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+        self.asked: list[float] = []
+        self.sleepers: list[tuple[float, asyncio.Future[None]]] = []
+        self._began = asyncio.Condition()
+
+    def clock(self) -> float:
+        return self.now
+
+    async def sleep(self, seconds: float) -> None:
+        self.asked.append(seconds)
+        woken: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self.sleepers.append((self.now + seconds, woken))
+        async with self._began:
+            self._began.notify_all()
+        await woken
+
+    async def until_sleeping(self, count: int) -> None:
+        """Return once `count` sleeps have begun (a hang fails after 5 s)."""
+        async with asyncio.timeout(5.0), self._began:
+            await self._began.wait_for(lambda: len(self.sleepers) >= count)
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+        for deadline, woken in self.sleepers:
+            if deadline <= self.now and not woken.done():
+                woken.set_result(None)
 
 
 # ------------------------------------------------------------------------------- happy paths
@@ -207,7 +252,7 @@ async def test_keep_alive_and_request_count(fake: FakeAsana, make_client: MakeCl
     client = make_client()
     for _ in range(3):
         await client.get_export("1")
-    assert client.requests_sent == 3
+    assert len(fake.requests) == 3
     assert len({r.client_port for r in fake.requests}) == 1
 
 
@@ -287,19 +332,19 @@ async def test_invalid_gid_is_refused_without_a_request(
     for gid in ("../users/me", "1?x=2", "", "1 2", "a/b", "1" * 100):
         await raises(AsanaBadRequest, client.get_export(gid))
     await raises(AsanaBadRequest, client.create_export("../x"))
-    assert fake.requests == [] and client.requests_sent == 0
+    assert fake.requests == []
 
 
 async def test_429_then_success_waits_retry_after(fake: FakeAsana, make_client: MakeClient) -> None:
     fake.set_export("1", "started")
-    fake.fail(429, retry_after=1)
-    client = make_client()
+    fake.fail(429, retry_after=3)
+    fake_time = FakeTime()
+    client = make_client(clock=fake_time.clock, sleep=fake_time.sleep)
     export = await client.get_export("1")
     assert export.state is ExportState.STARTED
     first, second = fake.requests
     assert (first.status, second.status) == (429, 200)
-    assert second.at - first.at >= 1.0
-    assert client.requests_sent == 2
+    assert fake_time.sleeps == [3.0]  # exactly Retry-After, before the second request
 
 
 @pytest.mark.parametrize("status", [500, 502, 503, 504])
@@ -336,10 +381,14 @@ async def test_backoff_waits_with_jitter(fake: FakeAsana, make_client: MakeClien
     """rng near 1 means the full exponential ceiling: 0.5 s then 1.0 s between attempts."""
     fake.set_export("1", "pending")
     fake.fail(503, times=2)
-    await make_client(rng=lambda: 0.999).get_export("1")
-    a, b, c = (r.at for r in fake.requests)
-    assert 0.49 <= b - a < 0.9
-    assert 0.99 <= c - b < 1.5
+    fake_time = FakeTime()
+    await make_client(rng=lambda: 0.999, clock=fake_time.clock, sleep=fake_time.sleep).get_export(
+        "1"
+    )
+    assert [r.status for r in fake.requests] == [503, 503, 200]
+    first, second = fake_time.sleeps
+    assert 0.49 <= first < 0.9
+    assert 0.99 <= second < 1.5
 
 
 async def test_retry_budget_exceeded_raises_the_last_error_early(
@@ -347,10 +396,13 @@ async def test_retry_budget_exceeded_raises_the_last_error_early(
 ) -> None:
     fake.set_export("1", "pending")
     fake.fail(503, times=10)
-    client = make_client(max_retry_time=1.2, rng=lambda: 0.999)
-    start = time.monotonic()
+    fake_time = FakeTime()
+    client = make_client(
+        max_retry_time=1.2, rng=lambda: 0.999, clock=fake_time.clock, sleep=fake_time.sleep
+    )
+    start = fake_time.now
     error = await raises(AsanaServerError, client.get_export("1"))
-    elapsed = time.monotonic() - start
+    elapsed = fake_time.now - start
     # Waits 0.5 s, then the next 1.0 s wait would cross the 1.2 s budget: give up at once.
     assert error.attempts == 2 and len(fake.requests) == 2
     assert 0.45 <= elapsed < 1.2
@@ -367,8 +419,7 @@ async def test_retry_after_beyond_budget_raises_at_once_and_gates_the_token(
     error = await raises(AsanaRateLimited, client.get_export("1"))
     assert error.retry_after == 30 and error.status == 429
     assert time.monotonic() - start < 1
-    assert 29 < client.rate_limit_remaining() <= 30
-    assert client.rate_limited_until is not None
+    assert 29 < client.gate.remaining() <= 30
     # Another gid: refused locally, without touching the wire, with the time left.
     gated = await raises(AsanaRateLimited, client.get_export("2"))
     assert gated.status is None and not gated.request_sent
@@ -380,17 +431,18 @@ async def test_retry_after_beyond_budget_raises_at_once_and_gates_the_token(
 async def test_rate_limit_gate_delays_another_gid(fake: FakeAsana, make_client: MakeClient) -> None:
     fake.set_export("1", "pending")
     fake.set_export("2", "started")
-    fake.fail(429, gid="1", retry_after=1)
-    client = make_client(max_attempts=1)
-    assert client.rate_limit_remaining() == 0
+    fake.fail(429, gid="1", retry_after=3)
+    fake_time = FakeTime()
+    client = make_client(max_attempts=1, clock=fake_time.clock, sleep=fake_time.sleep)
+    assert client.gate.remaining() == 0
     await raises(AsanaRateLimited, client.get_export("1"))
-    assert 0.5 < client.rate_limit_remaining() <= 1.0
+    assert client.gate.remaining() == 3.0
     export = await client.get_export("2")
     assert export.state is ExportState.STARTED
     limited, other = fake.requests
     assert (limited.gid, limited.status, other.gid, other.status) == ("1", 429, "2", 200)
-    assert other.at - limited.at >= 1.0
-    assert client.rate_limit_remaining() == 0
+    assert fake_time.sleeps == [3.0]  # another gid waited out the token's hold
+    assert client.gate.remaining() == 0
 
 
 async def test_rate_limit_gate_holds_concurrent_callers(
@@ -399,19 +451,19 @@ async def test_rate_limit_gate_holds_concurrent_callers(
     """Requests started while a 429 is being waited out go after it, not in between."""
     for gid in ("1", "2", "3"):
         fake.set_export(gid, "pending")
-    fake.fail(429, gid="1", retry_after=1)
-    client = make_client()
+    fake.fail(429, gid="1", retry_after=5)
+    steps = SteppedTime()
+    client = make_client(max_retry_time=20, clock=steps.clock, sleep=steps.sleep)
     first = asyncio.create_task(client.get_export("1"))
-    for _ in range(300):
-        if fake.requests:
-            break
-        await asyncio.sleep(0.01)
-    await asyncio.sleep(0.1)  # the 429 has been received and the gate set
-    others = await asyncio.gather(client.get_export("2"), client.get_export("3"))
+    await steps.until_sleeping(1)  # the 429 is in and the gate closed
+    rest = asyncio.gather(client.get_export("2"), client.get_export("3"))
+    await steps.until_sleeping(3)  # both wait at the gate
+    assert [r.status for r in fake.requests] == [429]
+    assert sorted(steps.asked) == [5.0, 5.0, 5.0]
+    steps.advance(5.0)
+    others = await rest
     await first
     assert [o.gid for o in others] == ["2", "3"]
-    limited_at = fake.requests[0].at
-    assert all(r.at - limited_at >= 1.0 for r in fake.requests[1:])
     assert len(fake.requests) == 4
 
 
@@ -425,7 +477,7 @@ async def test_fake_rate_limit_window_is_respected(
     await client.get_export("1")
     error = await raises(AsanaRateLimited, client.get_export("1"))
     assert error.retry_after is not None and error.retry_after > 50
-    assert client.rate_limit_remaining() > 50
+    assert client.gate.remaining() > 50
 
 
 async def test_hang_longer_than_timeout_is_a_timeout(
@@ -565,11 +617,12 @@ async def test_create_timeout_is_not_retried(fake: FakeAsana, make_client: MakeC
 async def test_create_retries_429_with_retry_after_only(
     fake: FakeAsana, make_client: MakeClient
 ) -> None:
-    fake.fail(429, method="POST", retry_after=1)
-    export = await make_client().create_export(ORG)
+    fake.fail(429, method="POST", retry_after=2)
+    fake_time = FakeTime()
+    export = await make_client(clock=fake_time.clock, sleep=fake_time.sleep).create_export(ORG)
     assert export.state is ExportState.PENDING
     assert [r.status for r in fake.requests] == [429, 201]
-    assert fake.requests[1].at - fake.requests[0].at >= 1.0
+    assert fake_time.sleeps == [2.0]
     fake.clear_requests()
     fake.fail(429, method="POST")  # no Retry-After: Asana did nothing, but we do not guess
     error = await raises(AsanaRateLimited, make_client().create_export(ORG))
@@ -584,22 +637,7 @@ async def test_create_with_malformed_answer_is_not_retried(
     assert len(fake.requests) == 1
 
 
-# ------------------------------------------------------------ with a fake clock (no waiting)
-
-
-class FakeTime:
-    """A clock and a sleep that advances it, so budgets are tested exactly and instantly."""
-
-    def __init__(self) -> None:
-        self.now = 1000.0
-        self.sleeps: list[float] = []
-
-    def clock(self) -> float:
-        return self.now
-
-    async def sleep(self, seconds: float) -> None:
-        self.sleeps.append(seconds)
-        self.now += seconds
+# ------------------------------------------------------- on a mock transport, with fake time
 
 
 def mock_client(
@@ -665,11 +703,11 @@ async def test_gate_with_a_fake_clock() -> None:
     client, seen = mock_client(responses, fake_time, max_retry_time=20)
     await client.get_export("1")
     assert fake_time.sleeps == [5.0]
-    assert client.rate_limit_remaining() == 0
+    assert client.gate.remaining() == 0
     await client.get_export("2")
     assert fake_time.sleeps == [5.0]  # the gate is open again
-    # A second 429 in flight from elsewhere: set the gate by hand and see the wait.
-    client.rate_limited_until = fake_time.now + 3
+    # A 429 seen elsewhere on the token (a poll): it closes the shared gate, and we wait.
+    client.gate.hold(3)
     await client.get_export("3")
     assert fake_time.sleeps == [5.0, 3.0]
     assert [r.url.path for r in seen][-1] == "/api/1.0/organization_exports/3"
@@ -681,7 +719,7 @@ async def test_429_without_retry_after_still_holds_the_token() -> None:
     client, seen = mock_client([httpx.Response(429), ok("2")], fake_time, max_attempts=1)
     error = await raises(AsanaRateLimited, client.get_export("1"))
     assert error.retry_after is None
-    assert client.rate_limit_remaining() == 1.0
+    assert client.gate.remaining() == 1.0
     await client.get_export("2")
     assert fake_time.sleeps == [1.0] and len(seen) == 2
     await client.aclose()
@@ -832,6 +870,44 @@ def test_error_str_is_a_short_sentence() -> None:
     assert issubclass(AsanaTimeout, AsanaError) and AsanaTimeout.kind is ProblemKind.TIMEOUT
 
 
+RAISED = [
+    AsanaBadRequest,
+    AsanaUnauthorized,
+    AsanaPaymentRequired,
+    AsanaForbidden,
+    AsanaNotFound,
+    AsanaRateLimited,
+    AsanaServerError,
+    AsanaTimeout,
+    AsanaConnectionError,
+    AsanaMalformedResponse,
+    AsanaMissingData,
+    AsanaWrongExport,
+]
+
+
+def test_grouping_bases_agree_with_the_kinds() -> None:
+    """`except AsanaTransientError` / `except AsanaNeedsPerson` catch exactly those kinds."""
+    assert {cls.kind for cls in RAISED} == set(ProblemKind)
+    for cls in RAISED:
+        assert issubclass(cls, AsanaTransientError) is cls.kind.is_transient, cls
+        assert issubclass(cls, AsanaNeedsPerson) is cls.kind.needs_person, cls
+    assert not issubclass(AsanaNeedsPerson, AsanaTransientError)
+    assert issubclass(AsanaTransientError, AsanaError) and issubclass(AsanaNeedsPerson, AsanaError)
+
+
+async def test_a_caller_catches_a_family(fake: FakeAsana, make_client: MakeClient) -> None:
+    fake.set_export("1", "pending")
+    fake.fail(503, times=5)
+    with pytest.raises(AsanaTransientError) as transient:
+        await make_client(max_attempts=1).get_export("1")
+    assert transient.value.kind is ProblemKind.ASANA_DOWN
+    fake.clear_faults()
+    with pytest.raises(AsanaNeedsPerson) as person:
+        await make_client(token="wrong").get_export("1")
+    assert person.value.kind is ProblemKind.UNAUTHORIZED
+
+
 def test_client_requires_a_token() -> None:
     with pytest.raises(ValueError):
         AsanaClient("")
@@ -901,7 +977,7 @@ def test_next_wait_never_crosses_budget_or_attempts(
         assert wait <= policy.max_delay
 
 
-def test_attempt_timeout_and_gate() -> None:
+def test_attempt_timeout_and_budget() -> None:
     policy = RetryPolicy(max_retry_time=5.0)
     assert attempt_timeout(policy, timeout=10, elapsed=0, first=True) == 10
     assert attempt_timeout(policy, timeout=10, elapsed=2, first=False) == 3
@@ -909,9 +985,6 @@ def test_attempt_timeout_and_gate() -> None:
     assert attempt_timeout(policy, timeout=1, elapsed=5, first=False) == policy.min_attempt_time
     assert fits_budget(policy, elapsed=1, wait=3.9)
     assert not fits_budget(policy, elapsed=1, wait=4.0)
-    assert gate_wait(None, 10) == 0
-    assert gate_wait(12.5, 10) == 2.5
-    assert gate_wait(9, 10) == 0
     with pytest.raises(ValueError):
         RetryPolicy(max_attempts=0)
 

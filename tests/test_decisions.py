@@ -94,6 +94,19 @@ def test_lost_access_pauses_and_announces_once(kind: ProblemKind) -> None:
     assert again.outcome is Outcome.PAUSED and not again.announce_pause
 
 
+def test_only_what_needs_a_person_pauses() -> None:
+    """401, 402 and 403 are one property of the kind; a poll pauses on exactly those."""
+    assert {kind for kind in ProblemKind if kind.needs_person} == {
+        ProblemKind.UNAUTHORIZED,
+        ProblemKind.PAYMENT_REQUIRED,
+        ProblemKind.FORBIDDEN,
+    }
+    for kind in ProblemKind:
+        assert not (kind.needs_person and kind.is_transient), kind
+        if kind is not ProblemKind.NOT_FOUND:
+            assert (failure(kind).outcome is Outcome.PAUSED) is kind.needs_person, kind
+
+
 @pytest.mark.parametrize(
     "kind",
     [ProblemKind.ASANA_DOWN, ProblemKind.TIMEOUT, ProblemKind.CONNECTION, ProblemKind.MALFORMED],

@@ -54,7 +54,7 @@ def test_people_never_take_more_than_their_share_and_debt_is_bounded(
         if poll:
             fair.budget.try_acquire()
         assert _in_window(people, clock.now) <= rate * (1 - share) + 1e-9
-        assert fair.budget.tokens >= -fair.people.burst - 1e-9, "debt beyond the people's burst"
+        assert fair.budget._tokens >= -fair.people.burst - 1e-9, "debt beyond the people's burst"
 
 
 @pytest.mark.parametrize("share", [0.25, 0.5, 0.9])
@@ -103,10 +103,10 @@ def test_refusals_take_nothing() -> None:
     clock = FakeClock()
     fair = _fair(10, 0.5, clock=clock)
     assert fair.admit("UA") is None
-    before = fair.budget.tokens
+    before = fair.budget._tokens
     for _ in range(50):
         assert fair.admit("UB") is not None
-    assert fair.budget.tokens == before
+    assert fair.budget._tokens == before
     assert fair.users.wait("UB") == 0, "a busy refusal does not count against the person"
 
 

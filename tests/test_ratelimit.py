@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from bot.ratelimit import WINDOW, TokenBucket
+from bot.ratelimit import WINDOW, RateLimitGate, TokenBucket
 
 
 class FakeClock:
@@ -125,7 +125,7 @@ def test_forced_calls_go_through_an_empty_bucket_and_make_polls_wait() -> None:
     assert bucket.try_acquire(2)
     for _ in range(3):
         bucket.force_acquire()
-    assert bucket.tokens == pytest.approx(-3)
+    assert bucket._tokens == pytest.approx(-3)
     assert not bucket.try_acquire()
     assert bucket.seconds_until_available() == pytest.approx(4.0)
     clock.advance(3.9)
@@ -167,10 +167,11 @@ def test_waiting_the_announced_time_is_enough(
     assert bucket.try_acquire(n)
 
 
-def test_pause_blocks_polls_but_not_forced_calls() -> None:
+def test_a_closed_gate_blocks_polls_but_not_forced_calls() -> None:
     clock = FakeClock()
-    bucket = TokenBucket(100, burst=10, clock=clock)
-    bucket.pause(30.0)
+    gate = RateLimitGate(clock=clock)
+    bucket = TokenBucket(100, burst=10, clock=clock, gate=gate)
+    gate.hold(30.0)
     assert not bucket.try_acquire()
     assert bucket.seconds_until_available() == pytest.approx(30.0)
     bucket.force_acquire()
@@ -178,6 +179,20 @@ def test_pause_blocks_polls_but_not_forced_calls() -> None:
     assert not bucket.try_acquire()
     clock.advance(1.0)
     assert bucket.try_acquire()
+
+
+def test_gate_holds_for_the_longest_retry_after() -> None:
+    clock = FakeClock(10.0)
+    gate = RateLimitGate(clock=clock)
+    assert gate.remaining() == 0
+    gate.hold(2.5)
+    assert gate.remaining() == 2.5
+    gate.hold(1.0)  # a shorter hold never shortens the running one
+    for nonsense in (0.0, -5.0, math.inf, math.nan):
+        gate.hold(nonsense)
+    assert gate.remaining() == 2.5
+    clock.advance(2.5)
+    assert gate.remaining() == 0
 
 
 def test_a_clock_stepping_back_refills_nothing() -> None:
@@ -202,15 +217,16 @@ def test_rejects_bad_amounts() -> None:
         TokenBucket(10, burst=0, clock=FakeClock())
 
 
-def test_available_counts_tokens_window_room_and_pause() -> None:
+def test_available_counts_tokens_window_room_and_the_gate() -> None:
     """A claimer sizes its batch by available(): never more than try_acquire would grant."""
     now = [0.0]
-    bucket = TokenBucket(60, burst=10, clock=lambda: now[0])
+    gate = RateLimitGate(clock=lambda: now[0])
+    bucket = TokenBucket(60, burst=10, clock=lambda: now[0], gate=gate)
     assert bucket.available() == 10  # a full burst
     for _ in range(4):
         assert bucket.try_acquire()
     assert bucket.available() == 6
-    bucket.pause(5)
+    gate.hold(5)
     assert bucket.available() == 0
     now[0] = 5.0  # pause over, 5 tokens refilled but capped by the burst
     assert bucket.available() == min(10, 6 + 5)
@@ -221,6 +237,6 @@ def test_available_counts_tokens_window_room_and_pause() -> None:
         while bucket.try_acquire():
             granted += 1
     assert granted == 60
-    assert bucket.tokens >= 1 and bucket.available() == 0
+    assert bucket._tokens >= 1 and bucket.available() == 0
     granted_now = sum(bucket.try_acquire() for _ in range(5))
     assert granted_now == 0
