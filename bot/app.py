@@ -29,7 +29,7 @@ from slack_sdk.http_retry.builtin_async_handlers import (
 )
 from slack_sdk.web.async_client import AsyncWebClient
 
-from bot import __version__
+from bot import __version__, log_context
 from bot.asana import AsanaClient
 from bot.config import Settings
 from bot.db import DatabaseUnavailable, open_database
@@ -114,7 +114,7 @@ def build_runtime(settings: Settings, store: Store) -> Runtime:
     )
 
 
-def build_watcher(runtime: Runtime) -> Watcher:
+def build_watcher(runtime: Runtime, owner: str | None = None) -> Watcher:
     s = runtime.settings
     config = WatcherConfig(
         policy=runtime.poll_policy,
@@ -129,7 +129,7 @@ def build_watcher(runtime: Runtime) -> Watcher:
         slack=runtime.slack,
         links=runtime.links,
         budget=runtime.budget,
-        owner=replica_id(),
+        owner=owner or replica_id(),
         config=config,
         now=runtime.now,
         command=s.SLACK_COMMAND,
@@ -152,6 +152,7 @@ def build_bolt_app(runtime: Runtime) -> AsyncApp:
         process_before_response=False,
         logger=logging.getLogger("slack_bolt.App"),
     )
+    app.use(log_context.bolt_middleware)  # request id, team, channel, user on every line
     commands.register(app, runtime)
     actions.register(app, runtime)
     return app
@@ -288,6 +289,8 @@ async def serve(settings: Settings) -> None:
 
 
 async def _serve(settings: Settings, sock: socket.socket) -> None:
+    replica = replica_id()
+    log_context.set_replica(replica)  # on every line from here on
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -302,7 +305,7 @@ async def _serve(settings: Settings, sock: socket.socket) -> None:
     runtime = build_runtime(settings, Store(engine))
     bolt = build_bolt_app(runtime)
     runtime.installation.remember(await _check_slack_auth(bolt))
-    watcher = build_watcher(runtime)
+    watcher = build_watcher(runtime, replica)
     scheduler = build_scheduler(
         watcher, tick_seconds=settings.TICK_SECONDS, recover_seconds=settings.RECOVER_SECONDS
     )

@@ -60,7 +60,12 @@ def main() -> None:
 def run() -> None:
     """Serve Slack (HTTP on $PORT, or Socket Mode when SLACK_APP_TOKEN is set)."""
     settings = _settings_or_exit("run")
-    configure_logging(settings.LOG_LEVEL, _secrets(settings), log_sql=settings.LOG_SQL)
+    configure_logging(
+        settings.LOG_LEVEL,
+        _secrets(settings),
+        log_sql=settings.LOG_SQL,
+        log_format=settings.LOG_FORMAT,
+    )
     from bot.app import serve
     from bot.db import DatabaseFileError
     from bot.http_limits import ListenError
@@ -130,7 +135,7 @@ def check(gid: str, as_json: bool) -> None:
         )
         fail(EXIT_BAD_INPUT, "bad_input", problem, None)
     settings = _settings_or_exit("check", as_json=as_json)
-    configure_logging("ERROR", _secrets(settings))
+    configure_logging("ERROR", _secrets(settings), log_format=settings.LOG_FORMAT)
     assert settings.ASANA_TOKEN is not None
 
     async def fetch() -> Export:

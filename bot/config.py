@@ -32,6 +32,7 @@ HOW_TO_GET: dict[str, str] = {
     "PORT": "a TCP port number between 1 and 65535",
     "HOST": "an interface address to listen on, such as 0.0.0.0 or 127.0.0.1",
     "LOG_LEVEL": "one of DEBUG, INFO, WARNING, ERROR",
+    "LOG_FORMAT": "text (default: one readable line per event) or json (one JSON object per line, for a log collector)",
     "LOG_SQL": "true or false (default false): log SQL statements with their parameters",
     "HTTP_READ_TIMEOUT_SECONDS": "seconds a client may take to send a whole request (default 10)",
     "HTTP_MAX_CONNECTIONS": "how many HTTP connections may be open at once (default 256), well below ulimit -n",
@@ -62,6 +63,8 @@ class Settings(BaseSettings):
     HOST: str = "0.0.0.0"  # noqa: S104 - Slack must reach the HTTP endpoint; set 127.0.0.1 behind a proxy
     PORT: int = Field(default=3000, ge=1, le=65535)
     LOG_LEVEL: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = "INFO"
+    # text for people, json (one object per line with replica, request id, gid...) for collectors.
+    LOG_FORMAT: Literal["text", "json"] = "text"
     # SQL statements and their parameters in the log (at LOG_LEVEL); off even at DEBUG.
     LOG_SQL: bool = False
 
@@ -123,6 +126,11 @@ class Settings(BaseSettings):
         if not re.fullmatch(r"/[a-z0-9_\-]{1,31}", value.strip()):
             raise ValueError("must look like /asana-export")
         return value.strip()
+
+    @field_validator("LOG_FORMAT", mode="before")
+    @classmethod
+    def _lower_format(cls, value: object) -> object:
+        return value.strip().lower() if isinstance(value, str) else value
 
     @field_validator("LINK_POLICY", mode="before")
     @classmethod

@@ -1,11 +1,20 @@
-"""Logging that cannot leak secrets: every formatted line (tracebacks included) is redacted."""
+"""Logging that cannot leak secrets, as text or JSON lines that name their context.
+
+Every record passes one filter (RedactFilter) that redacts its message, args, trace and context
+fields; the formatters only lay the result out.
+"""
 
 from __future__ import annotations
 
+import json
 import logging
 import re
 import sys
 from collections.abc import Iterable
+from datetime import UTC, datetime
+from typing import IO, Literal
+
+from bot import log_context
 
 _PATTERNS: list[tuple[re.Pattern[str], str]] = [
     # Slack tokens of every kind and Slack signatures.
@@ -35,24 +44,123 @@ def redact(text: str, secrets: Iterable[str] = ()) -> str:
     return text
 
 
-class RedactingFormatter(logging.Formatter):
-    """Formats as usual, then redacts the whole line, so exceptions and args are covered too."""
+#: Bolt warns this at every start when SLACK_BOT_TOKEN is in the environment: AsyncApp reads that
+#: variable itself even though it is given our client. Nothing is misconfigured, so it is dropped.
+#: (Text of slack_bolt.logger.messages.warning_client_prioritized_and_token_skipped; a test pins it.)
+BOLT_TOKEN_NOTICE = "As you gave `client` as well, `token` will be unused."  # noqa: S105
 
-    def __init__(self, fmt: str, secrets: Iterable[str] = ()) -> None:
-        super().__init__(fmt)
+
+class RedactFilter(logging.Filter):
+    """The one place secrets and links leave a record, for every format: the message with its
+    args, the exception and stack text, and every bound context field are redacted before any
+    formatter sees them (so JSON escaping cannot hide a secret from the patterns).
+
+    It also copies the bound context (bot.log_context) onto the record as `record.fields`.
+    """
+
+    def __init__(self, secrets: Iterable[str] = ()) -> None:
+        super().__init__()
         self._secrets = tuple(s for s in secrets if s)
 
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.name == "slack_bolt.App" and record.msg == BOLT_TOKEN_NOTICE:
+            return False
+        try:
+            message = record.getMessage()
+        except Exception:  # a bad format string must not stop the line, nor the caller
+            message = f"{record.msg!r} {record.args!r}"
+        record.msg, record.args = redact(message, self._secrets), None
+        if record.exc_info and not record.exc_text:
+            record.exc_text = _plain.formatException(record.exc_info)
+        if record.exc_text:
+            record.exc_text = redact(record.exc_text, self._secrets)
+        if record.stack_info:
+            record.stack_info = redact(record.stack_info, self._secrets)
+        record.fields = {k: redact(v, self._secrets) for k, v in log_context.current().items()}
+        return True
+
+
+_plain = logging.Formatter()
+
+
+class TextFormatter(logging.Formatter):
+    """`time LEVEL logger: message key=value...`, one line per event. Newlines in a message are
+    escaped (user input cannot forge a line); a trace follows on lines indented by two spaces,
+    so every unindented line starts an event."""
+
     def format(self, record: logging.LogRecord) -> str:
-        return redact(super().format(record), self._secrets)
+        line = (
+            f"{self.formatTime(record)} {record.levelname} {record.name}: "
+            f"{_one_line(record.getMessage())}"
+        )
+        for key, value in (getattr(record, "fields", None) or {}).items():
+            line += f" {key}={_one_line(value).replace(' ', '_')}"
+        trace = _trace(self, record)
+        return line + ("\n" + _indent(trace) if trace else "")
 
 
-def configure_logging(level: str, secrets: Iterable[str] = (), *, log_sql: bool = False) -> None:
-    """Send redacted lines to stderr; keep body-dumping libraries at WARNING or quieter, and
-    SQL libraries too unless `log_sql` (then they log at `level`, still redacted)."""
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(
-        RedactingFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s", secrets)
-    )
+class JsonFormatter(logging.Formatter):
+    """One JSON object per line: ts (ISO-8601 UTC), level, logger, message, the bound fields,
+    and `exc` holding the whole trace as one string."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        ts = datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds")
+        body: dict[str, object] = {
+            "ts": ts.replace("+00:00", "Z"),
+            "level": record.levelname,
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        for key, value in (getattr(record, "fields", {}) or {}).items():
+            body.setdefault(key, value)
+        trace = _trace(self, record)
+        if trace:
+            body["exc"] = trace
+        return json.dumps(body, ensure_ascii=False, default=str)
+
+
+def _trace(formatter: logging.Formatter, record: logging.LogRecord) -> str:
+    parts = []
+    if record.exc_info and not record.exc_text:
+        record.exc_text = formatter.formatException(record.exc_info)
+    if record.exc_text:
+        parts.append(record.exc_text)
+    if record.stack_info:
+        parts.append(formatter.formatStack(record.stack_info))
+    return "\n".join(parts)
+
+
+def _one_line(text: str) -> str:
+    return text.replace("\r", "\\r").replace("\n", "\\n")
+
+
+def _indent(text: str) -> str:
+    return "\n".join("  " + line for line in text.splitlines())
+
+
+LogFormat = Literal["text", "json"]
+
+
+def build_handler(
+    log_format: LogFormat = "text", secrets: Iterable[str] = (), stream: IO[str] | None = None
+) -> logging.Handler:
+    """A stderr handler whose records pass the one redacting filter, then the chosen format."""
+    handler = logging.StreamHandler(stream or sys.stderr)
+    handler.addFilter(RedactFilter(secrets))
+    handler.setFormatter(JsonFormatter() if log_format == "json" else TextFormatter())
+    return handler
+
+
+def configure_logging(
+    level: str,
+    secrets: Iterable[str] = (),
+    *,
+    log_sql: bool = False,
+    log_format: LogFormat = "text",
+) -> None:
+    """Send redacted lines to stderr in `log_format`; keep body-dumping libraries at WARNING or
+    quieter, and SQL libraries too unless `log_sql` (then they log at `level`, still redacted)."""
+    handler = build_handler(log_format, secrets)
     root = logging.getLogger()
     for old in list(root.handlers):
         root.removeHandler(old)

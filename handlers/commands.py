@@ -23,6 +23,7 @@ from bot.command_parser import (
     parse_command,
 )
 from bot.db import DatabaseUnavailable
+from bot.log_context import bind
 from bot.messages import Message
 from bot.runtime import Runtime
 
@@ -62,21 +63,22 @@ async def look_up_and_watch(
     runtime: Runtime, gid: str, *, team_id: str, channel_id: str, user_id: str
 ) -> Message:
     """Fetch the export; show it if it is over, otherwise watch it in this channel."""
-    refused = runtime.fair.admit(user_id)  # no Asana call past a fair-use limit
-    if refused is not None:
-        return messages.render_fair_use_refusal(
-            refused, per_minute=runtime.settings.USER_REQUESTS_PER_MINUTE
+    with bind(gid=gid):  # every line of this lookup names the export
+        refused = runtime.fair.admit(user_id)  # no Asana call past a fair-use limit
+        if refused is not None:
+            return messages.render_fair_use_refusal(
+                refused, per_minute=runtime.settings.USER_REQUESTS_PER_MINUTE
+            )
+        try:
+            export = await runtime.asana.get_export(gid)
+        except AsanaError as exc:
+            log.info("lookup of export %s failed: %s", gid, exc.kind)
+            return messages.render_problem(
+                exc.kind, gid=gid, asana_message=exc.message, retry_after=exc.retry_after
+            )
+        return await watching.answer_for_export(
+            runtime, export, team_id=team_id, channel_id=channel_id, user_id=user_id
         )
-    try:
-        export = await runtime.asana.get_export(gid)
-    except AsanaError as exc:
-        log.info("lookup of export %s failed: %s", gid, exc.kind)
-        return messages.render_problem(
-            exc.kind, gid=gid, asana_message=exc.message, retry_after=exc.retry_after
-        )
-    return await watching.answer_for_export(
-        runtime, export, team_id=team_id, channel_id=channel_id, user_id=user_id
-    )
 
 
 def register(app: AsyncApp, runtime: Runtime) -> None:
