@@ -50,13 +50,43 @@ def _secrets(settings: Settings) -> list[str]:
     return [v.get_secret_value() for v in values if v is not None]
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+class WholeHelpGroup(click.Group):
+    """Lists each command with its whole first sentence, wrapped, where click would cut it off
+    with "..." at about 45 characters or the terminal's width."""
+
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        listed = [
+            (name, command)
+            for name in self.list_commands(ctx)
+            if (command := self.get_command(ctx, name)) is not None and not command.hidden
+        ]
+        if listed:
+            with formatter.section("Commands"):
+                formatter.write_dl(
+                    [(name, command.get_short_help_str(limit=10_000)) for name, command in listed]
+                )
+
+
+class SettingsHelpCommand(click.Command):
+    """A command whose --help ends with every setting it reads (bot.settings_help)."""
+
+    def format_epilog(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        from bot.settings_help import SOURCES_NOTE, rows
+
+        with formatter.section("Settings"):
+            formatter.write_text(SOURCES_NOTE)
+            formatter.write_paragraph()
+            formatter.write_dl(rows(), col_max=26)
+        super().format_epilog(ctx, formatter)
+
+
+@click.group(cls=WholeHelpGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="asana-export-bot")
 def main() -> None:
     """Slack bot that looks up and watches Asana organization exports."""
 
 
-@main.command()
+@main.command(cls=SettingsHelpCommand)
 def run() -> None:
     """Serve Slack (HTTP on $PORT, or Socket Mode when SLACK_APP_TOKEN is set)."""
     settings = _settings_or_exit("run")
