@@ -23,7 +23,8 @@ _PATTERNS: list[tuple[re.Pattern[str], str]] = [
     # Authorization headers however they are printed.
     (re.compile(r"(?i)(bearer\s+)[^\s'\",}]+"), r"\1<redacted>"),
     # Any URL's query string (presigned download links carry credentials there).
-    (re.compile(r"(https?://[^\s?#<>|\"']+)\?[^\s<>|\"']*"), r"\1?<redacted>"),
+    # (Not one already redacted: a record may pass the filter twice, through two handlers.)
+    (re.compile(r"(https?://[^\s?#<>|\"']+)\?(?!<redacted>)[^\s<>|\"']*"), r"\1?<redacted>"),
     # A download_url field in any dumped structure.
     (re.compile(r"(?i)(download_url['\"]?\s*[:=]\s*['\"]?)[^\s'\",}]+"), r"\1<redacted>"),
 ]
