@@ -194,7 +194,9 @@ class AsanaClient:
                         elapsed,
                     )
                     raise
-                log.info(
+                # A 429 means we are over the token's quota: an operator should see it.
+                log.log(
+                    logging.WARNING if exc.kind is ProblemKind.RATE_LIMITED else logging.INFO,
                     "Asana %s %s failed (%s, HTTP %s%s); retry %d/%d in %.2fs",
                     method,
                     path,
