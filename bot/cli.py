@@ -107,6 +107,28 @@ def run() -> None:
         sys.exit(EXIT_CONFIG)
 
 
+EXIT_DOCTOR_FAILED = 1
+
+
+@main.command()
+@click.option("--export", "export_gid", metavar="GID", help="Also check this export is readable.")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of text.")
+def doctor(export_gid: str | None, as_json: bool) -> None:
+    """Check what a deployment needs: settings, Slack token and scopes, Socket Mode token,
+    Asana token, database schema, PORT. One line per check with the fix; exit 0 when none
+    failed (warnings allowed), 1 otherwise."""
+    from bot.doctor import diagnose
+    from bot.doctor.checks import render_json, render_text
+    from bot.logging_setup import redact
+
+    diagnosis = diagnose(export_gid)
+    lines = [render_json(diagnosis.results)] if as_json else render_text(diagnosis.results)
+    for line in lines:
+        click.echo(redact(line, diagnosis.secrets))
+    if not diagnosis.ok:
+        sys.exit(EXIT_DOCTOR_FAILED)
+
+
 def _export_facts(export: Export, now: datetime) -> dict[str, object]:
     facts: dict[str, object] = {
         "gid": export.gid,

@@ -222,6 +222,18 @@ class SettingsError(Exception):
 
 def load_settings(mode: Mode, **overrides: object) -> Settings:
     """Read and check the settings that `mode` needs, or raise SettingsError listing every problem."""
+    settings, problems = read_settings(mode, **overrides)
+    if problems or settings is None:
+        raise SettingsError(problems)
+    return settings
+
+
+def read_settings(mode: Mode, **overrides: object) -> tuple[Settings | None, list[str]]:
+    """The settings and every problem with them, without raising: `doctor` goes on checking.
+
+    A malformed value is replaced by its default (its problem is listed), so the rest can be
+    used; None only when even that does not validate.
+    """
     try:
         settings = Settings(**overrides)  # type: ignore[arg-type]
     except ValidationError as exc:
@@ -237,10 +249,7 @@ def load_settings(mode: Mode, **overrides: object) -> Settings:
         try:
             fallback = Settings(**{**overrides, **defaults})  # type: ignore[arg-type]
         except ValidationError:
-            raise SettingsError(lines) from None
+            return None, lines
         lines += [line for line in fallback.problems(mode) if line.split(" ", 1)[0] not in invalid]
-        raise SettingsError(lines) from None
-    problems = settings.problems(mode)
-    if problems:
-        raise SettingsError(problems)
-    return settings
+        return fallback, lines
+    return settings, settings.problems(mode)

@@ -20,6 +20,7 @@ from hypothesis import strategies as st
 from bot.asana import (
     OPT_FIELDS,
     USER_AGENT,
+    USER_FIELDS,
     AsanaBadRequest,
     AsanaClient,
     AsanaConnectionError,
@@ -221,6 +222,23 @@ async def test_request_shape_opt_fields_user_agent_auth(
     assert USER_AGENT.startswith("asana-export-bot/") and USER_AGENT.endswith("(+python httpx)")
     await make_client(user_agent="custom/1").get_export("1")
     assert fake.requests[-1].headers["user-agent"] == "custom/1"
+
+
+async def test_get_me_names_the_tokens_user(fake: FakeAsana, make_client: MakeClient) -> None:
+    """GET /users/me (for `doctor`): its own opt_fields, and a 401 typed like any other call."""
+    fake.set_me(name="Exports <bot>", email="svc@example.com")
+    user = await make_client().get_me()
+    assert (user.gid, user.name, user.email) == (
+        "1100000000000099",
+        "Exports <bot>",
+        "svc@example.com",
+    )
+    (request,) = fake.requests
+    assert request.path == "/api/1.0/users/me" and request.query == {"opt_fields": USER_FIELDS}
+    error = await raises(AsanaUnauthorized, make_client(token="wrong").get_me())
+    assert error.status == 401
+    fake.fail(missing_data=True, times=1)
+    await raises(AsanaMissingData, make_client().get_me())
 
 
 async def test_unknown_state_and_extra_fields_are_tolerated(

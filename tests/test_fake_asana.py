@@ -237,8 +237,21 @@ def test_unknown_and_invalid_gids(fake: FakeAsana, spec: dict[str, Any]) -> None
     assert invalid.status_code == 400
     validate(spec, EXPORT_PATH, "get", invalid)
     with _client(fake) as client:
-        assert client.get("/users/me").status_code == 404
+        assert client.get("/projects").status_code == 404
         assert client.delete("/organization_exports/1").status_code == 404
+
+
+def test_users_me_has_asanas_user_shape(fake: FakeAsana) -> None:
+    """The OAS subset has no /users/me, so check the documented UserResponse fields and types."""
+    with _client(fake) as client:
+        full = client.get("/users/me").json()["data"]
+        some = client.get("/users/me", params={"opt_fields": "name"}).json()["data"]
+        denied = client.get("/users/me", headers={"Authorization": "Bearer wrong"})
+    assert full["resource_type"] == "user"
+    assert all(isinstance(full[k], str) and full[k] for k in ("gid", "name", "email"))
+    assert all(w["resource_type"] == "workspace" for w in full["workspaces"])
+    assert some == {"gid": full["gid"], "resource_type": "user", "name": full["name"]}
+    assert denied.status_code == 401 and denied.json()["errors"][0]["message"]
 
 
 def test_post_creates_a_pending_export(fake: FakeAsana, spec: dict[str, Any]) -> None:

@@ -27,7 +27,7 @@ from slack_sdk.socket_mode.response import SocketModeResponse
 from slack_sdk.web.async_client import AsyncWebClient
 from slack_sdk.webhook.async_client import AsyncWebhookClient
 
-from tests.fakes.slack import FakeSlack, validate_blocks
+from tests.fakes.slack import DEFAULT_BOT_SCOPES, FakeSlack, validate_blocks
 from tests.fakes.slack_signing import (
     async_post_signed,
     block_actions_form,
@@ -71,6 +71,33 @@ async def test_auth_test_identifies_the_bot(fake: FakeSlack, client: AsyncWebCli
     call = fake.calls_to("auth.test")[0]
     assert call.token == fake.bot_token
     assert call.ok and call.status == 200
+
+
+async def test_granted_scopes_come_in_the_x_oauth_scopes_header(fake: FakeSlack) -> None:
+    """Like Slack: on every call the bot token was accepted on; configurable; never to others."""
+    client = AsyncWebClient(token=fake.bot_token, base_url=fake.api_url, retry_handlers=[])
+    resp = await client.auth_test()
+    assert resp.headers["x-oauth-scopes"].split(",") == list(DEFAULT_BOT_SCOPES)
+    fake.scopes = ("commands", "chat:write")
+    assert (await client.auth_test()).headers["X-OAuth-Scopes"] == "commands,chat:write"
+    fake.scopes = None  # a proxy that strips the header
+    assert "x-oauth-scopes" not in (await client.auth_test()).headers
+    fake.scopes = DEFAULT_BOT_SCOPES
+    wrong = AsyncWebClient(token="xoxb-wrong", base_url=fake.api_url, retry_handlers=[])
+    with pytest.raises(SlackApiError) as exc:
+        await wrong.auth_test()
+    assert "x-oauth-scopes" not in exc.value.response.headers
+
+
+async def test_apps_connections_open_takes_the_app_token(fake: FakeSlack) -> None:
+    """apps.connections.open hands out a websocket URL of this fake for the app token only."""
+    app = AsyncWebClient(token=fake.app_token, base_url=fake.api_url, retry_handlers=[])
+    resp = await app.apps_connections_open(app_token=fake.app_token)
+    assert resp["url"].startswith(f"ws://127.0.0.1:{fake.port}/socket?ticket=")
+    fake.fail("apps.connections.open", "invalid_auth")
+    with pytest.raises(SlackApiError) as exc:
+        await app.apps_connections_open(app_token=fake.app_token)
+    assert _error(exc) == "invalid_auth"
 
 
 async def test_post_message_stores_blocks_and_metadata(

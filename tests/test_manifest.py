@@ -36,3 +36,15 @@ def test_manifest_declares_what_the_bot_uses(manifest: dict) -> None:
     assert manifest["settings"]["interactivity"]["is_enabled"] is True
     assert manifest["settings"]["socket_mode_enabled"] is True
     assert manifest["features"]["bot_user"]["display_name"]
+
+
+def test_the_packaged_scope_list_is_the_manifests(manifest: dict) -> None:
+    """`doctor` checks granted scopes against bot.slack_scopes (manifest.yml is not in the wheel)."""
+    from bot.slack_scopes import BOT_SCOPE_NAMES, BOT_SCOPES, Need
+
+    assert list(BOT_SCOPE_NAMES) == manifest["oauth_config"]["scopes"]["bot"]
+    essential = {s.name for s in BOT_SCOPES if s.need is Need.ESSENTIAL}
+    assert essential == {"commands", "chat:write"}
+    assert all(s.buys for s in BOT_SCOPES)
+    history = [s for s in BOT_SCOPES if s.name.endswith(":history")]
+    assert all(s.need is Need.HELPFUL and "no duplicate" in s.buys for s in history)

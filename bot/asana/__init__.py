@@ -10,6 +10,7 @@ from bot.asana.client import (
     MAX_CONNECTIONS,
     OPT_FIELDS,
     USER_AGENT,
+    USER_FIELDS,
     AsanaClient,
 )
 from bot.asana.errors import (
@@ -30,10 +31,12 @@ from bot.asana.errors import (
     AsanaWrongExport,
 )
 from bot.asana.parsing import (
+    AsanaUser,
     error_from_response,
     parse_datetime,
     parse_export,
     parse_retry_after,
+    parse_user,
     scrub,
 )
 
@@ -43,6 +46,7 @@ __all__ = [
     "MAX_CONNECTIONS",
     "OPT_FIELDS",
     "USER_AGENT",
+    "USER_FIELDS",
     "AsanaBadRequest",
     "AsanaClient",
     "AsanaConnectionError",
@@ -58,10 +62,12 @@ __all__ = [
     "AsanaTimeout",
     "AsanaTransientError",
     "AsanaUnauthorized",
+    "AsanaUser",
     "AsanaWrongExport",
     "error_from_response",
     "parse_datetime",
     "parse_export",
     "parse_retry_after",
+    "parse_user",
     "scrub",
 ]

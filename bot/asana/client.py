@@ -14,7 +14,7 @@ import re
 import time
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
-from typing import Any, Self
+from typing import Any, Self, TypeVar
 from urllib.parse import urlencode
 
 import httpx
@@ -29,7 +29,7 @@ from bot.asana.errors import (
     AsanaTimeout,
     AsanaTransientError,
 )
-from bot.asana.parsing import error_from_response, parse_export, parse_json
+from bot.asana.parsing import AsanaUser, error_from_response, parse_export, parse_json, parse_user
 from bot.backoff import Clock, RetryPolicy, attempt_timeout, fits_budget, next_wait
 from bot.models import Export, ProblemKind
 from bot.ratelimit import RateLimitGate
@@ -38,6 +38,8 @@ log = logging.getLogger(__name__)
 
 DEFAULT_BASE_URL = "https://app.asana.com/api/1.0"
 OPT_FIELDS = "state,organization,organization.name,created_at,download_url"
+#: What `get_me` asks of the token's user.
+USER_FIELDS = "name,email"
 #: Asana allows 50 concurrent GETs per token; more connections would only queue there.
 MAX_CONNECTIONS = 50
 #: How long the token is held after a 429 that came without a Retry-After header.
@@ -46,6 +48,7 @@ USER_AGENT = f"asana-export-bot/{__version__} (+python httpx)"
 _GID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 
 Sleep = Callable[[float], Awaitable[Any]]
+T = TypeVar("T")
 
 
 class AsanaClient:
@@ -110,7 +113,7 @@ class AsanaClient:
     async def __aexit__(self, *exc_info: object) -> None:
         await self.aclose()
 
-    def _url(self, path: str) -> httpx.URL:
+    def _url(self, path: str, fields: str = OPT_FIELDS) -> httpx.URL:
         """The absolute URL with its query, built once per path: httpx re-parses and merges a
         relative URL and its params on every request (measured: a quarter of the client's CPU).
         """
@@ -118,7 +121,7 @@ class AsanaClient:
         if url is None:
             if len(self._urls) > 10_000:
                 self._urls.clear()
-            query = urlencode({"opt_fields": OPT_FIELDS})
+            query = urlencode({"opt_fields": fields})
             url = self._urls[path] = httpx.URL(f"{self._base_url}{path}?{query}")
         return url
 
@@ -132,7 +135,12 @@ class AsanaClient:
         """
         _check_gid(gid)
         return await self._call(
-            "GET", f"/organization_exports/{gid}", gid=gid, idempotent=True, policy=policy
+            "GET",
+            f"/organization_exports/{gid}",
+            gid=gid,
+            idempotent=True,
+            policy=policy,
+            parse=lambda payload: parse_export(payload, gid),
         )
 
     async def create_export(self, organization_gid: str) -> Export:
@@ -143,7 +151,15 @@ class AsanaClient:
         """
         _check_gid(organization_gid)
         body = {"data": {"organization": organization_gid}}
-        return await self._call("POST", "/organization_exports", body=body, idempotent=False)
+        return await self._call(
+            "POST", "/organization_exports", body=body, idempotent=False, parse=parse_export
+        )
+
+    async def get_me(self) -> AsanaUser:
+        """Who the token belongs to (GET /users/me): a token check that needs no export gid."""
+        return await self._call(
+            "GET", "/users/me", idempotent=True, parse=parse_user, fields=USER_FIELDS
+        )
 
     # -------------------------------------------------------------------------- machinery
 
@@ -156,7 +172,10 @@ class AsanaClient:
         body: dict[str, Any] | None = None,
         idempotent: bool,
         policy: RetryPolicy | None = None,
-    ) -> Export:
+        parse: Callable[[object], T],
+        fields: str = OPT_FIELDS,
+    ) -> T:
+        """One operation with retries; a 2xx body becomes `parse(json)`."""
         policy = policy or self.policy
         start = self._clock()
         attempts = 0
@@ -168,7 +187,7 @@ class AsanaClient:
             )
             attempts += 1
             try:
-                return await self._attempt(method, path, gid, body, timeout)
+                return await self._attempt(method, path, gid, body, timeout, parse, fields)
             except AsanaError as exc:
                 exc.attempts = attempts
                 if not _retryable(exc, idempotent):
@@ -229,11 +248,15 @@ class AsanaClient:
         gid: str | None,
         body: dict[str, Any] | None,
         limit: float,
-    ) -> Export:
-        """One HTTP exchange, turned into an Export or a typed error (never an httpx one)."""
+        read: Callable[[object], T],
+        fields: str,
+    ) -> T:
+        """One HTTP exchange, turned into `read`'s value or a typed error (never an httpx one)."""
         started = self._clock()
         try:
-            response = await self._http.request(method, self._url(path), json=body, timeout=limit)
+            response = await self._http.request(
+                method, self._url(path, fields), json=body, timeout=limit
+            )
         except httpx.TimeoutException as exc:
             sent = not isinstance(exc, httpx.ConnectTimeout | httpx.PoolTimeout)
             log.debug("Asana %s %s timed out after %.2fs", method, path, limit)
@@ -257,7 +280,7 @@ class AsanaClient:
         status = response.status_code
         log.debug("Asana %s %s -> %d in %.3fs", method, path, status, self._clock() - started)
         if 200 <= status < 300:
-            return parse_export(parse_json(response.content, status=status, gid=gid), gid)
+            return read(parse_json(response.content, status=status, gid=gid))
         error = error_from_response(
             status,
             response.content,

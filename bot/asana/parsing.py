@@ -11,6 +11,7 @@ import json
 import math
 import re
 from collections.abc import Mapping
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 
@@ -141,6 +142,33 @@ def parse_export(payload: object, expected_gid: str | None = None) -> Export:
         organization_name=org_name,
         created_at=parse_datetime(data.get("created_at")),
         download_url=url,
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class AsanaUser:
+    """Who a token belongs to (GET /users/me): `doctor` names it to show the token works."""
+
+    gid: str
+    name: str | None = None
+    email: str | None = None
+
+
+def parse_user(payload: object) -> AsanaUser:
+    """Asana's UserResponse (`{"data": {"gid", "name", "email", ...}}`) as an AsanaUser."""
+    data = payload.get("data") if isinstance(payload, dict) else None
+    if not isinstance(data, dict):
+        raise AsanaMissingData()
+    gid = _opt_str(data.get("gid"))
+    if gid is None:
+        raise AsanaMalformedResponse(
+            "Asana sent a response we could not understand: the user has no gid"
+        )
+    name, email = data.get("name"), data.get("email")
+    return AsanaUser(
+        gid=gid,
+        name=scrub(name) if isinstance(name, str) and name else None,
+        email=scrub(email) if isinstance(email, str) and email else None,
     )
 
 

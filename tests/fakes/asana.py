@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import copy
 import itertools
 import json
 import math
@@ -54,6 +55,19 @@ DEFAULT_MESSAGES: dict[int, str] = {
     502: "Bad Gateway",
     503: "Service Unavailable",
     504: "Gateway Timeout",
+}
+
+#: GET /users/me for the token: Asana's UserResponse (gid, resource_type, name, email, photo,
+#: workspaces); the vendored OAS subset has no users path, so this follows Asana's docs.
+DEFAULT_ME: dict[str, Any] = {
+    "gid": "1100000000000099",
+    "resource_type": "user",
+    "name": "Export Service Account",
+    "email": "export-bot@example.com",
+    "photo": None,
+    "workspaces": [
+        {"gid": DEFAULT_ORGANIZATION_GID, "resource_type": "workspace", "name": "Acme Corp"}
+    ],
 }
 
 FIELDS = ("created_at", "download_url", "organization", "organization.name", "state")
@@ -182,6 +196,7 @@ class FakeAsana:
         self._token = token
         self._exports: dict[str, _Export] = {}
         self._organizations: dict[str, str] = {DEFAULT_ORGANIZATION_GID: "Acme Corp"}
+        self._me: dict[str, Any] = dict(DEFAULT_ME)
         self._faults: list[_Fault] = []
         self._delays: dict[str | None, float] = {}
         self._rate_limit: int | None = None
@@ -283,6 +298,11 @@ class FakeAsana:
         """Name an organization, for exports created by POST."""
         with self._lock:
             self._organizations[gid] = name
+
+    def set_me(self, **fields: Any) -> None:
+        """Change what GET /users/me says about the token's user (gid, name, email...)."""
+        with self._lock:
+            self._me.update(fields)
 
     def set_export(
         self,
@@ -531,6 +551,8 @@ class FakeAsana:
         if route is None:
             return _Plan(404, error_body("Not Found"), delay=delay)
         fields = _opt_fields(query)
+        if route == "me":
+            return _Plan(200, {"data": self._represent_me(fields)}, delay=delay)
         if route == "get":
             assert gid is not None
             export = self._exports.get(gid)
@@ -616,6 +638,13 @@ class FakeAsana:
         message = DEFAULT_MESSAGES.get(status, "Error")
         return _Plan(status, error_body(message, phrase=phrase), headers, delay)
 
+    def _represent_me(self, fields: set[str] | None) -> dict[str, Any]:
+        """The user as Asana shows it: everything, or gid/resource_type plus opt_fields."""
+        me = copy.deepcopy(self._me)
+        if fields is None:
+            return me
+        return {k: v for k, v in me.items() if k in ("gid", "resource_type") or k in fields}
+
     def _represent(self, export: _Export, fields: set[str] | None) -> dict[str, Any]:
         """The export as Asana shows it: everything, or gid/resource_type plus opt_fields."""
         url: str | None = None
@@ -653,7 +682,9 @@ class FakeAsana:
 
 
 def _route(method: str, path: str) -> tuple[str | None, str | None]:
-    """(gid, route) for the two known operations; route None otherwise."""
+    """(gid, route) for the known operations; route None otherwise."""
+    if path == f"{API_PREFIX}/users/me" and method == "GET":
+        return None, "me"
     prefix = f"{API_PREFIX}/organization_exports"
     if path == prefix and method == "POST":
         return None, "create"

@@ -43,6 +43,20 @@ MAX_MESSAGE_TEXT = 40000
 RESPONSE_URL_MAX_USES = 5
 RESPONSE_URL_LIFETIME = 30 * 60.0
 
+#: The bot scopes manifest.yml asks for: what auth.test reports in `x-oauth-scopes` by default.
+DEFAULT_BOT_SCOPES = (
+    "commands",
+    "chat:write",
+    "channels:history",
+    "groups:history",
+    "im:history",
+    "mpim:history",
+    "channels:read",
+    "groups:read",
+    "im:read",
+    "mpim:read",
+)
+
 _KNOWN_BLOCKS = {
     "actions",
     "context",
@@ -408,6 +422,9 @@ class FakeSlack:
         self.connections_opened = 0
         #: True: apps.connections.open works but every websocket handshake gets a 503.
         self.refuse_sockets = False
+        #: The bot token's granted scopes, sent as `x-oauth-scopes` on every answer to a call
+        #: made with it, as Slack does (None: no header, as behind a proxy that strips it).
+        self.scopes: tuple[str, ...] | None = DEFAULT_BOT_SCOPES
 
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
@@ -955,7 +972,17 @@ class FakeSlack:
             await self._hold_after_store(method, call, request)
         if reply.html is not None:
             return web.Response(status=reply.status, text=reply.html, content_type="text/html")
-        return web.json_response(reply.payload, status=reply.status, headers=reply.headers)
+        headers = {**reply.headers, **self._scope_headers(call, reply)}
+        return web.json_response(reply.payload, status=reply.status, headers=headers)
+
+    def _scope_headers(self, call: RecordedCall, reply: _Reply) -> dict[str, str]:
+        """`x-oauth-scopes` for a call the bot token was accepted on (not on auth errors)."""
+        refused = reply.payload.get("error") in ("not_authed", "invalid_auth", "token_revoked")
+        with self._lock:
+            scopes, revoked = self.scopes, self._revoked
+        if scopes is None or revoked or refused or call.token != self.bot_token:
+            return {}
+        return {"x-oauth-scopes": ",".join(scopes)}
 
     def _answer(
         self, method: str, body: dict[str, Any], call: RecordedCall, is_json: bool
