@@ -74,6 +74,7 @@ _STATE_EMOJI = {
     ExportState.FINISHED: ":white_check_mark:",
     ExportState.ERROR: ":x:",
     ExportState.UNKNOWN: ":grey_question:",
+    ExportState.GONE: ":wastebasket:",
 }
 
 

@@ -369,13 +369,6 @@ class Store:
             update["next_poll_at"] = new.next_poll_at
         await conn.execute(insert.on_conflict_do_update(index_elements=["gid"], set_=update))
 
-    async def upsert_export(
-        self, export: Export, *, now: datetime, next_poll_at: datetime | None
-    ) -> None:
-        """Record a freshly fetched export (next_poll_at None keeps the stored schedule)."""
-        async with self._write() as conn:
-            await self._upsert_export(conn, export, now=now, next_poll_at=next_poll_at)
-
     async def get_export_row(self, gid: str) -> ExportRow | None:
         async with self._read() as conn:
             row = (await conn.execute(sa.select(exports).where(exports.c.gid == gid))).first()
@@ -465,13 +458,6 @@ class Store:
                 )
             )
         ).first()
-        return _subscription(row._mapping) if row else None
-
-    async def get_subscription(self, sub_id: int) -> Subscription | None:
-        async with self._read() as conn:
-            row = (
-                await conn.execute(sa.select(subscriptions).where(subscriptions.c.id == sub_id))
-            ).first()
         return _subscription(row._mapping) if row else None
 
     async def unwatch(
