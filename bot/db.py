@@ -16,7 +16,7 @@ from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from sqlalchemy import event, text
 from sqlalchemy.engine import Connection, make_url
-from sqlalchemy.exc import ArgumentError, DBAPIError
+from sqlalchemy.exc import ArgumentError, DBAPIError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from bot.dbfile import (
@@ -86,11 +86,6 @@ def database_url_problem(url: str) -> str | None:
             return "unsupported database; use sqlite or postgresql"
         return "the URL cannot be parsed"
     return None
-
-
-def is_sqlite(engine: AsyncEngine) -> bool:
-    """SQLite needs its own transaction handling; PostgreSQL gets row locks instead."""
-    return engine.dialect.name == "sqlite"
 
 
 def create_engine(url: str, **kwargs: Any) -> AsyncEngine:
@@ -223,11 +218,7 @@ async def open_database(url: str) -> AsyncEngine:
     return engine
 
 
-async def current_revision(engine: AsyncEngine) -> str | None:
-    """The schema revision the database is at (None when never migrated): for `check`."""
-
-    def _read(connection: Connection) -> str | None:
-        return MigrationContext.configure(connection).get_current_revision()
-
-    async with engine.connect() as conn:
-        return await conn.run_sync(_read)
+def describe_operational_error(exc: OperationalError) -> str:
+    """The driver's own complaint, first line only (it never holds a password)."""
+    lines = str(exc.orig or exc).strip().splitlines()
+    return lines[0][:200] if lines else type(exc).__name__

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from bot.backoff import next_poll_delay, transient_retry_delay
-from bot.models import Export, ExportState, ProblemKind
+from bot.models import EndReason, Export, ExportState, ProblemKind
 
 
 class Outcome(enum.StrEnum):
@@ -22,12 +22,24 @@ class Outcome(enum.StrEnum):
     RETRY = "retry"  # a transient failure: back off, nobody is told
 
 
-#: Watch end reasons recorded in `subscriptions.end_reason`.
+#: Why a watch ends once it has been told an outcome (`subscriptions.end_reason`).
 END_REASONS = {
-    Outcome.FINISHED: "finished",
-    Outcome.FAILED: "export_failed",
-    Outcome.GONE: "export_not_found",
+    Outcome.FINISHED: EndReason.FINISHED,
+    Outcome.FAILED: EndReason.EXPORT_FAILED,
+    Outcome.GONE: EndReason.EXPORT_NOT_FOUND,
 }
+
+#: What its watchers are told about an export whose stored state has ended.
+_ENDED = {
+    ExportState.FINISHED: Outcome.FINISHED,
+    ExportState.ERROR: Outcome.FAILED,
+    ExportState.GONE: Outcome.GONE,
+}
+
+
+def ended_outcome(state: ExportState) -> Outcome | None:
+    """The outcome its watchers are owed for a stored state; None while it may still change."""
+    return _ENDED.get(state)
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,6 +63,8 @@ class PollPlan:
     announce_pause: bool = False  # first poll of a pause: tell watchers once
     paused_reason: str | None = None
     error: str | None = None
+    #: A state to store that no fetch returned (GONE); None keeps the stored one.
+    state: ExportState | None = None
 
 
 def plan_after_success(
@@ -92,7 +106,9 @@ def plan_after_failure(
 ) -> PollPlan:
     """A failed poll: 404 ends, lost access pauses, anything else backs off quietly."""
     if kind is ProblemKind.NOT_FOUND:
-        return PollPlan(Outcome.GONE, None, state_changed=False, error=kind.value)
+        return PollPlan(
+            Outcome.GONE, None, state_changed=False, error=kind.value, state=ExportState.GONE
+        )
     was_paused = paused_reason is not None
     if kind.needs_person:
         return PollPlan(

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import socket
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -12,9 +15,9 @@ from bot.asana import AsanaClient
 from bot.config import Settings
 from bot.decisions import PollPolicy
 from bot.fair_use import FairUse
+from bot.notify import Notifier
 from bot.ratelimit import TokenBucket
 from bot.slack_org import Installation
-from bot.slack_out import LinkGate
 from bot.store import Store
 
 
@@ -23,21 +26,36 @@ def utc_now() -> datetime:
     return datetime.now(UTC)
 
 
+def replica_id() -> str:
+    """Who holds a lease: host and pid plus a random part, unique across restarts."""
+    return f"{socket.gethostname()[:40]}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+
+
 @dataclass
 class Runtime:
-    """Settings plus the pooled clients and the store, built once per process in `bot.app`."""
+    """Settings plus the pooled clients and the store, built once per process in `bot.app`.
+
+    Every service (the listeners, `bot.lookup`, `bot.watching`, the watcher, the recovery job,
+    the notifier) takes this one object rather than the pieces it needs.
+    """
 
     settings: Settings
     asana: AsanaClient
     store: Store
     slack: AsyncWebClient
-    links: LinkGate
     budget: TokenBucket
     #: Admits people's requests to `budget` (polling's reserved share, per-user limits).
     fair: FairUse
     now: Callable[[], datetime] = field(default=utc_now)
     #: Who installed the bot (auth.test): decides who counts as a member of our organization.
     installation: Installation = field(default_factory=Installation)
+    #: This replica's name in the database's leases.
+    replica: str = field(default_factory=replica_id)
+    #: Every Slack post and edit goes through it (the token pause, once-keys, link policy).
+    notify: Notifier = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.notify = Notifier(self)
 
     @property
     def poll_policy(self) -> PollPolicy:

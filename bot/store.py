@@ -21,7 +21,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from bot.db import SQLITE_BEGIN_OPTION
-from bot.models import Export, ExportState, ProblemKind, Subscription
+from bot.models import EndReason, Export, ExportState, Subscription
 
 #: States still worth polling; UNKNOWN too, so a state Asana adds later does not strand a watch.
 WATCHABLE_STATES: tuple[ExportState, ...] = (
@@ -179,6 +179,22 @@ class ExportRow:
         )
 
 
+@dataclass(frozen=True, slots=True)
+class PollResult:
+    """One poll's outcome, as `Store.record_poll` writes it.
+
+    `export` is what Asana answered; None means the poll failed and the stored facts are kept
+    (a failure counts as a consecutive failure, a success resets the count). `state` stores a
+    state no fetch returns (GONE) over the stored one.
+    """
+
+    next_poll_at: datetime | None
+    export: Export | None = None
+    error: str | None = None
+    paused_reason: str | None = None
+    state: ExportState | None = None
+
+
 def _short(value: str | None, limit: int) -> str | None:
     """Keep free text within its column so a long Asana message cannot fail a write."""
     if value is None or len(value) <= limit:
@@ -190,7 +206,7 @@ def _export_row(m: Mapping[Any, Any]) -> ExportRow:
     c = exports.c
     return ExportRow(
         gid=m[c.gid],
-        state=ExportState.parse(m[c.state]),
+        state=ExportState.stored(m[c.state]),
         raw_state=m[c.raw_state],
         organization_gid=m[c.organization_gid],
         organization_name=m[c.organization_name],
@@ -353,13 +369,6 @@ class Store:
             update["next_poll_at"] = new.next_poll_at
         await conn.execute(insert.on_conflict_do_update(index_elements=["gid"], set_=update))
 
-    async def upsert_export(
-        self, export: Export, *, now: datetime, next_poll_at: datetime | None
-    ) -> None:
-        """Record a freshly fetched export (next_poll_at None keeps the stored schedule)."""
-        async with self._write() as conn:
-            await self._upsert_export(conn, export, now=now, next_poll_at=next_poll_at)
-
     async def get_export_row(self, gid: str) -> ExportRow | None:
         async with self._read() as conn:
             row = (await conn.execute(sa.select(exports).where(exports.c.gid == gid))).first()
@@ -451,15 +460,14 @@ class Store:
         ).first()
         return _subscription(row._mapping) if row else None
 
-    async def get_subscription(self, sub_id: int) -> Subscription | None:
-        async with self._read() as conn:
-            row = (
-                await conn.execute(sa.select(subscriptions).where(subscriptions.c.id == sub_id))
-            ).first()
-        return _subscription(row._mapping) if row else None
-
     async def unwatch(
-        self, *, team_id: str, channel_id: str, gid: str, now: datetime, reason: str = "unwatched"
+        self,
+        *,
+        team_id: str,
+        channel_id: str,
+        gid: str,
+        now: datetime,
+        reason: EndReason = EndReason.UNWATCHED,
     ) -> Subscription | None:
         """End the channel's active watch of `gid`; None when it was not watching."""
         s = subscriptions.c
@@ -521,7 +529,7 @@ class Store:
                 subscriptions.update().where(subscriptions.c.id == sub_id).values(card_ts=ts)
             )
 
-    async def end_subscription(self, sub_id: int, *, now: datetime, reason: str) -> bool:
+    async def end_subscription(self, sub_id: int, *, now: datetime, reason: EndReason) -> bool:
         """End one watch (finished, error, channel gone...); False if it had already ended."""
         s = subscriptions.c
         async with self._write() as conn:
@@ -564,48 +572,36 @@ class Store:
             claimed = [_export_row(r._mapping) for r in rows]
         return sorted(claimed, key=lambda r: (r.next_poll_at or now, r.gid))
 
-    async def record_poll(
-        self,
-        gid: str,
-        *,
-        owner: str,
-        now: datetime,
-        state: ExportState | None,
-        raw_state: str | None,
-        organization_gid: str | None,
-        organization_name: str | None,
-        created_at: datetime | None,
-        next_poll_at: datetime | None,
-        error: str | None,
-        paused_reason: str | None,
-    ) -> bool:
+    async def record_poll(self, gid: str, *, owner: str, now: datetime, result: PollResult) -> bool:
         """Write one poll's outcome and release the lease; False if `owner` lost the lease.
 
-        state None means the poll failed: the stored state is kept. None organization fields and
-        created_at keep what is stored. An error counts a consecutive failure; success resets it.
+        None organization fields and created_at in the answer keep what is stored.
         """
         c = exports.c
         values: dict[str, Any] = {
             "lease_owner": None,
             "lease_until": None,
             "poll_count": c.poll_count + 1,
-            "consecutive_failures": 0 if error is None else c.consecutive_failures + 1,
+            "consecutive_failures": 0 if result.error is None else c.consecutive_failures + 1,
             "last_checked_at": now,
             "updated_at": now,
-            "next_poll_at": next_poll_at,
-            "last_error": _short(error, _ERROR_MAX),
-            "paused_reason": _short(paused_reason, _ERROR_MAX),
+            "next_poll_at": result.next_poll_at,
+            "last_error": _short(result.error, _ERROR_MAX),
+            "paused_reason": _short(result.paused_reason, _ERROR_MAX),
         }
-        if state is not None:
-            values["state"] = state.value
-            values["raw_state"] = _short(raw_state, _RAW_STATE_MAX)
-        for name, value in (
-            ("organization_gid", organization_gid),
-            ("organization_name", organization_name),
-            ("created_at", created_at),
-        ):
-            if value is not None:
-                values[name] = value
+        export = result.export
+        if export is not None:
+            values["state"] = export.state.value
+            values["raw_state"] = _short(export.raw_state, _RAW_STATE_MAX)
+            for name, value in (
+                ("organization_gid", export.organization_gid),
+                ("organization_name", export.organization_name),
+                ("created_at", export.created_at),
+            ):
+                if value is not None:
+                    values[name] = value
+        if result.state is not None:
+            values["state"] = result.state.value
         async with self._write() as conn:
             row = (
                 await conn.execute(
@@ -653,7 +649,9 @@ class Store:
             ).first()
         return row is not None
 
-    async def record_notified(self, sub_id: int, ts: str, *, now: datetime, reason: str) -> None:
+    async def record_notified(
+        self, sub_id: int, ts: str, *, now: datetime, reason: EndReason
+    ) -> None:
         """Record the posted notification's ts and end the watch, in one statement.
 
         Two statements left a watch told but active forever when a crash fell between them:
@@ -709,10 +707,7 @@ class Store:
         A crash between recording the poll and posting leaves these; recovery tells them.
         """
         s, e = subscriptions.c, exports.c
-        ended_export = sa.or_(
-            e.state.in_([ExportState.FINISHED.value, ExportState.ERROR.value]),
-            sa.and_(e.next_poll_at.is_(None), e.last_error == ProblemKind.NOT_FOUND.value),
-        )
+        ended_export = e.state.in_([state.value for state in ExportState if state.has_ended])
         query = (
             sa.select(subscriptions)
             .join(exports, exports.c.gid == s.export_gid)

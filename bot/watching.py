@@ -1,14 +1,14 @@
-"""Starting and stopping a channel's watch of an export (what the slash command calls)."""
+"""Starting, stopping and listing a channel's watches of exports (what the slash command calls)."""
 
 from __future__ import annotations
 
 import logging
 from datetime import timedelta
 
-from bot import messages, slack_org, slack_out
+from bot import messages, slack_org
 from bot.access import may_list_watch
 from bot.messages import Message, WatchRow
-from bot.models import LINK_VALIDITY, Export, ExportState, Subscription
+from bot.models import LINK_VALIDITY, EndReason, Export, ExportState, Subscription
 from bot.runtime import Runtime
 from bot.slack_out import Failure
 from bot.store import WatchCapReached, WatchCaps
@@ -22,7 +22,7 @@ async def answer_for_export(
     """A looked-up export: finished/error are shown; anything else is watched in this channel."""
     now = runtime.now()
     if export.state.is_terminal:
-        include_link = export.state is ExportState.FINISHED and await runtime.links.allowed(
+        include_link = export.state is ExportState.FINISHED and await runtime.notify.links.allowed(
             channel_id
         )
         return messages.render_export(
@@ -58,7 +58,8 @@ async def answer_for_export(
     card = messages.render_status_card(
         export, now=now, watchers=watchers, next_check_at=next_poll_at
     )
-    result = await slack_out.post(runtime.slack, channel_id, card)
+    # Through the notifier: a paused token is not tried again, and a dead one starts the pause.
+    result = await runtime.notify.post(channel_id, card)
     if result.ts is not None:
         await runtime.store.set_card_ts(sub.id, result.ts)
         log.info("channel %s now watches export %s", channel_id, export.gid)
@@ -69,7 +70,7 @@ async def answer_for_export(
             channel_id=channel_id,
             gid=export.gid,
             now=now,
-            reason=f"slack_{result.error}",
+            reason=EndReason.slack(result.error),
         )
         return messages.render_cannot_post(export, now=now, error=result.error)
     # Slack hiccuped: the watch stands (the link post will come); only the card is missing.
@@ -86,14 +87,6 @@ async def stop_watching(
         gid, found=sub is not None, command=runtime.settings.SLACK_COMMAND
     )
     return answer, sub
-
-
-async def mark_card_unwatched(runtime: Runtime, sub: Subscription) -> None:
-    """Edit the ended watch's card, so everyone in the channel sees the watch stopped."""
-    row = await runtime.store.get_export_row(sub.export_gid)
-    if sub.card_ts and row is not None:
-        card = messages.render_card_unwatched(row.to_export(), now=runtime.now())
-        await slack_out.update(runtime.slack, sub.channel_id, sub.card_ts, card)
 
 
 #: How long `list all` waits for Slack's membership answers: the list is the ack itself.

@@ -13,11 +13,9 @@ from slack_bolt.async_app import AsyncAck, AsyncApp, AsyncRespond
 from slack_bolt.middleware.async_middleware import AsyncMiddleware
 from slack_bolt.request.async_request import AsyncBoltRequest
 
-from bot import messages, slack_out
-from bot.access import ClickVerdict, LinkPolicy, clicker_team_id, may_give_link
-from bot.asana import AsanaError
+from bot import lookup, messages
+from bot.access import clicker_team_id
 from bot.command_parser import Lookup, parse_command
-from bot.models import LINK_VALIDITY, ExportState
 from bot.runtime import Runtime
 
 log = logging.getLogger(__name__)
@@ -73,72 +71,22 @@ def _clicker(body: dict[str, Any]) -> tuple[str, str]:
     return str(user_id or ""), str(channel_id or "")
 
 
-async def _link_verdict(runtime: Runtime, body: dict[str, Any], channel_id: str) -> ClickVerdict:
-    """Ask Slack who we are and what the channel is (now, not cached), then decide."""
-    policy = runtime.links.policy
-    if policy is LinkPolicy.ANYWHERE:
-        return ClickVerdict.GIVE
-    org = await runtime.installation.get(runtime.slack)
-    clicker_team = clicker_team_id(body)
-    channel = await slack_out.channel_info(runtime.slack, channel_id) if channel_id else None
-    return may_give_link(policy, clicker_team=clicker_team, org=org, channel=channel)
-
-
 async def fresh_link(runtime: Runtime, body: dict[str, Any], respond: AsyncRespond) -> None:
-    """Re-fetch the export and show the clicker a newly minted link, privately."""
-    settings = runtime.settings
+    """Authorize the click and read its gid; `bot.lookup.fresh_link` answers, privately."""
     user_id, channel_id = _clicker(body)
-    if not settings.allows(user_id, channel_id):
+    if not runtime.settings.allows(user_id, channel_id):
         log.warning("refused a fresh link to user %s in channel %s", user_id[:20], channel_id[:20])
-        await respond(
-            **messages.render_refused(what="get this link").to_ack(), replace_original=False
-        )
-        return
-    gid = _clicked_gid(body)
-    if gid is None:
-        await respond(
-            **messages.render_usage("That button carries no valid export gid.").to_ack(),
-            replace_original=False,
-        )
-        return
-    verdict = await _link_verdict(runtime, body, channel_id)
-    if verdict is not ClickVerdict.GIVE:
-        log.info(
-            "withheld the link of export %s from user %s in channel %s: %s",
-            gid,
-            user_id[:20],
-            channel_id[:20],
-            verdict.value,
-        )
-        withheld = messages.render_link_withheld(
-            gid,
-            foreign_user=verdict is ClickVerdict.FOREIGN_USER,
-            command=settings.SLACK_COMMAND,
-        )
-        await respond(**withheld.to_ack(), replace_original=False)
-        return
-    refused = runtime.fair.admit(user_id)  # no Asana call past a fair-use limit
-    if refused is not None:
-        slow = messages.render_fair_use_refusal(
-            refused, per_minute=settings.USER_REQUESTS_PER_MINUTE
-        )
-        await respond(**slow.to_ack(), replace_original=False)
-        return
-    try:
-        export = await runtime.asana.get_export(gid)
-    except AsanaError as exc:
-        log.info("fresh link for export %s failed: %s", gid, exc.kind)
-        problem = messages.render_problem(
-            exc.kind, gid=gid, asana_message=exc.message, retry_after=exc.retry_after
-        )
-        await respond(**problem.to_ack(), replace_original=False)
-        return
-    now = runtime.now()
-    if export.state is ExportState.FINISHED and export.download_url:
-        answer = messages.render_fresh_link(export, now=now, link_valid_until=now + LINK_VALIDITY)
+        answer = messages.render_refused(what="get this link")
+    elif (gid := _clicked_gid(body)) is None:
+        answer = messages.render_usage("That button carries no valid export gid.")
     else:
-        answer = messages.render_export(export, now=now)
-        answer = messages.Message(answer.text, answer.blocks, "ephemeral")
+        answer = await lookup.fresh_link(
+            runtime,
+            gid,
+            user_id=user_id,
+            channel_id=channel_id,
+            clicker_team=clicker_team_id(body),
+        )
     await respond(**answer.to_ack(), replace_original=False)
 
 

@@ -10,8 +10,7 @@ from typing import Any
 
 from slack_bolt.async_app import AsyncAck, AsyncApp, AsyncRespond
 
-from bot import messages, watching
-from bot.asana import AsanaError
+from bot import lookup, messages, watching
 from bot.command_parser import (
     Command,
     Help,
@@ -23,7 +22,6 @@ from bot.command_parser import (
     parse_command,
 )
 from bot.db import DatabaseUnavailable
-from bot.log_context import bind
 from bot.messages import Message
 from bot.runtime import Runtime
 
@@ -59,28 +57,6 @@ async def answer_in_time(
     await respond(**answer.to_ack())
 
 
-async def look_up_and_watch(
-    runtime: Runtime, gid: str, *, team_id: str, channel_id: str, user_id: str
-) -> Message:
-    """Fetch the export; show it if it is over, otherwise watch it in this channel."""
-    with bind(gid=gid):  # every line of this lookup names the export
-        refused = runtime.fair.admit(user_id)  # no Asana call past a fair-use limit
-        if refused is not None:
-            return messages.render_fair_use_refusal(
-                refused, per_minute=runtime.settings.USER_REQUESTS_PER_MINUTE
-            )
-        try:
-            export = await runtime.asana.get_export(gid)
-        except AsanaError as exc:
-            log.info("lookup of export %s failed: %s", gid, exc.kind)
-            return messages.render_problem(
-                exc.kind, gid=gid, asana_message=exc.message, retry_after=exc.retry_after
-            )
-        return await watching.answer_for_export(
-            runtime, export, team_id=team_id, channel_id=channel_id, user_id=user_id
-        )
-
-
 def register(app: AsyncApp, runtime: Runtime) -> None:
     """Attach the slash command listener to `app`."""
     settings = runtime.settings
@@ -107,7 +83,7 @@ def register(app: AsyncApp, runtime: Runtime) -> None:
                     await answer_in_time(
                         ack,
                         respond,
-                        look_up_and_watch(
+                        lookup.look_up_and_watch(
                             runtime, gid, team_id=team_id, channel_id=channel_id, user_id=user_id
                         ),
                         deadline=settings.ACK_DEADLINE_SECONDS,
@@ -123,7 +99,7 @@ def register(app: AsyncApp, runtime: Runtime) -> None:
                     )
                     await ack(**answer.to_ack())
                     if ended is not None:
-                        await watching.mark_card_unwatched(runtime, ended)
+                        await runtime.notify.mark_unwatched(ended)
                 case ListWatches(workspace):
                     answer = await watching.list_watches(
                         runtime,

@@ -13,14 +13,16 @@ from pathlib import Path
 import pytest
 from slack_sdk.web.async_client import AsyncWebClient
 
-from bot.access import LinkPolicy
 from bot.asana import AsanaClient
+from bot.config import Settings
 from bot.db import create_engine, upgrade
+from bot.fair_use import FairUse
 from bot.models import Export, ExportState
 from bot.ratelimit import TokenBucket
-from bot.slack_out import LinkGate
-from bot.store import Store
-from bot.watcher import Watcher, WatcherConfig
+from bot.runtime import Runtime
+from bot.store import PollResult, Store, subscriptions
+from bot.store import _subscription as subscription_of
+from bot.watcher import Watcher
 from tests.conftest import ASANA_TOKEN
 from tests.fakes.asana import FakeAsana
 from tests.fakes.slack import FakeSlack
@@ -53,18 +55,33 @@ def clock() -> Clock:
 
 
 def make_watcher(store: Store, asana: FakeAsana, slack: FakeSlack, clock: Clock, owner: str):
-    client = AsyncWebClient(token=slack.bot_token, base_url=slack.api_url)
-    return Watcher(
-        store=store,
-        asana=AsanaClient(ASANA_TOKEN, asana.base_url, max_retry_time=1),
-        slack=client,
-        links=LinkGate(client, LinkPolicy.ANYWHERE),
-        budget=TokenBucket(10_000, clock=time.monotonic),
-        owner=owner,
-        config=WatcherConfig(notify_grace=timedelta(seconds=60)),
-        now=clock,
-        rng=random.Random(0),
+    """One replica: its own runtime (clients, budget, notifier), sharing the store."""
+    settings = Settings(
+        ASANA_TOKEN=ASANA_TOKEN,
+        ASANA_BASE_URL=asana.base_url,
+        SLACK_BOT_TOKEN=slack.bot_token,
+        LINK_POLICY="anywhere",
+        NOTIFY_GRACE_SECONDS=60,
     )
+    budget = TokenBucket(10_000, clock=time.monotonic)
+    runtime = Runtime(
+        settings=settings,
+        asana=AsanaClient(ASANA_TOKEN, asana.base_url, max_retry_time=1),
+        store=store,
+        slack=AsyncWebClient(token=slack.bot_token, base_url=slack.api_url),
+        budget=budget,
+        fair=FairUse(budget, reserved_share=0.5, user_per_minute=10, clock=time.monotonic),
+        now=clock,
+        replica=owner,
+    )
+    return Watcher(runtime, rng=random.Random(0))
+
+
+async def get_subscription(store: Store, sub_id: int):
+    async with store.engine.connect() as conn:
+        query = subscriptions.select().where(subscriptions.c.id == sub_id)
+        row = (await conn.execute(query)).first()
+    return subscription_of(row._mapping) if row else None
 
 
 def finished_posts(slack: FakeSlack) -> list[dict]:
@@ -88,9 +105,11 @@ async def watched_finished_export(store: Store, clock: Clock, channels: list[str
             next_poll_at=clock(),
         )
         ids.append(sub.id)
-    await store.upsert_export(
-        Export(gid=GID, state=ExportState.FINISHED), now=clock(), next_poll_at=None
-    )
+    # The poll that saw it finish (the crash came after it was recorded).
+    assert await store.claim_due(owner="poller", now=clock(), lease=timedelta(minutes=1), limit=1)
+    finished = Export(gid=GID, state=ExportState.FINISHED, organization_name="Acme")
+    result = PollResult(next_poll_at=None, export=finished)
+    assert await store.record_poll(GID, owner="poller", now=clock(), result=result)
     return ids
 
 
@@ -111,10 +130,10 @@ async def test_crash_after_post_before_commit_is_recorded_from_history(
     )
     watcher = make_watcher(store, fake_asana, fake_slack, clock, "replica-b")
     await watcher.recover()
-    assert (await store.get_subscription(sub_id)).notified_ts is None, "within grace: wait"
+    assert (await get_subscription(store, sub_id)).notified_ts is None, "within grace: wait"
     clock.advance(61)
     await watcher.recover()
-    sub = await store.get_subscription(sub_id)
+    sub = await get_subscription(store, sub_id)
     assert sub.notified_ts is not None and sub.end_reason == "finished"
     assert finished_posts(fake_slack) == [], "found in history, so not posted again"
     history = fake_slack.calls_to("conversations.history")
@@ -167,7 +186,7 @@ async def test_permanent_channel_error_ends_the_watch_without_retrying(
     (sub_id,) = await watched_finished_export(store, clock, ["CARCH"])
     watcher = make_watcher(store, fake_asana, fake_slack, clock, "replica-a")
     await watcher.recover()
-    sub = await store.get_subscription(sub_id)
+    sub = await get_subscription(store, sub_id)
     assert sub.ended_at is not None and sub.end_reason == "slack_is_archived"
     calls = len(fake_slack.calls_to("chat.postMessage"))
     await watcher.recover()

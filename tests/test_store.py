@@ -27,13 +27,23 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import IntegrityError, StatementError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from bot.db import create_engine, current_revision, normalize_database_url, upgrade
-from bot.models import Export, ExportState
-from bot.store import ExportRow, Store, WatchCapReached, WatchCaps, metadata, subscriptions
+from bot.db import create_engine, normalize_database_url, upgrade
+from bot.models import EndReason, Export, ExportState, Subscription
+from bot.slack_out import _CHANNEL_ERRORS, _TOKEN_ERRORS
+from bot.store import (
+    ExportRow,
+    PollResult,
+    Store,
+    WatchCapReached,
+    WatchCaps,
+    _subscription,
+    metadata,
+    subscriptions,
+)
 
 POSTGRES_URL_VAR = "ASANA_BOT_TEST_POSTGRES_URL"
 #: The newest migration: every start-up brings the database here.
-HEAD_REVISION = "0002"
+HEAD_REVISION = "0003"
 T0 = datetime(2025, 3, 1, 12, 0, 0, tzinfo=UTC)
 LEASE = timedelta(seconds=60)
 CANARY_URL = "https://exports.example.invalid/org.zip?X-Amz-Signature=canary-7d1f0b9e42"
@@ -110,6 +120,31 @@ async def engine(backend: Backend) -> AsyncEngine:
 @pytest.fixture
 def store(engine: AsyncEngine) -> Store:
     return Store(engine)
+
+
+async def current_revision(engine: AsyncEngine) -> str | None:
+    """The schema revision the database is at (None when never migrated)."""
+
+    def read(connection: sa.Connection) -> str | None:
+        return MigrationContext.configure(connection).get_current_revision()
+
+    async with engine.connect() as conn:
+        return await conn.run_sync(read)
+
+
+async def _upsert(
+    store: Store, export: Export, *, now: datetime, next_poll_at: datetime | None
+) -> None:
+    """Write a fetched export as `Store.subscribe` does, without a subscription."""
+    async with store.engine.begin() as conn:
+        await Store._upsert_export(conn, export, now=now, next_poll_at=next_poll_at)
+
+
+async def _get_subscription(store: Store, sub_id: int) -> Subscription | None:
+    async with store.engine.connect() as conn:
+        query = subscriptions.select().where(subscriptions.c.id == sub_id)
+        row = (await conn.execute(query)).first()
+    return _subscription(row._mapping) if row else None
 
 
 def _export(gid: str = "1001", state: ExportState = ExportState.PENDING, **kw: Any) -> Export:
@@ -212,9 +247,7 @@ async def test_sqlite_write_transactions_take_the_lock_at_begin(backend: Backend
     await upgrade(first)
     async with first.begin() as conn:
         await conn.execute(sa.text("SELECT count(*) FROM exports"))
-        writer = asyncio.create_task(
-            Store(second).upsert_export(_export("w"), now=T0, next_poll_at=T0)
-        )
+        writer = asyncio.create_task(_upsert(Store(second), _export("w"), now=T0, next_poll_at=T0))
         await asyncio.sleep(0.3)
         assert not writer.done()
     await writer
@@ -321,6 +354,59 @@ async def test_migration_matches_the_store_tables(engine: AsyncEngine) -> None:
         assert await conn.run_sync(diff) == []
 
 
+async def test_migration_0003_names_the_gone_exports(backend: Backend) -> None:
+    """Rows that said "gone" as not_found with no next poll now say state = 'gone'."""
+    engine = backend.engine()
+    await upgrade(engine, "0002")
+    rows = [
+        # gid, state, last_error, next_poll_at: only the first is gone
+        ("gone", "started", "not_found", None),
+        ("due", "started", "not_found", T0),
+        ("failing", "pending", "timeout", None),
+        ("finished", "finished", "not_found", None),
+        ("failed", "error", "not_found", None),
+    ]
+    async with engine.begin() as conn:
+        for gid, state, error, due in rows:
+            await conn.execute(
+                sa.text(
+                    "INSERT INTO exports (gid, state, last_error, next_poll_at, poll_count,"
+                    " consecutive_failures, updated_at) VALUES (:g, :s, :e, :d, 1, 0, :u)"
+                ),
+                {"g": gid, "s": state, "e": error, "d": due, "u": T0},
+            )
+    await upgrade(engine)
+    store = Store(engine)
+    states = {gid: (await store.get_export_row(gid)).state for gid, *_ in rows}  # type: ignore[union-attr]
+    assert states == {
+        "gone": ExportState.GONE,
+        "due": ExportState.STARTED,
+        "failing": ExportState.PENDING,
+        "finished": ExportState.FINISHED,
+        "failed": ExportState.ERROR,
+    }
+
+
+async def test_a_gone_export_is_stored_as_gone_and_owed_a_notification(store: Store) -> None:
+    sub_id = await _watch(store, "g")
+    await store.claim_due(owner="w", now=T0, lease=LEASE, limit=5)
+    gone = PollResult(next_poll_at=None, error="not_found", state=ExportState.GONE)
+    assert await store.record_poll("g", owner="w", now=T0, result=gone)
+    row = await store.get_export_row("g")
+    assert row is not None and (row.state, row.last_error) == (ExportState.GONE, "not_found")
+    assert [s.id for s in await store.untold_subscriptions()] == [sub_id]
+    assert await store.claim_due(owner="w", now=T0 + LEASE * 2, lease=LEASE, limit=5) == []
+    assert ExportState.parse("gone") is ExportState.UNKNOWN  # Asana cannot say it
+
+
+def test_every_slack_failure_that_ends_a_watch_has_an_end_reason() -> None:
+    for error in _CHANNEL_ERRORS | _TOKEN_ERRORS:
+        assert EndReason.slack(error) == f"slack_{error}"
+    assert {r.value for r in EndReason if r.value.startswith("slack_")} == {
+        f"slack_{e}" for e in _CHANNEL_ERRORS | _TOKEN_ERRORS
+    }
+
+
 async def test_active_subscription_index_is_partial_and_unique(engine: AsyncEngine) -> None:
     def indexes(conn: sa.Connection) -> list[dict[str, Any]]:
         return sa.inspect(conn).get_indexes("subscriptions")
@@ -359,23 +445,14 @@ async def test_download_url_canary_is_never_stored(backend: Backend, store: Stor
         created_at=T0,
         download_url=CANARY_URL,
     )
-    await store.upsert_export(export, now=T0, next_poll_at=T0)
+    await _upsert(store, export, now=T0, next_poll_at=T0)
     sub, _ = await store.subscribe(
         team_id="T1", channel_id="C1", user_id="U1", export=export, now=T0, next_poll_at=T0
     )
     [row] = await store.claim_due(owner="w1", now=T0, lease=LEASE, limit=5)
+    finished = Export(gid=row.gid, state=ExportState.FINISHED, raw_state="finished")
     assert await store.record_poll(
-        row.gid,
-        owner="w1",
-        now=T0,
-        state=ExportState.FINISHED,
-        raw_state="finished",
-        organization_gid=None,
-        organization_name=None,
-        created_at=None,
-        next_poll_at=None,
-        error=None,
-        paused_reason=None,
+        row.gid, owner="w1", now=T0, result=PollResult(next_poll_at=None, export=finished)
     )
     assert await store.try_mark_notified(sub.id, now=T0)
     await store.record_notified(sub.id, "1700000000.000100", now=T0, reason="finished")
@@ -406,7 +483,7 @@ async def test_aware_datetimes_round_trip_as_utc(store: Store) -> None:
     india = timezone(timedelta(hours=5, minutes=30))
     created = datetime(2025, 1, 2, 3, 4, 5, 678901, tzinfo=india)
     due = datetime(2025, 1, 2, 9, 0, 0, 1, tzinfo=timezone(timedelta(hours=-7)))
-    await store.upsert_export(_export("9", created_at=created), now=T0, next_poll_at=due)
+    await _upsert(store, _export("9", created_at=created), now=T0, next_poll_at=due)
     row = await store.get_export_row("9")
     assert row is not None
     assert row.created_at == created
@@ -418,7 +495,7 @@ async def test_aware_datetimes_round_trip_as_utc(store: Store) -> None:
 
 async def test_naive_datetimes_are_refused(store: Store) -> None:
     with pytest.raises(StatementError, match="naive"):
-        await store.upsert_export(_export("9"), now=datetime(2025, 1, 1), next_poll_at=None)
+        await _upsert(store, _export("9"), now=datetime(2025, 1, 1), next_poll_at=None)
 
 
 async def test_ordering_across_offsets_uses_the_instant(store: Store) -> None:
@@ -441,9 +518,10 @@ async def test_ordering_across_offsets_uses_the_instant(store: Store) -> None:
 
 
 async def test_upsert_updates_state_keeps_known_fields_and_schedule(store: Store) -> None:
-    await store.upsert_export(_export("7", created_at=T0), now=T0, next_poll_at=T0)
+    await _upsert(store, _export("7", created_at=T0), now=T0, next_poll_at=T0)
     later = T0 + timedelta(minutes=1)
-    await store.upsert_export(
+    await _upsert(
+        store,
         Export(gid="7", state=ExportState.STARTED, raw_state="started"),
         now=later,
         next_poll_at=None,
@@ -466,8 +544,11 @@ async def test_upsert_updates_state_keeps_known_fields_and_schedule(store: Store
 
 
 async def test_unknown_stored_state_reads_back_as_unknown(store: Store) -> None:
-    await store.upsert_export(
-        Export(gid="8", state=ExportState.UNKNOWN, raw_state="x" * 300), now=T0, next_poll_at=T0
+    await _upsert(
+        store,
+        Export(gid="8", state=ExportState.UNKNOWN, raw_state="x" * 300),
+        now=T0,
+        next_poll_at=T0,
     )
     row = await store.get_export_row("8")
     assert row is not None and row.state is ExportState.UNKNOWN
@@ -514,7 +595,7 @@ async def test_concurrent_subscribes_create_one_row(backend: Backend, store: Sto
 async def test_subscribe_that_loses_a_race_returns_the_winner(
     backend: Backend, store: Store
 ) -> None:
-    await store.upsert_export(_export("r"), now=T0, next_poll_at=T0)
+    await _upsert(store, _export("r"), now=T0, next_poll_at=T0)
     rival = backend.engine()
     async with rival.begin() as conn:
         result = await conn.execute(
@@ -567,7 +648,7 @@ async def test_unwatch_then_resubscribe(store: Store) -> None:
     second = await _watch(store, "3")
     assert second != first
     assert [s.id for s in await store.active_subscriptions("3")] == [second]
-    old = await store.get_subscription(first)
+    old = await _get_subscription(store, first)
     assert old is not None and old.ended_at == later
 
 
@@ -652,14 +733,14 @@ async def test_card_ts_and_end(store: Store) -> None:
     one = await _watch(store, "6", channel="C1")
     two = await _watch(store, "6", channel="C2")
     await store.set_card_ts(one, "111.222")
-    got = await store.get_subscription(one)
+    got = await _get_subscription(store, one)
     assert got is not None and got.card_ts == "111.222"
     assert await store.end_subscription(one, now=T0, reason="channel_not_found")
     assert not await store.end_subscription(one, now=T0, reason="again")
     assert await store.end_subscription(two, now=T0, reason="error")
-    second = await store.get_subscription(two)
+    second = await _get_subscription(store, two)
     assert second is not None and second.end_reason == "error"
-    first = await store.get_subscription(one)
+    first = await _get_subscription(store, one)
     assert first is not None and first.end_reason == "channel_not_found"
     assert await store.count_active_subscriptions() == 0
 
@@ -701,7 +782,7 @@ async def test_only_watchable_exports_are_claimed(store: Store) -> None:
     await _watch(store, "error", state=ExportState.ERROR)
     await _watch(store, "unwatched")
     await store.unwatch(team_id="T1", channel_id="C1", gid="unwatched", now=T0)
-    await store.upsert_export(_export("nobody"), now=T0, next_poll_at=T0)
+    await _upsert(store, _export("nobody"), now=T0, next_poll_at=T0)
     await _watch(store, "unscheduled")
     async with store.engine.begin() as conn:
         await conn.execute(
@@ -715,24 +796,15 @@ async def test_paused_exports_are_still_claimed(store: Store) -> None:
     await _watch(store, "p")
     assert len(await store.claim_due(owner="w", now=T0, lease=LEASE, limit=5)) == 1
     later = T0 + timedelta(minutes=10)
-    assert await store.record_poll(
-        "p",
-        owner="w",
-        now=T0,
-        state=None,
-        raw_state=None,
-        organization_gid=None,
-        organization_name=None,
-        created_at=None,
-        next_poll_at=later,
-        error="401 from Asana",
-        paused_reason="token rejected (401)",
+    failed = PollResult(
+        next_poll_at=later, error="401 from Asana", paused_reason="token rejected (401)"
     )
+    assert await store.record_poll("p", owner="w", now=T0, result=failed)
     [again] = await store.claim_due(owner="w", now=later, lease=LEASE, limit=5)
     assert again.paused_reason == "token rejected (401)"
     assert again.state is ExportState.PENDING  # a failed poll keeps the known state
     # A later successful interactive lookup proves the token works again.
-    await store.upsert_export(_export("p", ExportState.STARTED), now=later, next_poll_at=None)
+    await _upsert(store, _export("p", ExportState.STARTED), now=later, next_poll_at=None)
     row = await store.get_export_row("p")
     assert row is not None and row.paused_reason is None and row.state is ExportState.STARTED
 
@@ -768,18 +840,16 @@ async def test_record_poll_writes_result_and_releases(store: Store) -> None:
     await store.claim_due(owner="w", now=T0, lease=LEASE, limit=5)
     created = T0 - timedelta(days=1)
     nxt = T0 + timedelta(seconds=30)
-    assert await store.record_poll(
-        "r",
-        owner="w",
-        now=T0,
+    started = Export(
+        gid="r",
         state=ExportState.STARTED,
         raw_state="started",
         organization_gid="43",
         organization_name="Acme Two",
         created_at=created,
-        next_poll_at=nxt,
-        error=None,
-        paused_reason=None,
+    )
+    assert await store.record_poll(
+        "r", owner="w", now=T0, result=PollResult(next_poll_at=nxt, export=started)
     )
     row = await store.get_export_row("r")
     assert row is not None
@@ -799,19 +869,8 @@ async def test_record_poll_counts_failures_and_truncates_errors(store: Store) ->
     for i in range(3):
         now = T0 + timedelta(minutes=i)
         await store.claim_due(owner="w", now=now, lease=LEASE, limit=5)
-        assert await store.record_poll(
-            "f",
-            owner="w",
-            now=now,
-            state=None,
-            raw_state=None,
-            organization_gid=None,
-            organization_name=None,
-            created_at=None,
-            next_poll_at=now,
-            error="E" * 2000,
-            paused_reason=None,
-        )
+        failed = PollResult(next_poll_at=now, error="E" * 2000)
+        assert await store.record_poll("f", owner="w", now=now, result=failed)
         row = await store.get_export_row("f")
         assert row is not None
         failures.append(row.consecutive_failures)
@@ -819,18 +878,9 @@ async def test_record_poll_counts_failures_and_truncates_errors(store: Store) ->
     assert row.last_error is not None and len(row.last_error) == 500
     assert row.state is ExportState.PENDING and row.organization_name == "Acme"
     await store.claim_due(owner="w", now=T0 + timedelta(hours=1), lease=LEASE, limit=5)
+    started = Export(gid="f", state=ExportState.STARTED, raw_state="started")
     assert await store.record_poll(
-        "f",
-        owner="w",
-        now=T0,
-        state=ExportState.STARTED,
-        raw_state="started",
-        organization_gid=None,
-        organization_name=None,
-        created_at=None,
-        next_poll_at=T0,
-        error=None,
-        paused_reason=None,
+        "f", owner="w", now=T0, result=PollResult(next_poll_at=T0, export=started)
     )
     row = await store.get_export_row("f")
     assert row is not None
@@ -842,22 +892,22 @@ async def test_record_poll_with_a_lost_lease_changes_nothing(store: Store) -> No
     await store.claim_due(owner="slow", now=T0, lease=LEASE, limit=5)
     later = T0 + LEASE + timedelta(seconds=1)
     await store.claim_due(owner="fast", now=later, lease=LEASE, limit=5)
-    kw: dict[str, Any] = {
-        "raw_state": "finished",
-        "organization_gid": None,
-        "organization_name": None,
-        "created_at": None,
-        "next_poll_at": None,
-        "error": None,
-        "paused_reason": None,
-    }
-    lost = await store.record_poll("x", owner="slow", now=later, state=ExportState.FINISHED, **kw)
+
+    def answered(state: ExportState) -> PollResult:
+        export = Export(gid="x", state=state, raw_state="finished")
+        return PollResult(next_poll_at=None, export=export)
+
+    lost = await store.record_poll(
+        "x", owner="slow", now=later, result=answered(ExportState.FINISHED)
+    )
     assert lost is False
     row = await store.get_export_row("x")
     assert row is not None
     assert (row.state, row.poll_count, row.lease_owner) == (ExportState.PENDING, 0, "fast")
     assert not await store.release("x", owner="slow", next_poll_at=None)
-    assert await store.record_poll("x", owner="fast", now=later, state=ExportState.STARTED, **kw)
+    assert await store.record_poll(
+        "x", owner="fast", now=later, result=answered(ExportState.STARTED)
+    )
     row = await store.get_export_row("x")
     assert row is not None and (row.state, row.poll_count) == (ExportState.STARTED, 1)
 
@@ -886,7 +936,7 @@ async def test_mark_notified_has_exactly_one_winner(backend: Backend, store: Sto
         *(stores[i % 2].try_mark_notified(sub_id, now=T0) for i in range(16))
     )
     assert sum(results) == 1
-    sub = await store.get_subscription(sub_id)
+    sub = await _get_subscription(store, sub_id)
     assert sub is not None and sub.notified_at == T0
 
 
@@ -907,5 +957,5 @@ async def test_notification_recovery_cycle(store: Store) -> None:
     assert await store.unrecorded_notifications() == []
     assert await store.try_mark_notified(b, now=T0 + timedelta(minutes=1))
     assert not await store.try_mark_notified(b, now=T0 + timedelta(minutes=1))
-    done = await store.get_subscription(a)
+    done = await _get_subscription(store, a)
     assert done is not None and done.notified_ts == "123.456"

@@ -38,6 +38,7 @@ STATE_EMOJI = {
     ExportState.FINISHED: ":white_check_mark:",
     ExportState.ERROR: ":x:",
     ExportState.UNKNOWN: ":grey_question:",
+    ExportState.GONE: ":wastebasket:",
 }
 
 LINK_NOTE = "Asana download links expire about an hour after they are fetched."

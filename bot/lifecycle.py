@@ -1,0 +1,195 @@
+"""Serving: start everything in order, run until SIGINT/SIGTERM, stop everything in order.
+
+Start-up binds PORT first (a taken port stops start-up before anything else runs), then opens
+the database, builds the runtime, checks the Slack token, and starts the scheduler and the
+transport; the health check answers only once all of that is up. Teardown is `_teardown`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import resource
+import signal
+import socket
+from typing import TYPE_CHECKING, Any
+
+from aiohttp import web
+from apscheduler.schedulers.asyncio import AsyncIOScheduler
+from slack_bolt.async_app import AsyncApp
+from slack_sdk.errors import SlackApiError
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from bot import log_context
+from bot.config import Settings
+from bot.db import open_database
+from bot.http_limits import HttpLimits, LimitedSite, bind_listener, files_warning
+from bot.http_routes import EVENTS_PATH, build_web_app
+from bot.runtime import Runtime, replica_id
+from bot.scheduler import build_scheduler, stop_scheduler
+from bot.store import Store
+from bot.watcher import Watcher
+
+if TYPE_CHECKING:
+    from bot.socket_mode import StoppableSocketModeHandler
+
+log = logging.getLogger(__name__)
+
+
+async def _check_slack_auth(bolt: AsyncApp) -> dict[str, Any] | None:
+    """Fail fast on a bad bot token; a Slack outage at start-up only warns.
+
+    Returns auth.test's answer (who installed us), or None when Slack did not give one.
+    """
+    try:
+        auth = await bolt.client.auth_test()
+        log.info("connected to Slack team %s as %s", auth.get("team_id"), auth.get("user_id"))
+        return dict(auth.data) if isinstance(auth.data, dict) else None
+    except SlackApiError as exc:
+        error = exc.response.get("error")
+        if error in ("invalid_auth", "not_authed", "token_revoked", "account_inactive"):
+            raise SystemExit(
+                f"Slack rejected SLACK_BOT_TOKEN ({error}): reinstall the app and set a new token."
+            ) from None
+        log.warning("auth.test failed (%s); continuing", error)
+    except Exception as exc:  # network trouble must not stop the bot
+        log.warning("could not reach Slack at start-up (%s); continuing", type(exc).__name__)
+    return None
+
+
+async def serve(settings: Settings) -> None:
+    """Run until SIGINT/SIGTERM: HTTP endpoint or Socket Mode, the watcher, the health check.
+
+    PORT is bound before anything else starts, so a taken port stops start-up with ListenError.
+    """
+    sock = bind_listener(settings.HOST, settings.PORT)
+    try:
+        await _serve(settings, sock)
+    finally:
+        sock.close()
+
+
+async def _serve(settings: Settings, sock: socket.socket) -> None:
+    # bot.app imports this module to re-export `serve`: its builders are imported when used.
+    from bot.app import build_bolt_app, build_runtime, build_watcher
+
+    replica = replica_id()
+    log_context.set_replica(replica)  # on every line from here on
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(NotImplementedError):
+            loop.add_signal_handler(sig, stop.set)
+
+    limits = HttpLimits(settings.HTTP_READ_TIMEOUT_SECONDS, settings.HTTP_MAX_CONNECTIONS)
+    warning = files_warning(limits.max_connections, resource.getrlimit(resource.RLIMIT_NOFILE)[0])
+    if warning:
+        log.warning("%s", warning)
+    engine = await open_database(settings.DATABASE_URL)
+    runtime = build_runtime(settings, Store(engine), replica=replica)
+    bolt = build_bolt_app(runtime)
+    runtime.installation.remember(await _check_slack_auth(bolt))
+    watcher = build_watcher(runtime)
+    scheduler = build_scheduler(
+        watcher, tick_seconds=settings.TICK_SECONDS, recover_seconds=settings.RECOVER_SECONDS
+    )
+
+    async def status() -> dict[str, Any]:
+        slack = runtime.notify.status()
+        return {
+            "replica": runtime.replica,
+            "watches": await runtime.store.count_active_subscriptions(),
+            "due": await runtime.store.due_count(runtime.now()),
+            "slack_paused": slack.reason if slack.paused else None,
+        }
+
+    web_app = build_web_app(None if settings.socket_mode else bolt, settings, status)
+    runner = web.AppRunner(web_app, access_log=None, handle_signals=False)
+    await runner.setup()
+    site = LimitedSite(runner, sock, limits)
+    transport = _Transport()
+    try:
+        scheduler.start()
+        if settings.socket_mode:
+            await transport.connect(bolt, settings, stop)
+            if transport.connected:
+                log.info("serving Socket Mode as replica %s", runtime.replica)
+        else:
+            log.info(
+                "serving HTTP on %s:%s%s as replica %s",
+                settings.HOST,
+                settings.PORT,
+                EVENTS_PATH,
+                runtime.replica,
+            )
+        await site.start()  # healthy only once everything behind it is up
+        await stop.wait()
+        log.info("shutting down")
+    finally:
+        await _teardown(
+            settings, scheduler, watcher, transport, runner, runtime=runtime, engine=engine
+        )
+
+
+class _Transport:
+    """The Socket Mode connection, when there is one (HTTP mode is the aiohttp runner)."""
+
+    def __init__(self) -> None:
+        self.handler: StoppableSocketModeHandler | None = None
+        self.connector: asyncio.Task[None] | None = None
+        self.connected = False
+
+    async def connect(self, bolt: AsyncApp, settings: Settings, stop: asyncio.Event) -> None:
+        """Connect and keep reconnecting; returns at the first connection or at `stop`."""
+        from bot.socket_mode import StoppableSocketModeHandler, keep_connected
+
+        assert settings.SLACK_APP_TOKEN is not None
+        self.handler = StoppableSocketModeHandler(
+            bolt, settings.SLACK_APP_TOKEN.get_secret_value(), logger=bolt.logger
+        )
+        connected = asyncio.Event()
+        self.connector = asyncio.create_task(keep_connected(self.handler.client, stop, connected))
+        # Until the first connection the bot is not healthy, but SIGTERM still stops it.
+        waiter = asyncio.ensure_future(connected.wait())
+        await asyncio.wait([waiter, self.connector], return_when=asyncio.FIRST_COMPLETED)
+        waiter.cancel()
+        self.connected = connected.is_set()
+
+    async def close(self) -> None:
+        if self.connector is not None:
+            self.connector.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self.connector
+        if self.handler is not None:
+            await self.handler.close_async()
+
+
+async def _teardown(
+    settings: Settings,
+    scheduler: AsyncIOScheduler,
+    watcher: Watcher,
+    transport: _Transport,
+    runner: web.AppRunner,
+    *,
+    runtime: Runtime,
+    engine: AsyncEngine,
+) -> None:
+    """Stop in the reverse order of what depends on what; each step needs the ones after it.
+
+    1. The scheduler: no new tick starts, the running one finishes (up to half a lease), and
+       this replica's leases are given back, so another replica polls them at once. It needs
+       the database and both clients, which are still open.
+    2. The transport: Socket Mode stops receiving (the reconnect loop first, so it does not
+       reconnect what is being closed), then the HTTP server stops taking requests and waits
+       for the listeners still answering; they too need the clients and the database.
+    3. The clients: Asana's pooled connections, then Slack's aiohttp session.
+    4. The database engine, last: everything above may write to it until it is done.
+    """
+    await stop_scheduler(scheduler, watcher, grace=settings.LEASE_SECONDS / 2)
+    await transport.close()
+    await runner.cleanup()
+    await runtime.asana.aclose()
+    if runtime.slack.session is not None:
+        await runtime.slack.session.close()
+    await engine.dispose()

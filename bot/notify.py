@@ -1,0 +1,233 @@
+"""The one way the bot posts and edits Slack messages, and what Slack's answers imply.
+
+Every chat.postMessage and chat.update goes through `Notifier`, whoever asks (the watcher, the
+recovery job, the slash command). So one place keeps:
+
+- the token pause: Slack rejected our token, so nothing is posted until a growing pause is over
+  (a person must reinstall the app); any success ends it;
+- the once-key: a watch's notification carries message metadata naming its subscription, and is
+  posted only by whoever wins the compare-and-set on `notified_at`;
+- the link policy (LINK_POLICY, `links`);
+- ending a watch whose channel Slack will no longer let us use.
+
+`bot.decisions` decides whether to tell, `bot.messages` renders what is said; this delivers it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import TYPE_CHECKING, Any
+
+from bot import messages, slack_out
+from bot.decisions import END_REASONS, Outcome
+from bot.models import LINK_VALIDITY, EndReason, Export, ProblemKind, Subscription
+from bot.slack_out import Failure, LinkGate, SlackResult
+
+if TYPE_CHECKING:
+    from bot.runtime import Runtime
+
+log = logging.getLogger(__name__)
+
+#: Message metadata event types: how a replica recognises its own earlier posts in history.
+EVENT_TYPES = {
+    Outcome.FINISHED: "asana_export_finished",
+    Outcome.FAILED: "asana_export_failed",
+    Outcome.GONE: "asana_export_gone",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class SlackStatus:
+    """Whether posting is paused (Slack rejects our token), why, and until when."""
+
+    paused: bool
+    reason: str | None = None
+    until: datetime | None = None
+
+
+class Notifier:
+    """Delivers every Slack post and edit of one process; shared through the `Runtime`."""
+
+    def __init__(
+        self,
+        runtime: Runtime,
+        *,
+        pause_initial: timedelta = timedelta(seconds=60),
+        pause_cap: timedelta = timedelta(hours=1),
+    ) -> None:
+        self._rt = runtime
+        self.links = LinkGate(runtime.slack, runtime.settings.LINK_POLICY)
+        self._pause_initial = pause_initial
+        self._pause_cap = pause_cap
+        self._pause = pause_initial
+        self._paused_until: datetime | None = None
+        self._pause_reason: str | None = None
+
+    # -- the token pause ----------------------------------------------------------------
+
+    def paused(self) -> bool:
+        """True while Slack rejects our token: posting would fail the same way."""
+        return self._paused_until is not None and self._rt.now() < self._paused_until
+
+    def status(self) -> SlackStatus:
+        """For /healthz: is posting paused, and why."""
+        if not self.paused():
+            return SlackStatus(paused=False)
+        return SlackStatus(paused=True, reason=self._pause_reason, until=self._paused_until)
+
+    def _note(self, result: SlackResult) -> None:
+        """Pause all posting on a dead token, with a growing pause; resume on any success."""
+        if result.failure is Failure.TOKEN:
+            self._paused_until = self._rt.now() + self._pause
+            self._pause_reason = result.error
+            log.error(
+                "Slack rejected the bot token (%s): posting paused for %.0fs; reinstall the app"
+                " and set a new SLACK_BOT_TOKEN. Watches are kept and will be told later.",
+                result.error,
+                self._pause.total_seconds(),
+            )
+            self._pause = min(self._pause * 2, self._pause_cap)
+        elif result.ok and self._paused_until is not None:
+            log.info("Slack accepts the bot token again; posting resumed")
+            self._paused_until = self._pause_reason = None
+            self._pause = self._pause_initial
+
+    def _refused(self) -> SlackResult:
+        """What a post during the pause gets, without asking Slack: the token failure again."""
+        return SlackResult(error=self._pause_reason, failure=Failure.TOKEN)
+
+    # -- delivery: every post and edit ---------------------------------------------------
+
+    async def post(
+        self, channel: str, message: messages.Message, *, metadata: dict[str, Any] | None = None
+    ) -> SlackResult:
+        """chat.postMessage, unless posting is paused; the answer may start or end a pause."""
+        if self.paused():
+            return self._refused()
+        result = await slack_out.post(self._rt.slack, channel, message, metadata=metadata)
+        self._note(result)
+        return result
+
+    async def update(self, channel: str, ts: str, message: messages.Message) -> SlackResult:
+        """chat.update of a card, unless posting is paused."""
+        if self.paused():
+            return self._refused()
+        result = await slack_out.update(self._rt.slack, channel, ts, message)
+        self._note(result)
+        return result
+
+    # -- a watch's messages --------------------------------------------------------------
+
+    async def _end_if_channel_lost(self, sub: Subscription, result: SlackResult) -> None:
+        """A channel we can no longer use ends that watch (with the reason), never retried."""
+        if result.failure is Failure.CHANNEL:
+            await self._rt.store.end_subscription(
+                sub.id, now=self._rt.now(), reason=EndReason.slack(result.error)
+            )
+
+    async def update_cards(self, export: Export, *, next_check_at: datetime | None) -> None:
+        """Edit every watching channel's status card to show `export` as it is now."""
+        store = self._rt.store
+        subs = await store.active_subscriptions(export.gid)
+        card = messages.render_status_card(
+            export, now=self._rt.now(), watchers=len(subs), next_check_at=next_check_at
+        )
+        for sub in subs:
+            if sub.card_ts and not self.paused():
+                result = await self.update(sub.channel_id, sub.card_ts, card)
+                await self._end_if_channel_lost(sub, result)
+
+    async def announce_pause(self, gid: str, kind: ProblemKind) -> None:
+        """Tell every watching channel once that the Asana token lost access to `gid`."""
+        message = messages.render_watch_paused(gid, kind, command=self._rt.settings.SLACK_COMMAND)
+        for sub in await self._rt.store.active_subscriptions(gid):
+            if self.paused():
+                return
+            await self._end_if_channel_lost(sub, await self.post(sub.channel_id, message))
+
+    async def mark_unwatched(self, sub: Subscription) -> None:
+        """Edit an ended watch's card, so everyone in the channel sees the watch stopped."""
+        row = await self._rt.store.get_export_row(sub.export_gid)
+        if sub.card_ts and row is not None:
+            card = messages.render_card_unwatched(row.to_export(), now=self._rt.now())
+            await self.update(sub.channel_id, sub.card_ts, card)
+
+    # -- exactly-once notification ---------------------------------------------------------
+
+    async def notify_all(self, export: Export, outcome: Outcome) -> None:
+        """Tell every active subscription of `export` once; each ends when told."""
+        for sub in await self._rt.store.active_subscriptions(export.gid):
+            await self.notify(sub, export, outcome)
+
+    async def notify(self, sub: Subscription, export: Export, outcome: Outcome) -> bool:
+        """Post this subscription's one notification if this replica wins the right to."""
+        store, now = self._rt.store, self._rt.now
+        if self.paused():
+            return False  # recovery tells it once the pause is over
+        claimed_at = now()
+        if not await store.try_mark_notified(sub.id, now=claimed_at):
+            return False
+        metadata = {
+            "event_type": EVENT_TYPES[outcome],
+            "event_payload": {"gid": export.gid, "subscription_id": sub.id},
+        }
+        message = await self._notification(sub, export, outcome)
+        # The claim works as a lease: recovery takes over a claim older than the grace, so
+        # this post must be over well before then (slack_sdk may be sleeping out a 429), or
+        # both would post. Cut short, its outcome is unknown: recovery reads the history.
+        deadline = self._rt.settings.NOTIFY_GRACE_SECONDS / 2
+        try:
+            result = await asyncio.wait_for(
+                self.post(sub.channel_id, message, metadata=metadata), deadline
+            )
+        except TimeoutError:
+            log.warning(
+                "posting to %s took over %.1fs; recovery will check the channel history",
+                sub.channel_id,
+                deadline,
+            )
+            return False
+        await self._end_if_channel_lost(sub, result)
+        if result.ts is not None:
+            await store.record_notified(sub.id, result.ts, now=now(), reason=END_REASONS[outcome])
+            log.info("notified subscription %s of export %s: %s", sub.id, export.gid, outcome)
+            return True
+        if result.failure is not Failure.CHANNEL:
+            # Not posted: give the claim back so the recovery job tries again.
+            await store.clear_notified(sub.id, claimed_at=claimed_at)
+        return False
+
+    async def find_notification(
+        self, sub: Subscription, outcome: Outcome, *, oldest: float
+    ) -> str | None:
+        """The ts of this subscription's notification if Slack has it (by its once-key).
+
+        Raises slack_out.HistoryUnavailable when the history could not be read.
+        """
+        return await slack_out.find_posted(
+            self._rt.slack,
+            sub.channel_id,
+            event_type=EVENT_TYPES[outcome],
+            subscription_id=sub.id,
+            oldest=oldest,
+        )
+
+    async def _notification(
+        self, sub: Subscription, export: Export, outcome: Outcome
+    ) -> messages.Message:
+        now = self._rt.now()
+        if outcome is Outcome.FINISHED:
+            include_link = await self.links.allowed(sub.channel_id)
+            return messages.render_finished_post(
+                export,
+                now=now,
+                requester_user_id=sub.user_id,
+                link_valid_until=now + LINK_VALIDITY,
+                include_link=include_link,
+            )
+        if outcome is Outcome.FAILED:
+            return messages.render_export_failed(export, now=now)
+        return messages.render_export_gone(export.gid)
