@@ -115,7 +115,7 @@ def build_bolt_app(runtime: Runtime) -> AsyncApp:
         process_before_response=False,
         logger=logging.getLogger("slack_bolt.App"),
     )
-    app.use(log_context.bolt_middleware)  # request id, team, channel, user on every line
+    app.use(log_context.BindRequestFields())  # request id, team, channel, user on every line
     commands.register(app, runtime)
     actions.register(app, runtime)
     return app

@@ -17,6 +17,10 @@ from contextvars import ContextVar
 from types import MappingProxyType
 from typing import Any
 
+from slack_bolt import BoltResponse
+from slack_bolt.middleware.async_middleware import AsyncMiddleware
+from slack_bolt.request.async_request import AsyncBoltRequest
+
 #: Field names in the order they are printed (text) or listed (JSON).
 FIELDS = ("replica", "request_id", "team", "channel", "user", "gid")
 
@@ -77,19 +81,30 @@ def bind_for_task(**fields: object) -> None:
     _bound.set({**_bound.get(), **extra})
 
 
-async def bolt_middleware(context: Any, request: Any, next_: Callable[[], Awaitable[Any]]) -> Any:
+class BindRequestFields(AsyncMiddleware):
     """Bolt global middleware: bind the request id, team, channel and user for the rest of the
     request, so every line a Slack request causes names them.
 
-    Bolt runs the listeners after the middleware chain has returned, so a `with` block here
-    would be over too early. The fields are set for the current task instead; that task is the
-    request's own (aiohttp runs each request in a new task to copy context variables, and
-    slack_sdk's Socket Mode client each message), so they end with the request.
+    A class, not a function middleware: Bolt builds a function middleware's arguments by
+    indexing the payload unguarded, which a malformed click crashes. Bolt runs the listeners
+    after the middleware chain has returned, so a `with` block here would be over too early.
+    The fields are set for the current task instead; that task is the request's own (aiohttp
+    runs each request in a new task, and slack_sdk's Socket Mode client each message), so they
+    end with the request.
     """
-    bind_for_task(
-        request_id=request_id(getattr(request, "headers", None)),
-        team=context.get("team_id"),
-        channel=context.get("channel_id"),
-        user=context.get("user_id"),
-    )
-    return await next_()
+
+    async def async_process(
+        self,
+        *,
+        req: AsyncBoltRequest,
+        resp: BoltResponse,
+        next: Callable[[], Awaitable[BoltResponse]],  # Bolt passes it by this name
+    ) -> BoltResponse:
+        context = req.context
+        bind_for_task(
+            request_id=request_id(req.headers),
+            team=context.team_id,
+            channel=context.channel_id,
+            user=context.user_id,
+        )
+        return await next()
