@@ -23,7 +23,7 @@ ANY_FAILURE = re.compile(r"(?i)(could not|failed to) connect")
 #: Ours: one WARNING line with the cause and the wait before the next attempt.
 ONE_LINE = re.compile(
     r"WARNING bot\.socket_mode: Socket Mode: could not connect to Slack \(.+\);"
-    r" attempt \d+ failed, next in [0-9.]+ s$"
+    r" attempt \d+ failed, next in [0-9.]+ s( replica=\S+)?$"
 )
 STOP_WITHIN = 10.0
 
