@@ -25,6 +25,7 @@ from bot.config import Settings
 from bot.fair_use import FairUse
 from bot.http_routes import build_web_app
 from bot.lifecycle import serve
+from bot.metrics import MeteredWebClient, Metrics
 from bot.ratelimit import RateLimitGate, TokenBucket
 from bot.runtime import Runtime
 from bot.store import Store
@@ -40,14 +41,16 @@ __all__ = [
 ]
 
 
-def build_slack_client(settings: Settings) -> AsyncWebClient:
+def build_slack_client(settings: Settings, metrics: Metrics | None = None) -> AsyncWebClient:
     """Slack Web API client that retries connection errors, 429 (after Retry-After) and 5xx.
 
     One aiohttp session for the process: without it slack_sdk opens a new session, and so a
     new TCP+TLS connection, for every call. Call this inside the running event loop.
+    Every call is counted in `metrics` (by method and error code).
     """
     assert settings.SLACK_BOT_TOKEN is not None
-    return AsyncWebClient(
+    return MeteredWebClient(
+        metrics=metrics or Metrics(),
         session=aiohttp.ClientSession(),
         token=settings.SLACK_BOT_TOKEN.get_secret_value(),
         base_url=settings.slack_api_url,
@@ -68,6 +71,7 @@ def build_runtime(settings: Settings, store: Store, *, replica: str | None = Non
     polls, and one seen by a poll holds lookups.
     """
     assert settings.ASANA_TOKEN is not None
+    metrics = Metrics()
     gate = RateLimitGate(clock=time.monotonic)
     asana = AsanaClient(
         settings.ASANA_TOKEN.get_secret_value(),
@@ -75,6 +79,7 @@ def build_runtime(settings: Settings, store: Store, *, replica: str | None = Non
         timeout=settings.ASANA_TIMEOUT_SECONDS,
         max_retry_time=settings.ASANA_MAX_RETRY_SECONDS,
         gate=gate,
+        observe=metrics.asana_request,
     )
     budget = TokenBucket(settings.POLL_BUDGET_PER_MINUTE, clock=time.monotonic, gate=gate)
     fair = FairUse(
@@ -87,9 +92,10 @@ def build_runtime(settings: Settings, store: Store, *, replica: str | None = Non
         settings=settings,
         asana=asana,
         store=store,
-        slack=build_slack_client(settings),
+        slack=build_slack_client(settings, metrics),
         budget=budget,
         fair=fair,
+        metrics=metrics,
         **({"replica": replica} if replica else {}),
     )
 

@@ -39,6 +39,7 @@ HOW_TO_GET: dict[str, str] = {
     "LINK_POLICY": "one of private (default), button, anywhere",
     "ALLOWED_USERS": "Slack user IDs separated by commas (U0123ABCD,U0456EFGH), or empty for everyone",
     "ALLOWED_CHANNELS": "Slack channel IDs separated by commas (C0123ABCD,G0456EFGH), or empty for all",
+    "SLACK_CHECK_SECONDS": "seconds between the auth.test checks behind /readyz's slack part (default 60)",
     "POLL_RESERVED_SHARE": "a fraction between 0 and 0.9 of POLL_BUDGET_PER_MINUTE kept for polling (default 0.5)",
 }
 
@@ -84,6 +85,8 @@ class Settings(BaseSettings):
     # Watching: how often each replica looks for due exports, and how polls are spaced.
     TICK_SECONDS: float = Field(default=1.5, gt=0, le=60)
     RECOVER_SECONDS: float = Field(default=15.0, gt=0, le=3600)
+    # How often /readyz's Slack part is re-checked with auth.test.
+    SLACK_CHECK_SECONDS: float = Field(default=60.0, gt=0, le=3600)
     POLL_INITIAL_SECONDS: float = Field(default=15.0, gt=0, le=3600)
     POLL_MAX_SECONDS: float = Field(default=300.0, gt=0, le=86400)
     POLL_FACTOR: float = Field(default=2.0, ge=1, le=10)

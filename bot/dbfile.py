@@ -24,7 +24,7 @@ SQLITE_HEADER = b"SQLite format 3\x00"
 #: New files are readable and writable by their owner only; SQLite gives -wal/-shm the same mode.
 OWNER_ONLY = 0o600
 
-#: What /healthz and the log say; the path stays in the log (the health check is public).
+#: What /readyz and the log say; the path stays in the log (the readiness check is public).
 GONE = "database file is gone (deleted or replaced while the bot was running); restart the bot"
 
 

@@ -1,4 +1,5 @@
-"""The HTTP face of the bot: Slack's endpoint (HTTP mode) and the health check (both modes).
+"""The HTTP face of the bot: Slack's endpoint (HTTP mode); liveness, readiness and metrics
+(both modes).
 
 What Slack never sends is refused here, before Bolt sees it; whatever Bolt fails on becomes a
 plain 400, never a 500 that would tell Slack we broke.
@@ -19,13 +20,14 @@ from slack_bolt.request.async_request import AsyncBoltRequest
 
 from bot import __version__
 from bot.config import Settings
-from bot.db import DatabaseUnavailable
 from bot.http_limits import quiet_disconnects
 
 log = logging.getLogger(__name__)
 
 EVENTS_PATH = "/slack/events"
 HEALTH_PATH = "/healthz"
+READY_PATH = "/readyz"
+METRICS_PATH = "/metrics"
 
 _FORM = "application/x-www-form-urlencoded"
 _JSON = "application/json"
@@ -64,16 +66,30 @@ def _refusal(request: web.Request, body: str) -> web.Response | None:
     return web.json_response({"error": "unsupported content type"}, status=415)
 
 
-Status = Callable[[], Awaitable[dict[str, Any]]]
+#: What /healthz adds to its body (in memory only: liveness must not wait on anything).
+Status = Callable[[], dict[str, Any]]
+#: /readyz: (ready, body naming each part and its state).
+Ready = Callable[[], Awaitable[tuple[bool, dict[str, Any]]]]
+#: /metrics: the Prometheus text exposition.
+Scrape = Callable[[], Awaitable[bytes]]
+#: A readiness check that takes longer than this is itself a failure.
+READY_TIMEOUT = 5.0
 
 
 def build_web_app(
-    bolt: AsyncApp | None, settings: Settings, status: Status | None = None
+    bolt: AsyncApp | None,
+    settings: Settings,
+    status: Status | None = None,
+    *,
+    ready: Ready | None = None,
+    scrape: Scrape | None = None,
 ) -> web.Application:
-    """aiohttp app with the Slack endpoint (HTTP mode) and a health check (both modes).
+    """aiohttp app with the Slack endpoint (HTTP mode), /healthz, /readyz and /metrics.
 
-    The health check asks `status` (the database among others): a replica that cannot reach its
-    database answers 503, so a load balancer stops sending it Slack's requests.
+    /healthz is liveness: 200 while the process serves, whatever its dependencies do (a
+    restart would not fix them). /readyz is readiness: 503 naming the failing part (the
+    database, the scheduler, Slack, the websocket), so a load balancer stops sending this
+    replica Slack's requests until it is back.
     """
     web_app = web.Application(
         client_max_size=settings.MAX_BODY_BYTES, middlewares=[quiet_disconnects]
@@ -82,20 +98,31 @@ def build_web_app(
     async def health(_: web.Request) -> web.Response:
         body: dict[str, Any] = {"ok": True, "version": __version__}
         if status is not None:
-            try:
-                body.update(await asyncio.wait_for(status(), 2.0))
-            except DatabaseUnavailable as exc:  # its file was deleted: say so, without the path
-                log.warning("health check failed: %s", exc)
-                return web.json_response(
-                    {**body, "ok": False, "error": type(exc).__name__, "database": exc.reason},
-                    status=503,
-                )
-            except Exception as exc:
-                log.warning("health check failed: %s", type(exc).__name__)
-                return web.json_response(
-                    {**body, "ok": False, "error": type(exc).__name__}, status=503
-                )
+            body.update(status())
         return web.json_response(body)
+
+    async def readiness(_: web.Request) -> web.Response:
+        body: dict[str, Any] = {"version": __version__}
+        if status is not None:
+            body.update(status())
+        if ready is None:
+            return web.json_response({**body, "ready": True, "failing": [], "parts": {}})
+        try:
+            ok, found = await asyncio.wait_for(ready(), READY_TIMEOUT)
+        except Exception as exc:
+            log.warning("readiness check failed: %s", type(exc).__name__)
+            ok, found = False, {"ready": False, "failing": ["check"], "error": type(exc).__name__}
+        if not ok:
+            log.debug("not ready: %s", ", ".join(found.get("failing", [])))
+        return web.json_response({**body, **found}, status=200 if ok else 503)
+
+    async def metrics(_: web.Request) -> web.Response:
+        assert scrape is not None
+        from bot.metrics import CONTENT_TYPE
+
+        response = web.Response(body=await scrape())
+        response.headers["Content-Type"] = CONTENT_TYPE
+        return response
 
     async def slack_events(request: web.Request) -> web.Response:
         assert bolt is not None
@@ -126,6 +153,9 @@ def build_web_app(
         return await to_aiohttp_response(bolt_response)
 
     web_app.router.add_get(HEALTH_PATH, health)
+    web_app.router.add_get(READY_PATH, readiness)
+    if scrape is not None:
+        web_app.router.add_get(METRICS_PATH, metrics)
     if bolt is not None:
         web_app.router.add_post(EVENTS_PATH, slack_events)
     return web_app

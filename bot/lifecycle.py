@@ -1,8 +1,9 @@
 """Serving: start everything in order, run until SIGINT/SIGTERM, stop everything in order.
 
 Start-up binds PORT first (a taken port stops start-up before anything else runs), then opens
-the database, builds the runtime, checks the Slack token, and starts the scheduler and the
-transport; the health check answers only once all of that is up. Teardown is `_teardown`.
+the database, builds the runtime, checks the Slack token, starts the scheduler, serves HTTP
+(/healthz, /readyz, /metrics, and Slack's endpoint in HTTP mode), and in Socket Mode connects;
+/readyz says whether each of those parts is fine now. Teardown is `_teardown`.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
+from apscheduler.triggers.interval import IntervalTrigger
 from slack_bolt.async_app import AsyncApp
 from slack_sdk.errors import SlackApiError
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -26,6 +28,7 @@ from bot.config import Settings
 from bot.db import open_database
 from bot.http_limits import HttpLimits, LimitedSite, bind_listener, files_warning
 from bot.http_routes import EVENTS_PATH, build_web_app
+from bot.readiness import Readiness, SlackCheck
 from bot.runtime import Runtime, replica_id
 from bot.scheduler import build_scheduler, stop_scheduler
 from bot.store import Store
@@ -37,15 +40,18 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 
-async def _check_slack_auth(bolt: AsyncApp) -> dict[str, Any] | None:
-    """Fail fast on a bad bot token; a Slack outage at start-up only warns.
+async def _check_slack_auth(bolt: AsyncApp, check: SlackCheck) -> dict[str, Any] | None:
+    """Fail fast on a bad bot token; a Slack outage at start-up only warns (and the replica
+    is not ready until the periodic check passes).
 
     Returns auth.test's answer (who installed us), or None when Slack did not give one.
     """
     try:
         auth = await bolt.client.auth_test()
         log.info("connected to Slack team %s as %s", auth.get("team_id"), auth.get("user_id"))
-        return dict(auth.data) if isinstance(auth.data, dict) else None
+        data = dict(auth.data) if isinstance(auth.data, dict) else {}
+        check.record(data)
+        return data or None
     except SlackApiError as exc:
         error = exc.response.get("error")
         if error in ("invalid_auth", "not_authed", "token_revoked", "account_inactive"):
@@ -53,8 +59,10 @@ async def _check_slack_auth(bolt: AsyncApp) -> dict[str, Any] | None:
                 f"Slack rejected SLACK_BOT_TOKEN ({error}): reinstall the app and set a new token."
             ) from None
         log.warning("auth.test failed (%s); continuing", error)
+        check.record(None, str(error))
     except Exception as exc:  # network trouble must not stop the bot
         log.warning("could not reach Slack at start-up (%s); continuing", type(exc).__name__)
+        check.record(None, "Slack unreachable")
     return None
 
 
@@ -89,28 +97,43 @@ async def _serve(settings: Settings, sock: socket.socket) -> None:
     engine = await open_database(settings.DATABASE_URL)
     runtime = build_runtime(settings, Store(engine), replica=replica)
     bolt = build_bolt_app(runtime)
-    runtime.installation.remember(await _check_slack_auth(bolt))
+    slack_check = SlackCheck(runtime)
+    runtime.installation.remember(await _check_slack_auth(bolt, slack_check))
     watcher = build_watcher(runtime)
     scheduler = build_scheduler(
         watcher, tick_seconds=settings.TICK_SECONDS, recover_seconds=settings.RECOVER_SECONDS
     )
+    # Readiness re-asks Slack: /readyz turns 503 when the token stops working and back after.
+    scheduler.add_job(
+        slack_check.run, IntervalTrigger(seconds=settings.SLACK_CHECK_SECONDS), id="slack_check"
+    )
+    transport = _Transport()
 
-    async def status() -> dict[str, Any]:
+    def status() -> dict[str, Any]:
         slack = runtime.notify.status()
-        return {
-            "replica": runtime.replica,
-            "watches": await runtime.store.count_active_subscriptions(),
-            "due": await runtime.store.due_count(runtime.now()),
-            "slack_paused": slack.reason if slack.paused else None,
-        }
+        return {"replica": runtime.replica, "slack_paused": slack.reason if slack.paused else None}
 
-    web_app = build_web_app(None if settings.socket_mode else bolt, settings, status)
+    readiness = Readiness(
+        runtime,
+        scheduler=scheduler,
+        watcher=watcher,
+        slack=slack_check,
+        websocket=transport.is_connected if settings.socket_mode else None,
+    )
+    web_app = build_web_app(
+        None if settings.socket_mode else bolt,
+        settings,
+        status,
+        ready=readiness.check,
+        scrape=lambda: runtime.metrics.scrape(runtime.store.count_active_subscriptions),
+    )
     runner = web.AppRunner(web_app, access_log=None, handle_signals=False)
     await runner.setup()
     site = LimitedSite(runner, sock, limits)
-    transport = _Transport()
     try:
         scheduler.start()
+        # Served before Socket Mode connects: /readyz names the websocket until it is up.
+        await site.start()
         if settings.socket_mode:
             await transport.connect(bolt, settings, stop)
             if transport.connected:
@@ -123,7 +146,6 @@ async def _serve(settings: Settings, sock: socket.socket) -> None:
                 EVENTS_PATH,
                 runtime.replica,
             )
-        await site.start()  # healthy only once everything behind it is up
         await stop.wait()
         log.info("shutting down")
     finally:
@@ -150,11 +172,15 @@ class _Transport:
         )
         connected = asyncio.Event()
         self.connector = asyncio.create_task(keep_connected(self.handler.client, stop, connected))
-        # Until the first connection the bot is not healthy, but SIGTERM still stops it.
+        # Until the first connection the bot is not ready, but SIGTERM still stops it.
         waiter = asyncio.ensure_future(connected.wait())
         await asyncio.wait([waiter, self.connector], return_when=asyncio.FIRST_COMPLETED)
         waiter.cancel()
         self.connected = connected.is_set()
+
+    async def is_connected(self) -> bool:
+        """For /readyz: the websocket is open now (not merely was once)."""
+        return self.handler is not None and await self.handler.client.is_connected()
 
     async def close(self) -> None:
         if self.connector is not None:

@@ -24,6 +24,7 @@ def _refused_by_fair_use(runtime: Runtime, user_id: str) -> Message | None:
     refused = runtime.fair.admit(user_id)
     if refused is None:
         return None
+    runtime.metrics.deferred.labels(refused.limit.value).inc()
     return messages.render_fair_use_refusal(
         refused, per_minute=runtime.settings.USER_REQUESTS_PER_MINUTE
     )

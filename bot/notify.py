@@ -73,7 +73,7 @@ class Notifier:
         return self._paused_until is not None and self._rt.now() < self._paused_until
 
     def status(self) -> SlackStatus:
-        """For /healthz: is posting paused, and why."""
+        """For /healthz and /readyz: is posting paused, and why."""
         if not self.paused():
             return SlackStatus(paused=False)
         return SlackStatus(paused=True, reason=self._pause_reason, until=self._paused_until)
@@ -165,7 +165,9 @@ class Notifier:
     async def notify(self, sub: Subscription, export: Export, outcome: Outcome) -> bool:
         """Post this subscription's one notification if this replica wins the right to."""
         store, now = self._rt.store, self._rt.now
+        counted = self._rt.metrics.notifications
         if self.paused():
+            counted.labels("paused").inc()
             return False  # recovery tells it once the pause is over
         claimed_at = now()
         if not await store.try_mark_notified(sub.id, now=claimed_at):
@@ -184,12 +186,14 @@ class Notifier:
                 self.post(sub.channel_id, message, metadata=metadata), deadline
             )
         except TimeoutError:
+            counted.labels("timeout").inc()
             log.warning(
                 "posting to %s took over %.1fs; recovery will check the channel history",
                 sub.channel_id,
                 deadline,
             )
             return False
+        counted.labels("posted" if result.ok else (result.failure or Failure.TRANSIENT).value).inc()
         await self._end_if_channel_lost(sub, result)
         if result.ts is not None:
             await store.record_notified(sub.id, result.ts, now=now(), reason=END_REASONS[outcome])

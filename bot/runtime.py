@@ -15,6 +15,7 @@ from bot.asana import AsanaClient
 from bot.config import Settings
 from bot.decisions import PollPolicy
 from bot.fair_use import FairUse
+from bot.metrics import Metrics
 from bot.notify import Notifier
 from bot.ratelimit import TokenBucket
 from bot.slack_org import Installation
@@ -51,11 +52,14 @@ class Runtime:
     installation: Installation = field(default_factory=Installation)
     #: This replica's name in the database's leases.
     replica: str = field(default_factory=replica_id)
+    #: This process's Prometheus metrics (its own registry), served at /metrics.
+    metrics: Metrics = field(default_factory=Metrics)
     #: Every Slack post and edit goes through it (the token pause, once-keys, link policy).
     notify: Notifier = field(init=False)
 
     def __post_init__(self) -> None:
         self.notify = Notifier(self)
+        self.metrics.track_budget(self.budget)
 
     @property
     def poll_policy(self) -> PollPolicy:

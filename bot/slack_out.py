@@ -65,6 +65,9 @@ _CONTENT_ERRORS = frozenset(
     }
 )
 
+#: Every error code the bot sorts by name (the metrics keep these as labels).
+KNOWN_ERRORS = _CHANNEL_ERRORS | _TOKEN_ERRORS | _CONTENT_ERRORS
+
 
 def classify(error: str | None) -> Failure:
     """Sort a Slack error code; unknown codes are treated as transient (retried with backoff)."""

@@ -10,6 +10,7 @@ import asyncio
 import logging
 import math
 import random
+import time
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
@@ -76,6 +77,8 @@ class Watcher:
         self.rng = rng or random.Random()
         self.recovery = Recovery(runtime)
         self._tick_lock = asyncio.Lock()
+        #: When the scheduler last started a tick (time.monotonic), for readiness.
+        self.ticked_at: float | None = None
 
     @property
     def owner(self) -> str:
@@ -114,25 +117,34 @@ class Watcher:
 
     async def tick(self) -> int:
         """Claim and poll what is due; returns how many exports were polled. Never raises."""
+        self.ticked_at = time.monotonic()
         if self._tick_lock.locked():
             return 0
+        metrics = self.runtime.metrics
         async with self._tick_lock:
+            result = "ok"
             try:
                 return await self._tick()
             except DatabaseUnavailable as exc:
                 # Its file was deleted: nothing to do until a restart, one line per tick.
+                result = "database_unavailable"
                 log.error("tick skipped: %s", exc)
                 return 0
             except OperationalError as exc:
                 # The database is restarting or locked: expected now and then, and the next
                 # tick retries; one line each, not a traceback every TICK_SECONDS.
+                result = "database_unavailable"
                 log.warning(
                     "tick skipped, database unavailable: %s", describe_operational_error(exc)
                 )
                 return 0
             except Exception:
+                result = "error"
                 log.exception("tick failed; it will run again")
                 return 0
+            finally:
+                metrics.ticks.labels(result).inc()
+                metrics.tick_seconds.observe(time.monotonic() - self.ticked_at)
 
     async def _tick(self) -> int:
         now = self.now()
@@ -154,6 +166,7 @@ class Watcher:
                 except DatabaseUnavailable:
                     raise  # the tick says it once; the lease expires by itself
                 except Exception:
+                    self.runtime.metrics.polls.labels("error").inc()
                     log.exception("poll of export %s failed; retrying later", row.gid)
                     retry_at = self.now() + timedelta(seconds=self.config.policy.initial)
                     await self.store.release(row.gid, owner=self.owner, next_poll_at=retry_at)
@@ -163,6 +176,7 @@ class Watcher:
 
     async def _poll(self, row: ExportRow) -> bool:
         if not self.budget.try_acquire():
+            self.runtime.metrics.deferred.labels("poll").inc()
             wait = self.budget.seconds_until_available()
             later = self.now() + timedelta(seconds=wait if math.isfinite(wait) else 60)
             await self.store.release(row.gid, owner=self.owner, next_poll_at=later)
@@ -188,6 +202,7 @@ class Watcher:
             now=now,
             result=PollResult(next_poll_at=plan.next_poll_at, export=export),
         )
+        self.runtime.metrics.polls.labels(plan.outcome.value).inc()
         notify = self.runtime.notify
         if plan.state_changed or export.state.is_terminal:
             await notify.update_cards(export, next_check_at=plan.next_poll_at)
@@ -224,6 +239,7 @@ class Watcher:
                 state=plan.state,
             ),
         )
+        self.runtime.metrics.polls.labels(plan.outcome.value).inc()
         if plan.outcome is Outcome.GONE:
             await self.runtime.notify.notify_all(row.to_export(), Outcome.GONE)
         elif plan.announce_pause:

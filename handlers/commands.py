@@ -23,6 +23,7 @@ from bot.command_parser import (
 )
 from bot.db import DatabaseUnavailable
 from bot.messages import Message
+from bot.metrics import TimedAck
 from bot.runtime import Runtime
 
 log = logging.getLogger(__name__)
@@ -64,6 +65,7 @@ def register(app: AsyncApp, runtime: Runtime) -> None:
 
     @app.command(name)
     async def on_command(ack: AsyncAck, respond: AsyncRespond, command: dict[str, Any]) -> None:
+        ack = TimedAck(ack, runtime.metrics.ack_seconds.observe)  # type: ignore[assignment]
         parsed = parse_command(command.get("text"))
         team_id = str(command.get("team_id") or "")
         channel_id = str(command.get("channel_id") or "")

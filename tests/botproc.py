@@ -75,7 +75,13 @@ class BotProcess:
 
     @property
     def health_url(self) -> str:
+        """Liveness: 200 while the process serves."""
         return f"http://127.0.0.1:{self.port}/healthz"
+
+    @property
+    def ready_url(self) -> str:
+        """Readiness: 503 naming the failing part (database, scheduler, slack, websocket)."""
+        return f"http://127.0.0.1:{self.port}/readyz"
 
     def launch(self) -> BotProcess:
         """Start without waiting for anything (for a bot that cannot become healthy)."""
@@ -92,7 +98,13 @@ class BotProcess:
         return self
 
     def start(self, *, timeout: float = 20.0) -> BotProcess:
-        """Start and wait until the health check answers."""
+        """Start and wait until /healthz answers: the process serves.
+
+        In HTTP mode it serves once the database, the scheduler and the start-up auth.test are
+        done, as before. In Socket Mode it now serves before the websocket connects (so /readyz
+        can say so): wait for the connection (FakeSlack.wait_for_socket_connection) or /readyz.
+        Not /readyz here: tests that start the bot with Slack failing must still get a bot.
+        """
         self.launch()
         assert self.proc is not None
         deadline = time.monotonic() + timeout

@@ -2,7 +2,7 @@
 
 What an operator would notice is asserted: start-up on something that is not a SQLite database
 stops with one line and exit 78; a SQLite file deleted (or replaced) under a running bot makes
-/healthz answer 503 naming it, a new watch is refused plainly instead of being written into a file
+/readyz answer 503 naming it, a new watch is refused plainly instead of being written into a file
 nobody will ever read again, and the ticks go on logging one line each; the SQLite file and its
 -wal/-shm are readable by their owner only; and SQL stays out of the log unless LOG_SQL asks.
 """
@@ -56,8 +56,9 @@ def sql_lines(log: str) -> list[str]:
 
 
 def health(bot: BotProcess) -> httpx.Response:
+    """Readiness: /healthz is liveness and stays 200 while the process serves."""
     assert bot.proc is not None and bot.proc.poll() is None, "the bot process exited"
-    return httpx.get(bot.health_url, timeout=3)
+    return httpx.get(bot.ready_url, timeout=3)
 
 
 # ------------------------------------------------------------------ not a SQLite database
@@ -195,10 +196,11 @@ def test_deleted_sqlite_file_fails_health_refuses_new_watches_and_keeps_running(
             Path(f"{db}{suffix}").unlink(missing_ok=True)
 
         response = wait_until(
-            lambda: (r := health(bot)).status_code == 503 and r, 5, "/healthz answers 503"
+            lambda: (r := health(bot)).status_code == 503 and r, 5, "/readyz answers 503"
         )
         body = response.json()
-        assert body["ok"] is False and "database file is gone" in body["database"], body
+        assert body["failing"] == ["database"], body
+        assert "database file is gone" in body["parts"]["database"]["detail"], body
 
         started = time.monotonic()
         answer = ask(bot, fake_slack, OTHER_GID, channel="C0002")  # asserts the 3 s itself

@@ -167,8 +167,8 @@ def test_list_and_list_all_and_already_watching(
     everywhere = text_of(command(bot, fake_slack, "list all", channel="CA"))
     assert "Listed Org" in everywhere and "Other Org" in everywhere
     assert len(posts(fake_slack, "CA")) == 1, "asking again posts no second card"
-    health = httpx.get(bot.health_url).json()
-    assert health["ok"] and health["watches"] == 2 and health["slack_paused"] is None
+    health = httpx.get(bot.ready_url).json()
+    assert health["ready"] and health["watches"] == 2 and health["slack_paused"] is None
 
 
 def test_not_in_channel_is_explained_and_nothing_is_watched(
@@ -370,12 +370,12 @@ def test_leading_zeros_are_the_same_export(
     assert "already watches" in command(bot, fake_slack, "`001234`", channel="CZ")["text"]
     assert len(posts(fake_slack, "CZ")) == 1
     assert {r.path.rsplit("/", 1)[-1] for r in fake_asana.requests} == {"1234"}
-    health = httpx.get(bot.health_url).json()
+    health = httpx.get(bot.ready_url).json()
     assert health["watches"] == 1
     listed = text_of(command(bot, fake_slack, "list", channel="CZ"))
     assert "1234" in listed and "01234" not in listed
     gone = command(bot, fake_slack, "unwatch 0001234", channel="CZ")
-    assert httpx.get(bot.health_url).json()["watches"] == 0, gone
+    assert httpx.get(bot.ready_url).json()["watches"] == 0, gone
 
 
 @pytest.mark.parametrize("text", ["١٢٣", "１２３", "watch １２３"])

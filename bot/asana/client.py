@@ -48,6 +48,8 @@ USER_AGENT = f"asana-export-bot/{__version__} (+python httpx)"
 _GID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 
 Sleep = Callable[[float], Awaitable[Any]]
+#: Told each HTTP exchange's outcome ("ok" or the problem kind) and its seconds (metrics).
+Observe = Callable[[str, float], None]
 T = TypeVar("T")
 
 
@@ -71,6 +73,7 @@ class AsanaClient:
         sleep: Sleep = asyncio.sleep,
         rng: Callable[[], float] = random.random,
         gate: RateLimitGate | None = None,
+        observe: Observe | None = None,
     ) -> None:
         if not token:
             raise ValueError("an Asana token is required")
@@ -79,6 +82,7 @@ class AsanaClient:
         self._clock = clock
         self._sleep = sleep
         self._rng = rng
+        self._observe = observe
         self.policy = RetryPolicy(max_attempts=max_attempts, max_retry_time=max_retry_time)
         #: Closed by any 429 on this token; pass the polling budget's gate to share it.
         self.gate = gate if gate is not None else RateLimitGate(clock=clock)
@@ -253,6 +257,29 @@ class AsanaClient:
     ) -> T:
         """One HTTP exchange, turned into `read`'s value or a typed error (never an httpx one)."""
         started = self._clock()
+        try:
+            result = await self._exchange(method, path, gid, body, limit, read, fields, started)
+        except AsanaError as exc:
+            self._note(str(exc.kind), started)
+            raise
+        self._note("ok", started)
+        return result
+
+    def _note(self, outcome: str, started: float) -> None:
+        if self._observe is not None:
+            self._observe(outcome, self._clock() - started)
+
+    async def _exchange(
+        self,
+        method: str,
+        path: str,
+        gid: str | None,
+        body: dict[str, Any] | None,
+        limit: float,
+        read: Callable[[object], T],
+        fields: str,
+        started: float,
+    ) -> T:
         try:
             response = await self._http.request(
                 method, self._url(path, fields), json=body, timeout=limit
