@@ -93,16 +93,20 @@ _SLACK_FIXES = {
 }
 
 
+def _slack_unreachable(name: str, why: str, api_url: str) -> CheckResult:
+    return CheckResult(
+        name,
+        Status.FAIL,
+        f"cannot reach Slack at {api_url} ({why})",
+        "check SLACK_API_URL, the network and any proxy between here and Slack",
+    )
+
+
 def slack_auth_result(answer: SlackAnswer, api_url: str) -> CheckResult:
     """auth.test: which workspace and which bot user the token is, or why Slack refused it."""
     name = "slack auth.test"
     if answer.unreachable:
-        return CheckResult(
-            name,
-            Status.FAIL,
-            f"cannot reach Slack at {api_url} ({answer.unreachable})",
-            "check SLACK_API_URL, the network and any proxy between here and Slack",
-        )
+        return _slack_unreachable(name, answer.unreachable, api_url)
     if answer.error:
         fix = _SLACK_FIXES.get(answer.error, "see https://api.slack.com/methods/auth.test")
         return CheckResult(name, Status.FAIL, f"Slack refused SLACK_BOT_TOKEN: {answer.error}", fix)
@@ -173,12 +177,7 @@ def socket_mode_result(answer: SlackAnswer, api_url: str) -> CheckResult:
     """apps.connections.open with SLACK_APP_TOKEN: Socket Mode can get a websocket URL."""
     name = "slack socket mode"
     if answer.unreachable:
-        return CheckResult(
-            name,
-            Status.FAIL,
-            f"cannot reach Slack at {api_url} ({answer.unreachable})",
-            "check SLACK_API_URL, the network and any proxy between here and Slack",
-        )
+        return _slack_unreachable(name, answer.unreachable, api_url)
     if answer.error:
         fix = _SOCKET_FIXES.get(
             answer.error,
