@@ -94,7 +94,7 @@ class Settings(BaseSettings):
     PAUSED_RETRY_SECONDS: float = Field(default=300.0, gt=0, le=86400)
     # Asana requests per minute all polling may use (Asana allows 150 free, 1,500 paid per token).
     POLL_BUDGET_PER_MINUTE: float = Field(default=100.0, gt=0, le=100_000)
-    # Fair use (README "Fair use"): the share of that budget only polling may use, a per-person
+    # Fair use (docs/rate-limits.md): the share of that budget only polling may use, a per-person
     # limit on lookups and button presses, and caps on active watches.
     POLL_RESERVED_SHARE: float = Field(default=0.5, ge=0, le=0.9)
     USER_REQUESTS_PER_MINUTE: float = Field(default=10.0, ge=1, le=10_000)

@@ -24,7 +24,7 @@ REQUIRED = frozenset({"SLACK_BOT_TOKEN", "ASANA_TOKEN", "SLACK_SIGNING_SECRET"})
 SOURCES_NOTE = (
     "Each setting is an environment variable; a .env file in the working directory is read "
     "too, and the environment wins over it. In brackets: where this shell would take each "
-    "from now (set in env, set in .env, or not set: the default). Values are never shown; what each does is in the README's Settings table."
+    "from now (set in env, set in .env, or not set: the default). Values are never shown; what each does is in docs/configuration.md."
 )
 
 
