@@ -39,6 +39,7 @@ from bot.asana import (
     parse_export,
     scrub,
 )
+from bot.demo.fake_asana import FakeAsana
 from bot.models import Export, ExportState, ProblemKind
 from bot.retry import (
     RetryPolicy,
@@ -49,7 +50,6 @@ from bot.retry import (
     next_wait,
     parse_retry_after,
 )
-from tests.fakes.asana import FakeAsana
 
 # Recognisable secrets: if either shows up anywhere a person could read, the test fails.
 CANARY_TOKEN = "2/1205550000000001/1205559999999999:CANARYc4f3b4b3tok3n"

@@ -20,17 +20,18 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from bot.command_parser import Invalid, parse_command
-from tests.botproc import SIGNING_SECRET, BotProcess
-from tests.conftest import ASANA_TOKEN
-from tests.fakes.asana import FakeAsana
-from tests.fakes.slack import FakeSlack, validate_blocks
-from tests.fakes.slack_signing import (
+from bot.demo.fake_asana import FakeAsana
+from bot.demo.fake_slack import FakeSlack, validate_blocks
+from bot.demo.signing import (
     SignedResponse,
     form_body,
     interactive_form,
     post_signed,
     post_slash_command,
 )
+from bot.testing import bot_environment
+from bot.testing.process import SIGNING_SECRET, BotProcess
+from tests.conftest import ASANA_TOKEN
 
 #: What Slack's 3-second ack deadline leaves us, measured at the client.
 ACK_BUDGET = 3.0
@@ -95,16 +96,9 @@ NAMED_TEXTS = [
 
 
 def _env(asana: FakeAsana, slack: FakeSlack, workdir: Path) -> dict[str, str]:
-    return {
-        "SLACK_BOT_TOKEN": slack.bot_token,
-        "SLACK_SIGNING_SECRET": SIGNING_SECRET,
-        "SLACK_API_URL": slack.api_url,
-        "SLACK_APP_TOKEN": "",
-        "ASANA_TOKEN": ASANA_TOKEN,
-        "ASANA_BASE_URL": asana.base_url,
-        "DATABASE_URL": f"sqlite:///{workdir / 'bot.db'}",
-        "ASANA_MAX_RETRY_SECONDS": "2",
-    }
+    return bot_environment(
+        asana, slack, f"sqlite:///{workdir / 'bot.db'}", ASANA_MAX_RETRY_SECONDS="2"
+    )
 
 
 @pytest.fixture(scope="module")

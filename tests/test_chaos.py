@@ -38,10 +38,10 @@ from typing import Any, TypeVar
 import pytest
 import sqlalchemy as sa
 
-from tests.botproc import SIGNING_SECRET, BotProcess
-from tests.fakes.asana import FakeAsana
-from tests.fakes.slack import FakeSlack, HeldCall
-from tests.fakes.slack_signing import post_slash_command
+from bot.demo.fake_asana import FakeAsana
+from bot.demo.fake_slack import FakeSlack, HeldCall
+from bot.demo.signing import post_slash_command
+from bot.testing.process import SIGNING_SECRET, BotProcess
 
 T = TypeVar("T")
 

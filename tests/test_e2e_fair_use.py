@@ -19,15 +19,15 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.botproc import FAST_WATCH, SIGNING_SECRET, BotProcess
-from tests.fakes.asana import FakeAsana
-from tests.fakes.slack import FakeSlack
-from tests.fakes.slack_signing import (
+from bot.demo.fake_asana import FakeAsana
+from bot.demo.fake_slack import FakeSlack
+from bot.demo.signing import (
     form_body,
     post_block_actions,
     signed_headers,
     slash_command_form,
 )
+from bot.testing.process import FAST_WATCH, SIGNING_SECRET, BotProcess
 from tests.test_e2e_watch import command, text_of
 
 WATCHED = "1200000000000801"

@@ -12,17 +12,17 @@ from typing import Any
 
 import pytest
 
-from tests.botproc import SIGNING_SECRET, BotProcess
-from tests.conftest import ASANA_TOKEN
-from tests.fakes.asana import FakeAsana
-from tests.fakes.slack import FakeSlack
-from tests.fakes.slack_signing import (
+from bot.demo.fake_asana import FakeAsana
+from bot.demo.fake_slack import FakeSlack
+from bot.demo.signing import (
     SignedResponse,
     form_body,
     post_signed,
     post_slash_command,
     slash_command_form,
 )
+from bot.testing.process import SIGNING_SECRET, BotProcess
+from tests.conftest import ASANA_TOKEN
 
 GID = "1200000000000001"
 
@@ -211,7 +211,7 @@ def test_forged_or_stale_requests_are_rejected_without_side_effects(
     elif forgery == "wrong_secret":
         kwargs["secret"] = "not-the-secret"
     elif forgery == "tampered":
-        from tests.fakes.slack_signing import sign
+        from bot.demo.signing import sign
 
         kwargs["signature"] = sign(body.replace(b"general", b"generaL"), SIGNING_SECRET, now)
         kwargs["timestamp"] = now

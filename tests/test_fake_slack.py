@@ -27,8 +27,8 @@ from slack_sdk.socket_mode.response import SocketModeResponse
 from slack_sdk.web.async_client import AsyncWebClient
 from slack_sdk.webhook.async_client import AsyncWebhookClient
 
-from tests.fakes.slack import FakeSlack, validate_blocks
-from tests.fakes.slack_signing import (
+from bot.demo.fake_slack import FakeSlack, validate_blocks
+from bot.demo.signing import (
     async_post_signed,
     block_actions_form,
     form_body,

@@ -30,11 +30,11 @@ import pytest
 import sqlalchemy as sa
 
 from bot.asana import AsanaClient, AsanaServerError
-from tests.botproc import FAST_WATCH, SIGNING_SECRET, BotProcess
+from bot.demo.fake_asana import FakeAsana, RecordedRequest
+from bot.demo.fake_slack import FakeSlack, RecordedCall
+from bot.demo.signing import post_slash_command
+from bot.testing.process import FAST_WATCH, SIGNING_SECRET, BotProcess
 from tests.conftest import ASANA_TOKEN, _sync_url
-from tests.fakes.asana import FakeAsana, RecordedRequest
-from tests.fakes.slack import FakeSlack, RecordedCall
-from tests.fakes.slack_signing import post_slash_command
 
 FAST = {
     **FAST_WATCH,

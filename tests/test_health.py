@@ -9,7 +9,7 @@ from aiohttp import web
 
 from bot.app import build_web_app
 from bot.config import Settings
-from tests.botproc import free_port
+from bot.testing.process import free_port
 
 
 async def _serve(status) -> tuple[web.AppRunner, str]:

@@ -23,6 +23,14 @@ import httpx
 import pytest
 from aiohttp import web
 
+from bot.demo.fake_asana import FakeAsana
+from bot.demo.fake_slack import FakeSlack
+from bot.demo.signing import (
+    async_post_signed,
+    form_body,
+    post_signed,
+    slash_command_form,
+)
 from bot.http_limits import (
     HttpLimits,
     LimitedSite,
@@ -31,16 +39,9 @@ from bot.http_limits import (
     files_warning,
     quiet_disconnects,
 )
-from tests.botproc import SIGNING_SECRET, BotProcess, console_script
+from bot.testing import bot_environment
+from bot.testing.process import SIGNING_SECRET, BotProcess, console_script
 from tests.conftest import ASANA_TOKEN
-from tests.fakes.asana import FakeAsana
-from tests.fakes.slack import FakeSlack
-from tests.fakes.slack_signing import (
-    async_post_signed,
-    form_body,
-    post_signed,
-    slash_command_form,
-)
 
 READ_TIMEOUT = 2.0
 #: How late past its deadline a stalled connection may be closed on a loaded two-core machine.
@@ -109,16 +110,13 @@ def limited(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LimitedBot]:
     _raise_own_file_limit(STORM * 2 + 256)
     workdir = tmp_path_factory.mktemp("http-limits")
     with FakeAsana(token=ASANA_TOKEN) as asana, FakeSlack() as slack:
-        env = {
-            "SLACK_BOT_TOKEN": slack.bot_token,
-            "SLACK_SIGNING_SECRET": SIGNING_SECRET,
-            "SLACK_API_URL": slack.api_url,
-            "SLACK_APP_TOKEN": "",
-            "ASANA_TOKEN": ASANA_TOKEN,
-            "ASANA_BASE_URL": asana.base_url,
-            "DATABASE_URL": f"sqlite:///{workdir / 'bot.db'}",
-            "HTTP_READ_TIMEOUT_SECONDS": str(READ_TIMEOUT),
-        }
+        env = bot_environment(
+            asana,
+            slack,
+            f"sqlite:///{workdir / 'bot.db'}",
+            HTTP_READ_TIMEOUT_SECONDS=str(READ_TIMEOUT),
+        )
+        env.pop("ASANA_MAX_RETRY_SECONDS")  # this bot keeps the default
         bot = BotProcess(workdir, env, max_open_files=BOT_FILES).start()
         try:
             yield LimitedBot(bot, slack)

@@ -16,14 +16,14 @@ from slack_sdk.web.async_client import AsyncWebClient
 from bot.access import LinkPolicy
 from bot.asana import AsanaClient
 from bot.db import create_engine, upgrade
+from bot.demo.fake_asana import FakeAsana
+from bot.demo.fake_slack import FakeSlack
 from bot.models import Export, ExportState
 from bot.ratelimit import TokenBucket
 from bot.slack_out import LinkGate
 from bot.store import Store
 from bot.watcher import Watcher, WatcherConfig
 from tests.conftest import ASANA_TOKEN
-from tests.fakes.asana import FakeAsana
-from tests.fakes.slack import FakeSlack
 
 GID = "1200000000000999"
 

@@ -9,11 +9,11 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
-from tests.botproc import SIGNING_SECRET, BotProcess
+from bot.demo.fake_asana import FakeAsana
+from bot.demo.fake_slack import FakeSlack
+from bot.demo.signing import post_block_actions, post_slash_command
+from bot.testing.process import SIGNING_SECRET, BotProcess
 from tests.conftest import ASANA_TOKEN
-from tests.fakes.asana import FakeAsana
-from tests.fakes.slack import FakeSlack
-from tests.fakes.slack_signing import post_block_actions, post_slash_command
 from tests.test_e2e_watch import FAST
 
 GID = "1200000000000321"

@@ -15,10 +15,10 @@ from typing import Any
 
 import pytest
 
-from tests.botproc import SIGNING_SECRET, BotProcess
-from tests.fakes.asana import FakeAsana
-from tests.fakes.slack import FakeSlack
-from tests.fakes.slack_signing import post_block_actions
+from bot.demo.fake_asana import FakeAsana
+from bot.demo.fake_slack import FakeSlack
+from bot.demo.signing import post_block_actions
+from bot.testing.process import SIGNING_SECRET, BotProcess
 from tests.test_security import CANARY, GID, command, finished_posts, start
 
 SECRET = "SECURITYCANARY99"  # the part of CANARY that must not leak

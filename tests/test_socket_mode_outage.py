@@ -14,8 +14,8 @@ from pathlib import Path
 
 import httpx
 
-from tests.botproc import BotProcess, free_port
-from tests.fakes.slack import FakeSlack
+from bot.demo.fake_slack import FakeSlack
+from bot.testing.process import BotProcess, free_port
 from tests.test_faults import healthy, wait_until
 
 #: Any line about a failed connection, ours or slack_sdk's ("Failed to connect ... Retrying").
