@@ -41,6 +41,7 @@ from bot.demo.signing import (
     signed_headers,
     slash_command_form,
 )
+from bot.logging_setup import RedactingFormatter
 from bot.runtime import Runtime
 from bot.store import Store
 from bot.testing.env import bot_environment
@@ -97,16 +98,15 @@ class WatcherDriver:
         return self._watcher.slack_pause_reason if self._watcher.slack_paused() else None
 
 
-class _TracebackCatcher(logging.Handler):
-    """Keeps every record logged with exception info, from any logger."""
+class _LogCatcher(logging.Handler):
+    """Keeps every record any logger emits while the scenario runs."""
 
     def __init__(self, into: list[logging.LogRecord]) -> None:
         super().__init__(level=logging.DEBUG)
         self._into = into
 
     def emit(self, record: logging.LogRecord) -> None:
-        if record.exc_info:
-            self._into.append(record)
+        self._into.append(record)
 
 
 def scenario_settings(asana: Any, slack: FakeSlack, database_url: str, **extra: str) -> Settings:
@@ -137,8 +137,8 @@ class Scenario:
         self.bolt = bolt
         self.clock = clock
         self.watcher = WatcherDriver(runtime)
-        #: Log records that carried a traceback while the bot ran (a process test greps its log).
-        self.tracebacks: list[logging.LogRecord] = []
+        #: Every log record while the bot ran, at DEBUG as a test bot process logs.
+        self.records: list[logging.LogRecord] = []
 
     @classmethod
     @contextlib.asynccontextmanager
@@ -159,17 +159,40 @@ class Scenario:
                     dict(auth.data) if isinstance(auth.data, dict) else None
                 )
             scenario = cls(settings=settings, runtime=runtime, bolt=bolt, clock=clock, slack=slack)
-            catcher = _TracebackCatcher(scenario.tracebacks)
-            logging.getLogger().addHandler(catcher)
+            root = logging.getLogger()
+            catcher, level = _LogCatcher(scenario.records), root.level
+            root.addHandler(catcher)
+            root.setLevel(logging.DEBUG)
             try:
                 yield scenario
             finally:
-                logging.getLogger().removeHandler(catcher)
+                root.removeHandler(catcher)
+                root.setLevel(level)
         finally:
             await runtime.asana.aclose()
             if runtime.slack.session is not None:
                 await runtime.slack.session.close()
             await engine.dispose()
+
+    @property
+    def tracebacks(self) -> list[logging.LogRecord]:
+        """Records logged with exception info (a process test looks for "Traceback")."""
+        return [r for r in self.records if r.exc_info]
+
+    def logs(self) -> str:
+        """The log as the bot process would write it: formatted lines, secrets redacted."""
+        secrets = [
+            secret.get_secret_value()
+            for secret in (
+                self.settings.SLACK_BOT_TOKEN,
+                self.settings.SLACK_SIGNING_SECRET,
+                self.settings.SLACK_APP_TOKEN,
+                self.settings.ASANA_TOKEN,
+            )
+            if secret is not None
+        ]
+        formatter = RedactingFormatter("%(levelname)s %(name)s: %(message)s", secrets)
+        return "\n".join(formatter.format(record) for record in self.records)
 
     # -- requests, as Slack sends them ------------------------------------------------------
 
