@@ -230,6 +230,23 @@ class Scenario:
         fields["response_url"] = fields.get("response_url") or self.slack.new_response_url()
         return await self.signed(form_body(block_actions_form(**fields)))
 
+    async def settle(self, timeout: float = 10.0) -> None:
+        """Wait until the work listeners left running after their ack (respond, posts) is done.
+
+        Bolt acks first and runs the rest of a listener as a task on this loop: a test that
+        asserts on what came later waits for those tasks, not for a fixed time.
+        """
+        current = asyncio.current_task()
+        deadline = time.monotonic() + timeout
+        while True:
+            pending = [t for t in asyncio.all_tasks() if t is not current and not t.done()]
+            if not pending:
+                return
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise AssertionError(f"still running after {timeout}s: {pending}")
+            await asyncio.wait(pending, timeout=left)
+
     # -- time and the watcher ---------------------------------------------------------------
 
     async def tick(self, after: float = 0.0) -> int:
