@@ -266,12 +266,15 @@ class Scenario:
         step: float | None = None,
         timeout: float = 10.0,
         recover: bool = True,
+        pause: float = 0.01,
         what: str = "",
     ) -> T:
         """Tick (and recover) with the clock `step` seconds further each time until `predicate`.
 
-        `step` defaults to POLL_MAX_SECONDS, so every watched export is due at each tick. The
-        deadline is real time: it bounds what the fakes and the database take.
+        `step` defaults to POLL_MAX_SECONDS, so every watched export is due at each tick; `pause`
+        is the real time between ticks (as TICK_SECONDS would be), which also lets listeners'
+        background work run. The deadline is real time: it bounds what the fakes and the
+        database take.
         """
         step = self.settings.POLL_MAX_SECONDS if step is None else step
         deadline = time.monotonic() + timeout
@@ -284,7 +287,7 @@ class Scenario:
             await self.tick(step)
             if recover:
                 await self.recover()
-            await asyncio.sleep(0.01)  # let listeners' background work run
+            await asyncio.sleep(pause)
 
     async def ticks(self, count: int, *, step: float | None = None, recover: bool = True) -> None:
         """Run `count` more ticks (and recoveries), `step` seconds apart: what would happen next."""
