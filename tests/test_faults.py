@@ -24,8 +24,7 @@ import subprocess
 import threading
 import time
 import uuid
-from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -154,10 +153,13 @@ def wait_posted(slack: FakeSlack, channels: list[str], timeout: float = 20) -> N
     )
 
 
-def assert_one_finished_post_each(slack: FakeSlack, channels: list[str]) -> None:
-    """After a pause long enough for any duplicate to arrive, exactly one post per channel."""
+def assert_one_finished_post_each(
+    slack: FakeSlack, channels: list[str], told: Callable[[str], Any]
+) -> None:
+    """Once every channel's post is recorded as told (nothing can post it again), exactly one
+    post per channel. `told(channel)` reads the channel's subscription from the database."""
     wait_posted(slack, channels)
-    time.sleep(1.5)  # a duplicate would come within a few ticks or recoveries
+    wait_until(lambda: all(told(c) for c in channels), 15, f"posts recorded in {channels}")
     counts = {c: len(finished_posts(slack, c)) for c in channels}
     assert counts == dict.fromkeys(channels, 1), counts
 
@@ -398,8 +400,8 @@ async def test_asana_faults_on_lookup_are_explained(
 # ---------------------------------------------------------------------------- Slack faults
 
 
-def test_slack_faults_at_subscribe_and_notification(
-    fake_asana: FakeAsana, fake_slack: FakeSlack, bot_env: dict[str, str], tmp_path: Path
+async def test_slack_faults_at_subscribe_and_notification(
+    fake_asana: FakeAsana, fake_slack: FakeSlack, start_scenario: StartScenario, tmp_path: Path
 ) -> None:
     db = tmp_path / "bot.db"
     names = ["429", "5xx", "502", "channel_not_found", "is_archived", "msg_too_long"]
@@ -407,73 +409,70 @@ def test_slack_faults_at_subscribe_and_notification(
     gid = {name: f"12000000000030{i:02d}" for i, name in enumerate(names)}
     channel = {name: f"CS{i:02d}" for i, name in enumerate(names)}
     # A notification claim outlives any Slack wait here (see the test after this one).
-    bot = BotProcess(tmp_path, {**bot_env, **FAST, "NOTIFY_GRACE_SECONDS": "8"}).start()
-    try:
-        # not_in_channel when subscribing: told how to invite the bot, nothing watched.
-        fake_slack.add_channel("CNOPE", is_member=False)
-        fake_asana.set_export("1200000000003999", "pending")
-        answer = ask(bot, fake_slack, "1200000000003999", "CNOPE")
-        assert answer["response_type"] == "ephemeral" and "/invite" in text_of(answer)
-        assert sqlite_subscription(db, "CNOPE")["end_reason"] == "slack_not_in_channel"
-        assert "1200000000003999" not in text_of(ask(bot, fake_slack, "list", "CNOPE"))
+    bot = await start_scenario(**{**FAST, "NOTIFY_GRACE_SECONDS": "8"})
+    # not_in_channel when subscribing: told how to invite the bot, nothing watched.
+    fake_slack.add_channel("CNOPE", is_member=False)
+    fake_asana.set_export("1200000000003999", "pending")
+    answer = await ask_in(bot, fake_slack, "1200000000003999", "CNOPE")
+    assert answer["response_type"] == "ephemeral" and "/invite" in text_of(answer)
+    assert sqlite_subscription(db, "CNOPE")["end_reason"] == "slack_not_in_channel"
+    assert "1200000000003999" not in text_of(await ask_in(bot, fake_slack, "list", "CNOPE"))
 
-        for name in names:
-            fake_asana.set_export(gid[name], "pending")
-            assert "Watching" in ask(bot, fake_slack, gid[name], channel[name])["text"]
+    for name in names:
+        fake_asana.set_export(gid[name], "pending")
+        assert "Watching" in (await ask_in(bot, fake_slack, gid[name], channel[name]))["text"]
 
-        # Channel-specific faults on the finished post, all at once.
-        for name in ("channel_not_found", "is_archived"):
-            fake_slack.fail("chat.postMessage", name, times=None, channel=channel[name])
-        for name in ("msg_too_long", "invalid_blocks"):
-            fake_slack.fail("chat.postMessage", name, channel=channel[name])
-        for name in ("channel_not_found", "is_archived", "msg_too_long", "invalid_blocks"):
-            fake_asana.set_state(gid[name], "finished")
-        for name in ("channel_not_found", "is_archived"):
-            wait_until(
-                lambda c=channel[name]: sqlite_subscription(db, c)["ended_at"], 10, f"{name} ends"
-            )
-            assert sqlite_subscription(db, channel[name])["end_reason"] == f"slack_{name}"
-        wait_posted(fake_slack, [channel["msg_too_long"], channel["invalid_blocks"]])
+    # Channel-specific faults on the finished post, all at once.
+    for name in ("channel_not_found", "is_archived"):
+        fake_slack.fail("chat.postMessage", name, times=None, channel=channel[name])
+    for name in ("msg_too_long", "invalid_blocks"):
+        fake_slack.fail("chat.postMessage", name, channel=channel[name])
+    for name in ("channel_not_found", "is_archived", "msg_too_long", "invalid_blocks"):
+        fake_asana.set_state(gid[name], "finished")
+    for name in ("channel_not_found", "is_archived"):
+        await bot.run_until(
+            lambda c=channel[name]: sqlite_subscription(db, c)["ended_at"],
+            pause=PACE,
+            what=f"{name} ends",
+        )
+        assert sqlite_subscription(db, channel[name])["end_reason"] == f"slack_{name}"
+    await run_posted(bot, fake_slack, [channel["msg_too_long"], channel["invalid_blocks"]])
 
-        # 429 ratelimited with Retry-After: slack_sdk waits it out, then posts.
-        fake_slack.rate_limit("chat.postMessage", retry_after=2)
-        fake_asana.set_state(gid["429"], "finished")
-        wait_posted(fake_slack, [channel["429"]])
-        limited, posted = posts_to(fake_slack, channel["429"])[1:3]
-        assert limited.status == 429 and posted.ok
-        assert posted.at - limited.at >= 2.0, f"retried after {posted.at - limited.at:.2f}s"
+    # 429 ratelimited with Retry-After: slack_sdk waits it out, then posts.
+    fake_slack.rate_limit("chat.postMessage", retry_after=2)
+    fake_asana.set_state(gid["429"], "finished")
+    await run_posted(bot, fake_slack, [channel["429"]])
+    limited, posted = posts_to(fake_slack, channel["429"])[1:3]
+    assert limited.status == 429 and posted.ok
+    assert posted.at - limited.at >= 2.0, f"retried after {posted.at - limited.at:.2f}s"
 
-        # 500 then 503 (the SDK retries both), and a 502 with an HTML body (the SDK does not).
-        fake_slack.server_error("chat.postMessage", 500)
-        fake_slack.server_error("chat.postMessage", 503)
-        fake_asana.set_state(gid["5xx"], "finished")
-        wait_posted(fake_slack, [channel["5xx"]])
-        fake_slack.server_error("chat.postMessage", 502, html=True)
-        fake_asana.set_state(gid["502"], "finished")
+    # 500 then 503 (the SDK retries both), and a 502 with an HTML body (the SDK does not).
+    fake_slack.server_error("chat.postMessage", 500)
+    fake_slack.server_error("chat.postMessage", 503)
+    fake_asana.set_state(gid["5xx"], "finished")
+    await run_posted(bot, fake_slack, [channel["5xx"]])
+    fake_slack.server_error("chat.postMessage", 502, html=True)
+    fake_asana.set_state(gid["502"], "finished")
 
-        posted_to = [channel[n] for n in ("429", "5xx", "502", "msg_too_long", "invalid_blocks")]
-        assert_one_finished_post_each(fake_slack, posted_to)  # also: no dead channel retried
-        for name in ("channel_not_found", "is_archived"):
-            attempts = [
-                c.response and c.response.get("error") for c in posts_to(fake_slack, channel[name])
-            ]
-            assert attempts[1:] == [name], f"{name}: one notification attempt, never retried"
-        for name in ("msg_too_long", "invalid_blocks"):
-            refused, fallback = posts_to(fake_slack, channel[name])[1:]
-            assert refused.response and refused.response.get("error") == name
-            assert fallback.ok and not fallback.body.get("blocks")
-            assert gid[name] in fallback.body["text"] and "ready" in fallback.body["text"]
-            assert fallback.body["metadata"]["event_type"] == FINISHED_EVENT
-            print(f"{name}: plain-text fallback posted: {fallback.body['text']!r}")
-        assert [c.status for c in posts_to(fake_slack, channel["5xx"])[1:]] == [500, 503, 200]
-        # The 502 is left to the bot: the claim is given back and recovery posts once.
-        assert [c.status for c in posts_to(fake_slack, channel["502"])[1:]] == [502, 200]
+    posted_to = [channel[n] for n in ("429", "5xx", "502", "msg_too_long", "invalid_blocks")]
+    await assert_one_finished_post_each_in(bot, fake_slack, posted_to)  # no dead channel retried
+    for name in ("channel_not_found", "is_archived"):
+        attempts = [
+            c.response and c.response.get("error") for c in posts_to(fake_slack, channel[name])
+        ]
+        assert attempts[1:] == [name], f"{name}: one notification attempt, never retried"
+    for name in ("msg_too_long", "invalid_blocks"):
+        refused, fallback = posts_to(fake_slack, channel[name])[1:]
+        assert refused.response and refused.response.get("error") == name
+        assert fallback.ok and not fallback.body.get("blocks")
+        assert gid[name] in fallback.body["text"] and "ready" in fallback.body["text"]
+        assert fallback.body["metadata"]["event_type"] == FINISHED_EVENT
+        print(f"{name}: plain-text fallback posted: {fallback.body['text']!r}")
+    assert [c.status for c in posts_to(fake_slack, channel["5xx"])[1:]] == [500, 503, 200]
+    # The 502 is left to the bot: the claim is given back and recovery posts once.
+    assert [c.status for c in posts_to(fake_slack, channel["502"])[1:]] == [502, 200]
 
-        assert healthy(bot)
-        assert "Traceback" not in bot.logs()
-    finally:
-        code = bot.stop()
-    assert code == 0, "SIGTERM still exits 0"
+    assert bot.tracebacks == [], bot.logs()[-4000:]
 
 
 def test_slack_wait_longer_than_notify_grace_still_posts_once(
@@ -486,7 +485,16 @@ def test_slack_wait_longer_than_notify_grace_still_posts_once(
         fake_slack.rate_limit("chat.postMessage", retry_after=3)
         fake_asana.set_state("1200000000003500", "finished")
         wait_posted(fake_slack, ["CSLOW"])
-        time.sleep(3.0)  # the SDK's wait (3 s + up to 1 s of jitter) ends in here
+        limited = wait_until(
+            lambda: next((c for c in posts_to(fake_slack, "CSLOW") if c.status == 429), None),
+            10,
+            "the rate-limited post",
+        )
+        db = tmp_path / "bot.db"
+        wait_until(lambda: sqlite_subscription(db, "CSLOW")["notified_ts"], 10, "post recorded")
+        # Any second post would come when the SDK's wait (3 s + up to 1 s of jitter) ends.
+        sdk_done = limited.at + 3.0 + 1.0 + 0.3
+        wait_until(lambda: time.monotonic() >= sdk_done, 10, "the SDK's wait is over")
         assert len(finished_posts(fake_slack, "CSLOW")) == 1, [
             (c.status, c.at) for c in posts_to(fake_slack, "CSLOW")
         ]
@@ -499,92 +507,66 @@ def test_slack_wait_longer_than_notify_grace_still_posts_once(
 TOKEN_ERRORS = ("invalid_auth", "token_revoked", "account_inactive")
 
 
-def _start_all(bots: list[BotProcess]) -> None:
-    with ThreadPoolExecutor(len(bots)) as pool:
-        list(pool.map(BotProcess.start, bots))
-
-
-def _stop_all(bots: list[BotProcess]) -> list[int | None]:
-    with ThreadPoolExecutor(len(bots)) as pool:
-        return list(pool.map(BotProcess.stop, bots))
-
-
-def test_slack_token_errors_are_not_retried_forever(
-    fake_asana: FakeAsana, bot_env: dict[str, str], tmp_path: Path
+async def test_slack_token_errors_are_not_retried_forever(
+    fake_asana: FakeAsana, tmp_path: Path
 ) -> None:
-    """One fake workspace and one bot per token error (a token error stops all posting)."""
-    gid = {error: f"12000000000040{i:02d}" for i, error in enumerate(TOKEN_ERRORS)}
-    with contextlib.ExitStack() as stack:
-        slack = {error: stack.enter_context(FakeSlack()) for error in TOKEN_ERRORS}
-        env = {
-            error: {
-                **bot_env,
-                **FAST,
-                "SLACK_BOT_TOKEN": slack[error].bot_token,
-                "SLACK_API_URL": slack[error].api_url,
-                "DATABASE_URL": f"sqlite:///{tmp_path / error}.db",
-            }
-            for error in TOKEN_ERRORS
-        }
-        bots = {error: BotProcess(tmp_path, env[error], name=error) for error in TOKEN_ERRORS}
-        for bot in bots.values():
-            stack.callback(bot.stop)
-        _start_all(list(bots.values()))
-        for error in TOKEN_ERRORS:
-            fake_asana.set_export(gid[error], "pending")
-            assert "Watching" in ask(bots[error], slack[error], gid[error], "CTOK")["text"]
-        for error in TOKEN_ERRORS:
+    """One fake workspace and one bot per token error (a token error stops all posting).
+
+    TOKEN_ERROR_WINDOW of the bot's time passes as the scheduler would spend it: a tick every
+    TICK_SECONDS, each followed by a recovery pass.
+    """
+    tick = float(FAST["TICK_SECONDS"])
+    window_ticks = round(TOKEN_ERROR_WINDOW / tick)
+
+    async def case(index: int, error: str, slack: FakeSlack) -> int:
+        gid = f"12000000000040{index:02d}"
+        db = tmp_path / f"{error}.db"
+        async with Scenario.open(fake_asana, slack, f"sqlite:///{db}", **FAST) as bot:
+            fake_asana.set_export(gid, "pending")
+            assert "Watching" in (await ask_in(bot, slack, gid, "CTOK"))["text"]
             if error == "token_revoked":
-                slack[error].revoke_token()  # every method, as after an uninstall
+                slack.revoke_token()  # every method, as after an uninstall
             else:
-                slack[error].fail("*", error, times=None)
-            fake_asana.set_state(gid[error], "finished")  # card update, then the link post
+                slack.fail("*", error, times=None)
+            fake_asana.set_state(gid, "finished")  # card update, then the link post
 
-        def first_refusal(fake: FakeSlack) -> float:
-            return next((c.at for c in fake.calls if c.response and not c.ok), 0.0)
+            def first_refusal() -> float:
+                return next((c.at for c in slack.calls if c.response and not c.ok), 0.0)
 
-        start = {
-            error: wait_until(lambda f=slack[error]: first_refusal(f), 10, f"{error} seen")
-            for error in TOKEN_ERRORS
-        }
-        time.sleep(max(0.0, max(start.values()) + TOKEN_ERROR_WINDOW - time.monotonic()))
-        attempts: dict[str, int] = {}
-        for error in TOKEN_ERRORS:
-            calls = [c for c in slack[error].calls if c.at >= start[error]]
-            attempts[error] = len(calls)
-            sub = sqlite_subscription(tmp_path / f"{error}.db", "CTOK")
+            start = await bot.run_until(first_refusal, pause=PACE, what=f"{error} seen")
+            await bot.ticks(window_ticks, step=tick)
+            calls = [c for c in slack.calls if c.at >= start]
+            sub = sqlite_subscription(db, "CTOK")
             print(
                 f"{error}: {len(calls)} Slack call(s) in {TOKEN_ERROR_WINDOW:.0f}s"
                 f" {sorted({c.method for c in calls})}; subscription ended_at={sub['ended_at']}"
                 f" end_reason={sub['end_reason']} notified_at={sub['notified_at']}"
             )
-            assert healthy(bots[error]), f"{error}: the bot stays up"
+            await bot.health()  # the bot still answers its health check
             # Not silently dropped: still waiting to be told, or ended with the reason recorded.
             assert sub["notified_ts"] is None
             assert sub["ended_at"] is None or error in (sub["end_reason"] or ""), sub
-            assert error in bots[error].logs(), f"{error}: the operator is told in the log"
-        assert all(n <= TOKEN_ERROR_MAX_CALLS for n in attempts.values()), (
-            f"Slack calls in {TOKEN_ERROR_WINDOW:.0f}s after a token error: {attempts}"
-        )
-        assert _stop_all(list(bots.values())) == [0] * len(bots), "SIGTERM exits 0"
-        for error in TOKEN_ERRORS:
-            assert "Traceback" not in bots[error].logs(), error
+            assert error in bot.logs(), f"{error}: the operator is told in the log"
+            assert bot.tracebacks == [], error
 
         # The fix for a dead token is a new token and a restart: the watch is then told once.
-        for error in TOKEN_ERRORS:
-            slack[error].restore_token()
-            slack[error].clear_faults()
-        again = {e: BotProcess(tmp_path, env[e], name=f"{e}-fixed") for e in TOKEN_ERRORS}
-        for bot in again.values():
-            stack.callback(bot.stop)
-        _start_all(list(again.values()))
-        for error in TOKEN_ERRORS:
-            wait_posted(slack[error], ["CTOK"])
-        time.sleep(1.5)
-        assert {e: len(finished_posts(slack[e], "CTOK")) for e in TOKEN_ERRORS} == dict.fromkeys(
-            TOKEN_ERRORS, 1
+        slack.restore_token()
+        slack.clear_faults()
+        async with Scenario.open(fake_asana, slack, f"sqlite:///{db}", **FAST) as again:
+            await run_posted(again, slack, ["CTOK"])
+            await again.ticks(SETTLE_TICKS)
+            assert len(finished_posts(slack, "CTOK")) == 1, error
+        return len(calls)
+
+    with contextlib.ExitStack() as stack:
+        slack = {error: stack.enter_context(FakeSlack()) for error in TOKEN_ERRORS}
+        counts = await asyncio.gather(
+            *(case(i, error, slack[error]) for i, error in enumerate(TOKEN_ERRORS))
         )
-        _stop_all(list(again.values()))
+    attempts = dict(zip(TOKEN_ERRORS, counts, strict=True))
+    assert all(n <= TOKEN_ERROR_MAX_CALLS for n in attempts.values()), (
+        f"Slack calls in {TOKEN_ERROR_WINDOW:.0f}s after a token error: {attempts}"
+    )
 
 
 # ---------------------------------------------------------------------------- the database
@@ -668,7 +650,14 @@ def test_postgres_restart_under_a_running_bot(
         assert "Watching" in ask(bot, fake_slack, "1200000000005002", "CPG2")["text"]
         fake_asana.set_state("1200000000005001", "finished")
         fake_asana.set_state("1200000000005002", "finished")
-        assert_one_finished_post_each(fake_slack, ["CPG1", "CPG2"])
+        assert_one_finished_post_each(
+            fake_slack,
+            ["CPG1", "CPG2"],
+            lambda c: any(
+                s["channel_id"] == c and s["notified_ts"]
+                for s in _pg_subscriptions(restartable_postgres_url)
+            ),
+        )
         subs = _pg_subscriptions(restartable_postgres_url)
         assert [(s["channel_id"], s["end_reason"]) for s in subs] == [
             ("CPG1", "finished"),
@@ -724,7 +713,9 @@ def test_sqlite_busy_while_ticking_and_answering(
         assert post_call.at >= released - 0.05, "the tick waited for the lock, it did not skip"
 
         fake_asana.set_state("1200000000006002", "finished")
-        assert_one_finished_post_each(fake_slack, ["CSQ1", "CSQ2"])
+        assert_one_finished_post_each(
+            fake_slack, ["CSQ1", "CSQ2"], lambda c: sqlite_subscription(db, c)["notified_ts"]
+        )
         assert healthy(bot)
         logs = bot.logs()
         print(
