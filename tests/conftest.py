@@ -132,3 +132,21 @@ def _sync_url(url: str) -> str:
         if url.startswith(prefix):
             return "postgresql+psycopg://" + url[len(prefix) :]
     return url
+
+
+#: Fixtures that reach the PostgreSQL server, directly or through a benchmark.
+_POSTGRES_FIXTURES = {"postgres_url", "fresh_postgres_url", "restartable_postgres_url"}
+_POSTGRES_FILES = {"test_bench_smoke.py", "test_chaos.py"}
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Under pytest-xdist every test that uses PostgreSQL runs on one worker, one at a time:
+    tests/test_faults.py restarts the server, which would cut every other test's connections."""
+    for item in items:
+        params = getattr(getattr(item, "callspec", None), "params", {})
+        if (
+            _POSTGRES_FIXTURES & set(getattr(item, "fixturenames", ()))
+            or params.get("backend") == "postgresql"
+            or item.path.name in _POSTGRES_FILES
+        ):
+            item.add_marker(pytest.mark.xdist_group("postgres"))
