@@ -24,9 +24,9 @@ import pytest
 
 from bot.demo.fake_asana import FakeAsana
 from bot.demo.fake_slack import FakeSlack
-from bot.testing.process import FAST_WATCH, BotProcess
+from bot.testing import FAST_WATCH, BotProcess, wait_until
 from tests.test_cli import run_cli
-from tests.test_faults import ask, posts_to, text_of, wait_until
+from tests.test_faults import ask, posts_to, text_of
 
 GID = "1200000000000881"
 OTHER_GID = "1200000000000882"

@@ -9,6 +9,7 @@ and with a short `HTTP_READ_TIMEOUT_SECONDS` so the test does not wait ten secon
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import resource
 import socket
@@ -39,7 +40,7 @@ from bot.http_limits import (
     files_warning,
     quiet_disconnects,
 )
-from bot.testing import bot_environment
+from bot.testing import bot_environment, wait_until
 from bot.testing.process import SIGNING_SECRET, BotProcess, console_script
 from tests.conftest import ASANA_TOKEN
 
@@ -319,12 +320,12 @@ def test_clients_that_vanish_leave_one_line_each(limited: LimitedBot) -> None:
     reached = asyncio.run(vanish_many(limited.port, STORM))
     assert reached == STORM, "every client got as far as the body before going away"
 
-    deadline = time.monotonic() + 20
-    while time.monotonic() < deadline:
+    def logged_each() -> bool:
         log = limited.log_since(log_at)
-        if log.count("client went away") + log.count("Error handling request") >= STORM:
-            break
-        time.sleep(0.1)
+        return log.count("client went away") + log.count("Error handling request") >= STORM
+
+    with contextlib.suppress(AssertionError):  # the count is asserted below, with the log
+        wait_until(logged_each, 20, "a line for each client that went away")
     limited.assert_alive()
     log = limited.log_since(log_at)
     assert "Traceback" not in log, log[-3000:]
