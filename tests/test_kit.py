@@ -92,3 +92,30 @@ def test_clock_moves_only_forward_and_only_when_told() -> None:
     assert clock() == first
     assert (clock.advance(90) - first).total_seconds() == 90
     assert clock.advance(-5) == clock(), "never back"
+
+
+def test_scenario_settings_ignore_the_environment(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """A developer's own Slack app token or policy must not change what a scenario runs."""
+    from types import SimpleNamespace
+
+    from bot.testing.scenario import scenario_settings
+
+    monkeypatch.setenv("SLACK_APP_TOKEN", "xapp-1-a-real-one")
+    monkeypatch.setenv("LINK_POLICY", "anywhere")
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / ".env").write_text("ALLOWED_USERS=U0ONLY\n")
+    fakes = SimpleNamespace(
+        base_url="http://127.0.0.1:9/api/1.0",
+        api_url="http://127.0.0.1:9/api/",
+        bot_token="xoxb-fake",
+        app_token="xapp-fake",
+    )
+    settings = scenario_settings(fakes, fakes, "sqlite:///x.db")  # type: ignore[arg-type]
+    assert not settings.socket_mode
+    assert settings.LINK_POLICY.value == "private" and not settings.ALLOWED_USERS
+    assert (
+        scenario_settings(fakes, fakes, "sqlite:///x.db", LINK_POLICY="button").LINK_POLICY.value
+        == "button"
+    )  # type: ignore[arg-type]

@@ -27,6 +27,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 
 import httpx
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource
 from slack_bolt.async_app import AsyncApp
 from slack_bolt.request.async_request import AsyncBoltRequest
 
@@ -109,14 +110,27 @@ class _LogCatcher(logging.Handler):
         self._into.append(record)
 
 
+class _OnlyGivenSettings(Settings):
+    """Settings from the arguments alone: no environment variable, no .env file."""
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        **_: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        return (init_settings,)
+
+
 def scenario_settings(asana: Any, slack: FakeSlack, database_url: str, **extra: str) -> Settings:
     """The bot's settings for a scenario: the same environment a bot process gets.
 
-    Not read from the process environment or a .env file: a scenario says everything it needs.
+    Nothing comes from the process environment or a .env file (a developer's SLACK_APP_TOKEN would
+    turn the app into Socket Mode): a scenario says everything it needs.
     """
     env = bot_environment(asana, slack, database_url, **{**FAST_WATCH, **extra})
-    values = {k: v for k, v in env.items() if v != ""}
-    return Settings(_env_file=None, **values)  # type: ignore[call-arg]
+    return _OnlyGivenSettings(**env)  # type: ignore[arg-type]
 
 
 class Scenario:
