@@ -47,11 +47,9 @@ from bot.runtime import Runtime
 from bot.store import Store
 from bot.testing.env import bot_environment
 from bot.testing.process import FAST_WATCH, SIGNING_SECRET
+from bot.testing.slack_view import ACK_SECONDS
 
 T = TypeVar("T")
-
-#: Slack's own deadline for an ack.
-ACK_SECONDS = 3.0
 
 
 class Clock:
@@ -90,9 +88,6 @@ class WatcherDriver:
     async def recover(self) -> None:
         """One pass of the recovery job."""
         await self._watcher.recover()
-
-    async def release_leases(self) -> int:
-        return await self._watcher.release_leases()
 
     def slack_pause_reason(self) -> str | None:
         """Why posting to Slack is paused (as /healthz says it), or None."""
