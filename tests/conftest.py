@@ -139,9 +139,14 @@ _POSTGRES_FIXTURES = {"postgres_url", "fresh_postgres_url", "restartable_postgre
 _POSTGRES_FILES = {"test_bench_smoke.py", "test_chaos.py"}
 
 
+#: Modules whose tests share one bot process (a module-scoped fixture): one worker starts it once.
+_SHARED_PROCESS_FILES = {"test_bad_input.py", "test_http_endpoint.py", "test_http_limits.py"}
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """Under pytest-xdist every test that uses PostgreSQL runs on one worker, one at a time:
-    tests/test_faults.py restarts the server, which would cut every other test's connections."""
+    tests/test_faults.py restarts the server, which would cut every other test's connections.
+    The tests of a module that shares one bot process run on one worker too."""
     for item in items:
         params = getattr(getattr(item, "callspec", None), "params", {})
         if (
@@ -150,3 +155,5 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             or item.path.name in _POSTGRES_FILES
         ):
             item.add_marker(pytest.mark.xdist_group("postgres"))
+        elif item.path.name in _SHARED_PROCESS_FILES:
+            item.add_marker(pytest.mark.xdist_group(item.path.stem))
