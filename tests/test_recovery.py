@@ -120,3 +120,22 @@ async def test_permanent_channel_error_ends_the_watch_without_retrying(
     calls = len(fake_slack.calls_to("chat.postMessage"))
     await bot.recover()
     assert len(fake_slack.calls_to("chat.postMessage")) == calls, "not retried"
+
+
+async def test_racing_replicas_post_once_per_subscription_postgres(
+    fresh_postgres_url: str,  # first: dropped after the replicas have closed their pools
+    fake_asana: FakeAsana,
+    fake_slack: FakeSlack,
+    start_scenario: StartScenario,
+) -> None:
+    """The same race on PostgreSQL, where the replicas' transactions really overlap."""
+    replicas = [
+        await start_scenario(
+            database_url=fresh_postgres_url, LINK_POLICY="anywhere", NOTIFY_GRACE_SECONDS="60"
+        )
+        for _ in range(4)
+    ]
+    fake_asana.set_export(GID, "finished")
+    await watched_finished_export(replicas[0].runtime.store, replicas[0].clock, ["C1", "C2", "C3"])
+    await asyncio.gather(*(r.recover() for r in replicas))
+    assert sorted(p["channel"] for p in finished_posts(fake_slack)) == ["C1", "C2", "C3"]
