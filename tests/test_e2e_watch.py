@@ -330,6 +330,18 @@ def _told_watches(url: str) -> int:
         engine.dispose()
 
 
+def _polled_and_released(url: str) -> bool:
+    """The watched export was polled at least once and no replica holds its lease now."""
+    engine = sa.create_engine(url)
+    try:
+        with engine.connect() as conn:
+            query = "SELECT poll_count, lease_owner FROM exports WHERE gid = :gid"
+            row = conn.execute(sa.text(query), {"gid": GID}).one_or_none()
+            return row is not None and row.poll_count >= 1 and row.lease_owner is None
+    finally:
+        engine.dispose()
+
+
 def _restart_case(
     fake_asana: FakeAsana, fake_slack: FakeSlack, env: dict[str, str], tmp_path: Path
 ) -> float:
@@ -337,9 +349,10 @@ def _restart_case(
     first = BotProcess(tmp_path, env, name="first").start()
     command(first, fake_slack, GID, channel="CR1")
     command(first, fake_slack, GID, channel="CR2")
-    asked = len(fake_asana.requests_for(GID))
-    wait_until(lambda: len(fake_asana.requests_for(GID)) > asked, 10, "a poll after the commands")
-    first.kill()  # SIGKILL mid-watch
+    # SIGKILL mid-watch, between polls: a poll done and its lease given back (killed inside a
+    # poll, the lease would hold the export for LEASE_SECONDS, longer than the bound below).
+    wait_until(lambda: _polled_and_released(env["DATABASE_URL"]), 10, "a poll recorded")
+    first.kill()
     fake_asana.set_state(GID, "finished")
     fake_asana.clear_requests()
     second = BotProcess(tmp_path, {**env, "PORT": ""}, name="second")
