@@ -8,6 +8,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -119,3 +120,25 @@ def test_scenario_settings_ignore_the_environment(
         scenario_settings(fakes, fakes, "sqlite:///x.db", LINK_POLICY="button").LINK_POLICY.value
         == "button"
     )  # type: ignore[arg-type]
+
+
+async def test_overlapping_scenarios_leave_the_log_level_as_they_found_it(
+    fake_asana: Any, fake_slack: Any, tmp_path: Path
+) -> None:
+    """Scenarios closed out of order (replicas in asyncio.gather) must not leave the root
+    logger at DEBUG for the rest of the session: every later test would log everything."""
+    import logging
+
+    from bot.testing.scenario import Scenario
+
+    root = logging.getLogger()
+    before = root.level
+    first = Scenario.open(fake_asana, fake_slack, f"sqlite:///{tmp_path / 'a.db'}")
+    second = Scenario.open(fake_asana, fake_slack, f"sqlite:///{tmp_path / 'b.db'}")
+    await first.__aenter__()
+    await second.__aenter__()
+    assert root.level == logging.DEBUG
+    await first.__aexit__(None, None, None)  # the first one opened closes first
+    assert root.level == logging.DEBUG, "the second is still open"
+    await second.__aexit__(None, None, None)
+    assert root.level == before

@@ -22,7 +22,7 @@ import contextlib
 import json
 import logging
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 
@@ -105,6 +105,30 @@ class _LogCatcher(logging.Handler):
         self._into.append(record)
 
 
+_debug_users: list[int] = []  # one entry per open scenario
+_level_before: list[int] = []
+
+
+@contextlib.contextmanager
+def _debug_logging() -> Iterator[None]:
+    """The root logger at DEBUG while any scenario is open, as a test bot process logs.
+
+    Counted, not saved and restored per scenario: scenarios that overlap and close in any order
+    (replicas in `asyncio.gather`) must leave the level as the first one found it.
+    """
+    root = logging.getLogger()
+    if not _debug_users:
+        _level_before[:] = [root.level]
+        root.setLevel(logging.DEBUG)
+    _debug_users.append(1)
+    try:
+        yield
+    finally:
+        _debug_users.pop()
+        if not _debug_users:
+            root.setLevel(_level_before.pop())
+
+
 class _OnlyGivenSettings(Settings):
     """Settings from the arguments alone: no environment variable, no .env file."""
 
@@ -168,15 +192,13 @@ class Scenario:
                     dict(auth.data) if isinstance(auth.data, dict) else None
                 )
             scenario = cls(settings=settings, runtime=runtime, bolt=bolt, clock=clock, slack=slack)
-            root = logging.getLogger()
-            catcher, level = _LogCatcher(scenario.records), root.level
-            root.addHandler(catcher)
-            root.setLevel(logging.DEBUG)
+            catcher = _LogCatcher(scenario.records)
+            logging.getLogger().addHandler(catcher)
             try:
-                yield scenario
+                with _debug_logging():
+                    yield scenario
             finally:
-                root.removeHandler(catcher)
-                root.setLevel(level)
+                logging.getLogger().removeHandler(catcher)
         finally:
             await runtime.asana.aclose()
             if runtime.slack.session is not None:
