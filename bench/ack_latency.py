@@ -45,8 +45,8 @@ P99_RATIO_TARGET = 1.3
 
 def _requests(slack: Any, count: int, path: Path, gid: str = GID) -> Path:
     """`count` signed `/asana-export <gid>` requests, each with its own response_url, as JSON."""
-    from tests.botproc import SIGNING_SECRET
-    from tests.fakes.slack_signing import form_body, signed_headers, slash_command_form
+    from bot.demo.signing import form_body, signed_headers, slash_command_form
+    from bot.testing.process import SIGNING_SECRET
 
     items = []
     for _ in range(count):
@@ -106,7 +106,7 @@ def _cpu_ms_per_request(report: dict[str, Any], name: str) -> float | None:
 
 
 def run(ctx: Context) -> Section:
-    from tests.botproc import BotProcess, free_port
+    from bot.testing.process import BotProcess, free_port
 
     n, warmup = ctx.pick(smoke=40, full=2000), ctx.pick(smoke=10, full=200)
     hang_n = ctx.pick(smoke=10, full=2000)

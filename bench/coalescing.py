@@ -106,7 +106,7 @@ def _fan_result(n: int, requests: list[Any], posts: list[Any], flip_at: float) -
 
 
 def run(ctx: Context) -> Section:
-    from tests.botproc import BotProcess
+    from bot.testing.process import BotProcess
 
     window = ctx.pick(smoke=1.5, full=15.0)
     workdir = ctx.subdir("coalescing")

@@ -37,8 +37,8 @@ ROUNDS = 2  # batches alternate between the exports, so drift hits both alike
 
 
 def _send(bot: Any, slack: Any, gid: str, *, channel: str, user: str) -> dict[str, Any]:
-    from tests.botproc import SIGNING_SECRET
-    from tests.fakes.slack_signing import post_slash_command
+    from bot.demo.signing import post_slash_command
+    from bot.testing.process import SIGNING_SECRET
 
     response = post_slash_command(
         bot.events_url,
@@ -73,7 +73,7 @@ def _seeded_channel(gid: str) -> str:
 
 
 def run(ctx: Context) -> Section:
-    from tests.botproc import BotProcess
+    from bot.testing.process import BotProcess
 
     n = ctx.pick(smoke=15, full=150)
     workdir = ctx.subdir("command_cost")

@@ -317,33 +317,29 @@ ASANA_TOKEN = "asana-bench-token-5c0ffee"  # noqa: S105 - a fake token for the f
 @contextlib.contextmanager
 def fakes() -> Iterator[tuple[Any, Any]]:
     """A started FakeAsana and FakeSlack (threads of this process), stopped afterwards."""
-    from tests.fakes.asana import FakeAsana
-    from tests.fakes.slack import FakeSlack
+    from bot.demo.fake_asana import FakeAsana
+    from bot.demo.fake_slack import FakeSlack
 
     with FakeAsana(token=ASANA_TOKEN) as asana, FakeSlack() as slack:
         yield asana, slack
 
 
 def bot_env(asana: Any, slack: Any, workdir: Path, **extra: str) -> dict[str, str]:
-    """What the bot needs to talk to the fakes in HTTP mode (as `tests/conftest.py` bot_env).
+    """What the bot needs to talk to the fakes in HTTP mode (`bot.testing.bot_environment`).
 
     LOG_LEVEL is the production default (INFO), not the tests' DEBUG: a benchmark measures what
     a deployment runs.
     """
-    from tests.botproc import SIGNING_SECRET
+    from bot.testing import bot_environment
 
-    return {
-        "SLACK_BOT_TOKEN": slack.bot_token,
-        "SLACK_SIGNING_SECRET": SIGNING_SECRET,
-        "SLACK_API_URL": slack.api_url,
-        "SLACK_APP_TOKEN": "",
-        "ASANA_TOKEN": ASANA_TOKEN,
-        "ASANA_BASE_URL": asana.base_url,
-        "DATABASE_URL": f"sqlite:///{workdir / 'bot.db'}",
-        "ASANA_MAX_RETRY_SECONDS": "8",
-        "LOG_LEVEL": "INFO",
+    return bot_environment(
+        asana,
+        slack,
+        f"sqlite:///{workdir / 'bot.db'}",
+        asana_token=ASANA_TOKEN,
+        LOG_LEVEL="INFO",
         **extra,
-    }
+    )
 
 
 # ------------------------------------------------------------------------------ the bot at scale

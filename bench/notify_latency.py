@@ -70,7 +70,7 @@ def _poll_periods(requests: list[Any], flips: dict[str, float]) -> list[float]:
 
 
 def run(ctx: Context) -> Section:
-    from tests.botproc import BotProcess
+    from bot.testing.process import BotProcess
 
     n = ctx.pick(smoke=40, full=1000)
     channels = ctx.pick(smoke=4, full=50)

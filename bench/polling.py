@@ -117,7 +117,7 @@ class ScaleResult:
 
 
 def _scale_run(ctx: Context, label: str, url: str | None, n: int, window: float) -> ScaleResult:
-    from tests.botproc import BotProcess
+    from bot.testing.process import BotProcess
 
     workdir = ctx.subdir(f"polling-{label.lower()}")
     with fakes() as (asana, slack):

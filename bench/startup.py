@@ -31,7 +31,7 @@ BASELINE_IMPORT = "import bench.baseline_bolt"
 
 
 def _bot(ctx: Context, env: dict[str, str], port: int, i: int) -> ServerProcess:
-    from tests.botproc import console_script
+    from bot.testing.process import console_script
 
     return ServerProcess(
         [console_script(), "run"],
@@ -43,7 +43,7 @@ def _bot(ctx: Context, env: dict[str, str], port: int, i: int) -> ServerProcess:
 
 
 def _start_times(ctx: Context, runs: int, warmup: int) -> tuple[list[float], list[float]]:
-    from tests.botproc import free_port
+    from bot.testing.process import free_port
 
     ours: list[float] = []
     base: list[float] = []

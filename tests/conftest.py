@@ -1,18 +1,21 @@
-"""Shared fixtures: fake Asana and fake Slack on 127.0.0.1, and the real bot process."""
+"""Shared fixtures: fake Asana and fake Slack on 127.0.0.1, the real bot process, and the bot
+built in this process (`scenario`) for scenario tests."""
 
 from __future__ import annotations
 
+import contextlib
 import os
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 
 import pytest
 
-from tests.botproc import SIGNING_SECRET, BotProcess
-from tests.fakes.asana import FakeAsana
-from tests.fakes.slack import FakeSlack
+from bot.demo.fake_asana import FakeAsana
+from bot.demo.fake_slack import FakeSlack
+from bot.testing import TEST_ASANA_TOKEN, BotProcess, bot_environment
+from bot.testing.scenario import Scenario
 
-ASANA_TOKEN = "asana-canary-token-6f1d2c"  # recognisable, so leak checks can grep for it
+ASANA_TOKEN = TEST_ASANA_TOKEN  # recognisable, so leak checks can grep for it
 POSTGRES_URL_VAR = "ASANA_BOT_TEST_POSTGRES_URL"
 
 
@@ -31,16 +34,7 @@ def fake_slack() -> Iterator[FakeSlack]:
 @pytest.fixture
 def bot_env(fake_asana: FakeAsana, fake_slack: FakeSlack, tmp_path: Path) -> dict[str, str]:
     """Everything a bot process needs to talk to the fakes, HTTP mode, SQLite in tmp_path."""
-    return {
-        "SLACK_BOT_TOKEN": fake_slack.bot_token,
-        "SLACK_SIGNING_SECRET": SIGNING_SECRET,
-        "SLACK_API_URL": fake_slack.api_url,
-        "SLACK_APP_TOKEN": "",
-        "ASANA_TOKEN": ASANA_TOKEN,
-        "ASANA_BASE_URL": fake_asana.base_url,
-        "DATABASE_URL": f"sqlite:///{tmp_path / 'bot.db'}",
-        "ASANA_MAX_RETRY_SECONDS": "8",
-    }
+    return bot_environment(fake_asana, fake_slack, f"sqlite:///{tmp_path / 'bot.db'}")
 
 
 @pytest.fixture
@@ -63,6 +57,35 @@ def socket_bot(
         yield bot
     finally:
         bot.stop()
+
+
+StartScenario = Callable[..., Awaitable[Scenario]]
+
+
+@pytest.fixture
+async def start_scenario(
+    fake_asana: FakeAsana, fake_slack: FakeSlack, tmp_path: Path
+) -> AsyncIterator[StartScenario]:
+    """Build bots in this process: `await start_scenario(LINK_POLICY="anywhere")`.
+
+    Each talks to the fakes over real HTTP and uses bot.db in tmp_path unless given a
+    `database_url`; all are closed after the test.
+    """
+    async with contextlib.AsyncExitStack() as stack:
+
+        async def start(database_url: str | None = None, **settings: str) -> Scenario:
+            url = database_url or f"sqlite:///{tmp_path / 'bot.db'}"
+            return await stack.enter_async_context(
+                Scenario.open(fake_asana, fake_slack, url, **settings)
+            )
+
+        yield start
+
+
+@pytest.fixture
+async def scenario(start_scenario: StartScenario) -> Scenario:
+    """One bot in this process with the default settings of a scenario."""
+    return await start_scenario()
 
 
 @pytest.fixture
@@ -109,3 +132,28 @@ def _sync_url(url: str) -> str:
         if url.startswith(prefix):
             return "postgresql+psycopg://" + url[len(prefix) :]
     return url
+
+
+#: Fixtures that reach the PostgreSQL server, directly or through a benchmark.
+_POSTGRES_FIXTURES = {"postgres_url", "fresh_postgres_url", "restartable_postgres_url"}
+_POSTGRES_FILES = {"test_bench_smoke.py", "test_chaos.py"}
+
+
+#: Modules whose tests share one bot process (a module-scoped fixture): one worker starts it once.
+_SHARED_PROCESS_FILES = {"test_bad_input.py", "test_http_endpoint.py", "test_http_limits.py"}
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Under pytest-xdist every test that uses PostgreSQL runs on one worker, one at a time:
+    tests/test_faults.py restarts the server, which would cut every other test's connections.
+    The tests of a module that shares one bot process run on one worker too."""
+    for item in items:
+        params = getattr(getattr(item, "callspec", None), "params", {})
+        if (
+            _POSTGRES_FIXTURES & set(getattr(item, "fixturenames", ()))
+            or params.get("backend") == "postgresql"
+            or item.path.name in _POSTGRES_FILES
+        ):
+            item.add_marker(pytest.mark.xdist_group("postgres"))
+        elif item.path.name in _SHARED_PROCESS_FILES:
+            item.add_marker(pytest.mark.xdist_group(item.path.stem))

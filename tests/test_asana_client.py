@@ -44,8 +44,8 @@ from bot.asana import (
     scrub,
 )
 from bot.backoff import RetryPolicy, attempt_timeout, backoff_delay, fits_budget, next_wait
+from bot.demo.fake_asana import FakeAsana
 from bot.models import Export, ExportState, ProblemKind
-from tests.fakes.asana import FakeAsana
 
 # Recognisable secrets: if either shows up anywhere a person could read, the test fails.
 CANARY_TOKEN = "2/1205550000000001/1205559999999999:CANARYc4f3b4b3tok3n"

@@ -1,16 +1,18 @@
-"""Hostile input against the real bot process: whatever people type or forge, it answers sanely.
+"""Hostile input: whatever people type or forge, the bot answers sanely.
 
-One bot process per transport serves the whole module (starting one takes seconds), so the
-hypothesis examples reuse it. Every slash command gets, inside Slack's 3 seconds, HTTP 200 with a
-well-formed reply that escapes whatever it echoes; every button click is acked; the process never
-crashes and never logs a traceback. Asana and Slack are fakes on 127.0.0.1; nothing is patched.
+Over HTTP the bot runs in process (`Scenario`: signed requests dispatched into the real Bolt app),
+one per test, so the hypothesis examples of a test reuse it. Over Socket Mode one real bot process
+serves the module (starting one takes seconds). Every slash command gets, inside Slack's 3
+seconds, HTTP 200 with a well-formed reply that escapes whatever it echoes; every button click is
+acked; the bot never crashes and never logs a traceback. Asana and Slack are fakes on 127.0.0.1;
+nothing is patched.
 """
 
 from __future__ import annotations
 
 import re
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -20,17 +22,12 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from bot.command_parser import Invalid, parse_command
-from tests.botproc import SIGNING_SECRET, BotProcess
+from bot.demo.fake_asana import FakeAsana
+from bot.demo.fake_slack import FakeSlack, validate_blocks
+from bot.demo.signing import SignedResponse, form_body, interactive_form
+from bot.testing import BotProcess, async_wait_until, bot_environment
+from bot.testing.scenario import Scenario
 from tests.conftest import ASANA_TOKEN
-from tests.fakes.asana import FakeAsana
-from tests.fakes.slack import FakeSlack, validate_blocks
-from tests.fakes.slack_signing import (
-    SignedResponse,
-    form_body,
-    interactive_form,
-    post_signed,
-    post_slash_command,
-)
 
 #: What Slack's 3-second ack deadline leaves us, measured at the client.
 ACK_BUDGET = 3.0
@@ -95,16 +92,9 @@ NAMED_TEXTS = [
 
 
 def _env(asana: FakeAsana, slack: FakeSlack, workdir: Path) -> dict[str, str]:
-    return {
-        "SLACK_BOT_TOKEN": slack.bot_token,
-        "SLACK_SIGNING_SECRET": SIGNING_SECRET,
-        "SLACK_API_URL": slack.api_url,
-        "SLACK_APP_TOKEN": "",
-        "ASANA_TOKEN": ASANA_TOKEN,
-        "ASANA_BASE_URL": asana.base_url,
-        "DATABASE_URL": f"sqlite:///{workdir / 'bot.db'}",
-        "ASANA_MAX_RETRY_SECONDS": "2",
-    }
+    return bot_environment(
+        asana, slack, f"sqlite:///{workdir / 'bot.db'}", ASANA_MAX_RETRY_SECONDS="2"
+    )
 
 
 @pytest.fixture(scope="module")
@@ -120,16 +110,13 @@ def slack() -> Iterator[FakeSlack]:
         yield fake
 
 
-@pytest.fixture(scope="module")
-def bot(
-    asana: FakeAsana, slack: FakeSlack, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[BotProcess]:
-    workdir = tmp_path_factory.mktemp("bad-input-http")
-    proc = BotProcess(workdir, _env(asana, slack, workdir)).start()
-    try:
-        yield proc
-    finally:
-        proc.stop()
+@pytest.fixture
+async def bot(asana: FakeAsana, slack: FakeSlack, tmp_path: Path) -> AsyncIterator[Scenario]:
+    """The bot in process over HTTP; no traceback may be logged while it runs."""
+    url = f"sqlite:///{tmp_path / 'bot.db'}"
+    async with Scenario.open(asana, slack, url, ASANA_MAX_RETRY_SECONDS="2") as scenario:
+        yield scenario
+        assert scenario.tracebacks == [], scenario.logs()[-4000:]
 
 
 @pytest.fixture(scope="module")
@@ -166,6 +153,10 @@ def log_mark(bot: BotProcess) -> int:
 
 def new_log(bot: BotProcess, since: int) -> str:
     return bot.log_path.read_bytes()[since:].decode("utf-8", "replace")
+
+
+def assert_no_traceback(bot: Scenario) -> None:
+    assert bot.tracebacks == [], bot.logs()[-4000:]
 
 
 def assert_survived(bot: BotProcess, since: int) -> None:
@@ -226,19 +217,16 @@ def assert_private_answer(body: Any) -> None:
     assert body.get("delete_original") is not True, body
 
 
-def command(bot: BotProcess, slack: FakeSlack, text: str) -> SignedResponse:
-    return post_slash_command(
-        bot.events_url,
-        secret=SIGNING_SECRET,
-        text=text,
-        response_url=slack.new_response_url(),
-        user_id=CALLER_USER,
-        channel_id=CALLER_CHANNEL,
-    )
+async def command(bot: Scenario, text: str) -> SignedResponse:
+    return await bot.slash(text, user_id=CALLER_USER, channel_id=CALLER_CHANNEL)
 
 
-def click(bot: BotProcess, payload: dict[str, Any]) -> SignedResponse:
-    return post_signed(bot.events_url, form_body(interactive_form(payload)), secret=SIGNING_SECRET)
+async def click(bot: Scenario, payload: dict[str, Any]) -> SignedResponse:
+    return await bot.signed(form_body(interactive_form(payload)))
+
+
+#: One bot serves every example of a hypothesis test, as one process did for the module.
+ONE_BOT_PER_TEST = [HealthCheck.function_scoped_fixture]
 
 
 # --------------------------------------------------------------------------- slash commands
@@ -247,7 +235,7 @@ def click(bot: BotProcess, payload: dict[str, Any]) -> SignedResponse:
 @settings(
     max_examples=80,
     deadline=None,
-    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large, *ONE_BOT_PER_TEST],
 )
 @given(text=COMMAND_TEXT)
 @example(text="'; DROP TABLE exports; --")
@@ -262,29 +250,24 @@ def click(bot: BotProcess, payload: dict[str, Any]) -> SignedResponse:
 @example(text="unwatch")
 @example(text="list whatever")
 @example(text="list <!channel>")
-def test_any_command_text_gets_a_prompt_well_formed_reply(
-    bot: BotProcess, slack: FakeSlack, text: str
-) -> None:
-    since = log_mark(bot)
-    response = command(bot, slack, text)
+async def test_any_command_text_gets_a_prompt_well_formed_reply(bot: Scenario, text: str) -> None:
+    response = await command(bot, text)
     assert response.status == 200, response.body_text
     assert response.elapsed < ACK_BUDGET, f"acked after {response.elapsed:.2f}s"
     assert response.headers["content-type"].startswith("application/json")
     assert_command_reply(response.json(), text)
-    logged = new_log(bot, since)
-    assert "Traceback" not in logged, logged[-4000:]
+    assert_no_traceback(bot)
 
 
-def test_bot_survived_the_commands(bot: BotProcess, slack: FakeSlack) -> None:
-    since = log_mark(bot)
+async def test_bot_survived_the_commands(bot: Scenario, slack: FakeSlack) -> None:
     for text in NAMED_TEXTS:
-        response = command(bot, slack, text)
+        response = await command(bot, text)
         assert response.status == 200 and response.elapsed < ACK_BUDGET, text
         assert_command_reply(response.json(), text)
-    time.sleep(0.3)  # anything answered late (respond) is in by now
+    await bot.settle()  # anything still to answer late (respond) is in by now
     for late in slack.responses():
         assert_well_formed(late.body)
-    assert_survived(bot, since)
+    assert_no_traceback(bot)
 
 
 def test_socket_mode_commands(sock_bot: BotProcess, sock_slack: FakeSlack) -> None:
@@ -323,7 +306,11 @@ _action_ids = st.one_of(
 )
 
 
-@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(
+    max_examples=40,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, *ONE_BOT_PER_TEST],
+)
 @given(action_id=_action_ids, value=_values)
 @example(action_id="fresh_link", value=MISSING)
 @example(action_id="fresh_link", value="")
@@ -332,24 +319,23 @@ _action_ids = st.one_of(
 @example(action_id="fresh_link", value=1200000000000001)
 @example(action_id="fresh_link", value=None)
 @example(action_id="no_such_button", value="1")
-def test_any_click_is_acked_and_answered_privately(
-    bot: BotProcess, slack: FakeSlack, action_id: str, value: Any
+async def test_any_click_is_acked_and_answered_privately(
+    bot: Scenario, slack: FakeSlack, action_id: str, value: Any
 ) -> None:
-    since = log_mark(bot)
     response_url = slack.new_response_url()
     payload = slack.block_actions_payload(action_id=action_id, response_url=response_url)
     if value is not MISSING:
         payload["actions"][0]["value"] = value
-    response = click(bot, payload)
+    response = await click(bot, payload)
     assert response.status == 200, response.body_text
     assert response.elapsed < ACK_BUDGET
     if action_id == "fresh_link":  # the one button that answers, always via response_url
-        slack.wait_for(lambda: slack.responses(response_url), timeout=5)
+        await async_wait_until(lambda: slack.responses(response_url), timeout=5)
+    await bot.settle()
     for answer in slack.responses(response_url):
         assert answer.status == 200, answer.answer
         assert_private_answer(answer.body)
-    logged = new_log(bot, since)
-    assert "Traceback" not in logged, logged[-4000:]
+    assert_no_traceback(bot)
 
 
 def _drop(*path: str | int) -> Callable[[dict[str, Any]], None]:
@@ -405,39 +391,37 @@ def _cases(only: set[str] | None = None) -> list[Any]:
 
 
 @pytest.mark.parametrize("mutate", _cases())
-def test_malformed_click_is_acked_without_a_crash(
-    bot: BotProcess, slack: FakeSlack, mutate: Callable[[dict[str, Any]], None]
+async def test_malformed_click_is_acked_without_a_crash(
+    bot: Scenario, slack: FakeSlack, mutate: Callable[[dict[str, Any]], None]
 ) -> None:
-    since = log_mark(bot)
     response_url = slack.new_response_url()
     payload = slack.block_actions_payload(
         action_id="fresh_link", value="1200000000000009", response_url=response_url
     )
     mutate(payload)
-    response = click(bot, payload)
-    time.sleep(0.1)  # a listener failing after the ack logs within this
+    response = await click(bot, payload)
+    await bot.settle()  # a listener failing after the ack has logged by now
     assert response.status == 200, response.body_text
     assert response.elapsed < ACK_BUDGET, f"acked after {response.elapsed:.2f}s"
     for answer in slack.responses(response_url):
         assert_private_answer(answer.body)
-    assert_survived(bot, since)
+    assert_no_traceback(bot)
 
 
-def test_click_with_an_expired_response_url_is_still_acked(
-    bot: BotProcess, slack: FakeSlack
+async def test_click_with_an_expired_response_url_is_still_acked(
+    bot: Scenario, slack: FakeSlack
 ) -> None:
-    since = log_mark(bot)
     response_url = slack.new_response_url()
     slack.expire_response_url(response_url)
     payload = slack.block_actions_payload(
         action_id="fresh_link", value="1200000000000009", response_url=response_url
     )
-    response = click(bot, payload)
+    response = await click(bot, payload)
     assert response.status == 200 and response.elapsed < ACK_BUDGET
-    slack.wait_for(lambda: slack.responses(response_url), timeout=5)
+    await async_wait_until(lambda: slack.responses(response_url), timeout=5)
     assert slack.responses(response_url)[0].answer == "expired_url"
-    time.sleep(0.2)
-    assert_survived(bot, since)
+    await bot.settle()
+    assert_no_traceback(bot)
 
 
 @pytest.mark.parametrize("mutate", _cases(SOCKET_CASES))

@@ -38,10 +38,11 @@ from typing import Any, TypeVar
 import pytest
 import sqlalchemy as sa
 
-from tests.botproc import SIGNING_SECRET, BotProcess
-from tests.fakes.asana import FakeAsana
-from tests.fakes.slack import FakeSlack, HeldCall
-from tests.fakes.slack_signing import post_slash_command
+from bot.demo.fake_asana import FakeAsana
+from bot.demo.fake_slack import FakeSlack, HeldCall
+from bot.demo.signing import post_slash_command
+from bot.testing import wait_until as kit_wait_until
+from bot.testing.process import SIGNING_SECRET, BotProcess
 
 T = TypeVar("T")
 
@@ -93,13 +94,11 @@ def chaos_env(base: dict[str, str], database_url: str, size: Size = CI_SIZE) -> 
 
 
 def wait_until(predicate: Callable[[], T], timeout: float, interval: float = 0.02) -> T | None:
-    """Poll `predicate()` until truthy; its value, or None after `timeout` (no exception)."""
-    deadline = time.monotonic() + timeout
-    while True:
-        result = predicate()
-        if result or time.monotonic() >= deadline:
-            return result or None
-        time.sleep(interval)
+    """The kit's `wait_until`, but None at the deadline: `require` turns it into an error."""
+    try:
+        return kit_wait_until(predicate, timeout, interval=interval)
+    except AssertionError:
+        return None
 
 
 def require(condition: object, message: str) -> None:
@@ -301,7 +300,7 @@ def card_is_finished(slack: FakeSlack, watch: Watch, ts: str) -> bool:
     return message is not None and "is finished" in message["text"]
 
 
-def finished_posts(slack: FakeSlack) -> list[dict[str, Any]]:
+def stored_finished_posts(slack: FakeSlack) -> list[dict[str, Any]]:
     """Every finished post the fake STORED (answered or not), oldest first."""
     return [
         m
@@ -481,7 +480,7 @@ def test_replicas_killed_at_random_tell_every_watch_exactly_once(
         rows = subscription_rows(engine)
     finally:
         engine.dispose()
-    posts = finished_posts(fake_slack)
+    posts = stored_finished_posts(fake_slack)
     exit_codes = fleet.stop_all()
     elapsed = time.monotonic() - began
     tracebacks = fleet.logs().count("Traceback")
@@ -601,7 +600,7 @@ def test_kill_between_recording_the_ts_and_ending_leaves_no_active_watch(
         first.kill()
         with engine.connect() as conn:
             conn.execute(sa.text("UPDATE chaos_gate SET held = false"))
-        require(len(finished_posts(fake_slack)) == 1, "Slack got the post")
+        require(len(stored_finished_posts(fake_slack)) == 1, "Slack got the post")
 
         start(processes, tmp_path, env)
         wait_until(lambda: untold_watches(engine) == 0, timeout=10)
@@ -609,7 +608,7 @@ def test_kill_between_recording_the_ts_and_ending_leaves_no_active_watch(
         (row,) = subscription_rows(engine)
     finally:
         engine.dispose()
-    require(len(finished_posts(fake_slack)) == 1, "one post")
+    require(len(stored_finished_posts(fake_slack)) == 1, "one post")
     assert row.ended_at is not None, f"told (ts {row.notified_ts}) but still watching: {row}"
 
 
@@ -659,7 +658,7 @@ def test_kill_between_finished_poll_and_card_updates_leaves_no_stale_card(
 
     start(processes, tmp_path, env)
     require(
-        wait_until(lambda: len(finished_posts(fake_slack)) == 2, timeout=15),
+        wait_until(lambda: len(stored_finished_posts(fake_slack)) == 2, timeout=15),
         "recovery posts the link to both channels",
     )
     wait_until(lambda: all(card_is_finished(fake_slack, w, ts) for w, ts in cards.items()), 5)
@@ -688,7 +687,7 @@ def test_two_recoveries_of_one_crashed_claim_post_once(
     first.kill()
     fake_slack.set_delay_after_store("conversations.info", 0)
     fake_slack.release_held()
-    require(finished_posts(fake_slack) == [], "nothing posted yet")
+    require(stored_finished_posts(fake_slack) == [], "nothing posted yet")
 
     # Two replicas recover it; both history reads (empty) are held.
     fake_slack.set_delay_after_store("conversations.history", math.inf)
@@ -724,11 +723,11 @@ def test_two_recoveries_of_one_crashed_claim_post_once(
     assert reads is not None
     fake_slack.set_delay_after_store("chat.postMessage", math.inf)
     fake_slack.release_held([reads[0]])  # the second replica clears, re-claims and posts
-    require(wait_until(lambda: finished_posts(fake_slack), 10), "the second replica posts")
+    require(wait_until(lambda: stored_finished_posts(fake_slack), 10), "the second replica posts")
     fake_slack.release_held([reads[1]])  # the third acts on what it read before that post
-    wait_until(lambda: len(finished_posts(fake_slack)) > 1, timeout=4)
+    wait_until(lambda: len(stored_finished_posts(fake_slack)) > 1, timeout=4)
     fake_slack.clear_faults()
     fake_slack.release_held()
     time.sleep(3.0)  # NOTIFY_GRACE_SECONDS + RECOVER_SECONDS: recovery settles
-    posts = finished_posts(fake_slack)
+    posts = stored_finished_posts(fake_slack)
     assert len(posts) == 1, f"{len(posts)} finished posts for one watch"

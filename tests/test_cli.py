@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.botproc import console_script
+from bot.demo.fake_asana import FakeAsana
+from bot.testing.process import console_script
 from tests.conftest import ASANA_TOKEN
-from tests.fakes.asana import FakeAsana
 
 GID = "1200000000000077"
 _SETTINGS = (

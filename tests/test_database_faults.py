@@ -22,11 +22,11 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.botproc import FAST_WATCH, BotProcess
-from tests.fakes.asana import FakeAsana
-from tests.fakes.slack import FakeSlack
+from bot.demo.fake_asana import FakeAsana
+from bot.demo.fake_slack import FakeSlack
+from bot.testing import FAST_WATCH, BotProcess, wait_until
 from tests.test_cli import run_cli
-from tests.test_faults import ask, posts_to, text_of, wait_until
+from tests.test_faults import ask, posts_to, text_of
 
 GID = "1200000000000881"
 OTHER_GID = "1200000000000882"

@@ -15,11 +15,11 @@ from pathlib import Path
 import pytest
 
 from bot.db import create_engine, upgrade
+from bot.demo.fake_asana import FakeAsana
+from bot.demo.fake_slack import DEFAULT_BOT_SCOPES, FakeSlack
 from bot.doctor.probes import head_revision
-from tests.botproc import SIGNING_SECRET, free_port
+from bot.testing.process import SIGNING_SECRET, free_port
 from tests.conftest import ASANA_TOKEN
-from tests.fakes.asana import FakeAsana
-from tests.fakes.slack import DEFAULT_BOT_SCOPES, FakeSlack
 from tests.test_cli import run_cli
 
 GID = "1200000000000077"

@@ -1,9 +1,12 @@
-"""Fair use through the real bot process: nobody can starve polling (issue 8).
+"""Fair use: nobody can starve polling (issue 8).
 
 One flooding user cannot push another channel's polls back; a person past
 USER_REQUESTS_PER_MINUTE, a new watch past MAX_WATCHES_PER_USER / MAX_WATCHES_PER_CHANNEL, and a
 "Get a fresh link" click when people's share of the budget is used up each get a clear
 ephemeral answer within Slack's 3 s, and no Asana call is made for them.
+
+The flood goes over real HTTP to the real process, polled by its own scheduler; the limits and
+caps are scenarios in process.
 """
 
 from __future__ import annotations
@@ -19,16 +22,18 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.botproc import FAST_WATCH, SIGNING_SECRET, BotProcess
-from tests.fakes.asana import FakeAsana
-from tests.fakes.slack import FakeSlack
-from tests.fakes.slack_signing import (
-    form_body,
-    post_block_actions,
-    signed_headers,
-    slash_command_form,
+from bot.demo.fake_asana import FakeAsana
+from bot.demo.fake_slack import FakeSlack
+from bot.demo.signing import form_body, signed_headers, slash_command_form
+from bot.testing import (
+    FAST_WATCH,
+    SIGNING_SECRET,
+    BotProcess,
+    async_wait_until,
+    command,
+    text_of,
 )
-from tests.test_e2e_watch import command, text_of
+from tests.conftest import StartScenario
 
 WATCHED = "1200000000000801"
 FINISHED = "1200000000000802"
@@ -134,90 +139,74 @@ def test_one_flooding_user_does_not_delay_another_channels_polls(
         bot.stop()
 
 
-def test_per_user_limit_answers_politely_and_spares_others(
-    fake_asana: FakeAsana, fake_slack: FakeSlack, bot_env: dict[str, str], tmp_path: Path
+async def test_per_user_limit_answers_politely_and_spares_others(
+    fake_asana: FakeAsana, start_scenario: StartScenario
 ) -> None:
-    bot = _start(tmp_path, bot_env, USER_REQUESTS_PER_MINUTE="3")
-    try:
-        fake_asana.set_export(FINISHED, "finished", organization_name="Limited Org")
-        for _ in range(3):
-            assert "Limited Org" in text_of(command(bot, fake_slack, FINISHED, user_id="U0ALICE"))
-        fourth = command(bot, fake_slack, FINISHED, user_id="U0ALICE")
-        assert fourth["response_type"] == "ephemeral"
-        found = TRY_AGAIN.search(fourth["text"])
-        assert found and 1 <= int(found.group(1)) <= 60, fourth["text"]
-        assert "3 requests in the last minute" in fourth["text"]
-        assert len(_gets(fake_asana, FINISHED)) == 3, "no Asana call past the limit"
-        assert "Limited Org" in text_of(command(bot, fake_slack, FINISHED, user_id="U0BOB"))
-    finally:
-        bot.stop()
+    bot = await start_scenario(LINK_POLICY="anywhere", USER_REQUESTS_PER_MINUTE="3")
+    fake_asana.set_export(FINISHED, "finished", organization_name="Limited Org")
+    for _ in range(3):
+        assert "Limited Org" in text_of(await bot.command(FINISHED, user_id="U0ALICE"))
+    fourth = await bot.command(FINISHED, user_id="U0ALICE")
+    assert fourth["response_type"] == "ephemeral"
+    found = TRY_AGAIN.search(fourth["text"])
+    assert found and 1 <= int(found.group(1)) <= 60, fourth["text"]
+    assert "3 requests in the last minute" in fourth["text"]
+    assert len(_gets(fake_asana, FINISHED)) == 3, "no Asana call past the limit"
+    assert "Limited Org" in text_of(await bot.command(FINISHED, user_id="U0BOB"))
 
 
-def test_watch_caps_per_user_and_per_channel(
-    fake_asana: FakeAsana, fake_slack: FakeSlack, bot_env: dict[str, str], tmp_path: Path
+async def test_watch_caps_per_user_and_per_channel(
+    fake_asana: FakeAsana, start_scenario: StartScenario
 ) -> None:
     caps = {"MAX_WATCHES_PER_USER": "2", "MAX_WATCHES_PER_CHANNEL": "3"}
-    bot = _start(tmp_path, bot_env, POLL_BUDGET_PER_MINUTE="1000", **caps)
-    try:
-        gids = [f"12000000000009{i:02d}" for i in range(6)]
-        for gid in gids:
-            fake_asana.set_export(gid, "started", organization_name="Capped Org")
+    bot = await start_scenario(LINK_POLICY="anywhere", POLL_BUDGET_PER_MINUTE="1000", **caps)
+    gids = [f"12000000000009{i:02d}" for i in range(6)]
+    for gid in gids:
+        fake_asana.set_export(gid, "started", organization_name="Capped Org")
 
-        def watch(gid: str, channel: str, user: str) -> dict[str, Any]:
-            answer = command(bot, fake_slack, f"watch {gid}", channel=channel, user_id=user)
-            assert answer["response_type"] == "ephemeral"
-            return answer
+    async def watch(gid: str, channel: str, user: str) -> dict[str, Any]:
+        answer = await bot.command(f"watch {gid}", channel=channel, user_id=user)
+        assert answer["response_type"] == "ephemeral"
+        return answer
 
-        assert "Watching" in watch(gids[0], "C1", "U0ANN")["text"]
-        assert "Watching" in watch(gids[1], "C2", "U0ANN")["text"]
-        refused = watch(gids[2], "C1", "U0ANN")["text"]
-        assert "You already watch 2 exports" in refused
-        assert "unwatch" in refused and "list" in refused
-        assert "already watches" in watch(gids[0], "C1", "U0ANN")["text"], "asking again is fine"
+    assert "Watching" in (await watch(gids[0], "C1", "U0ANN"))["text"]
+    assert "Watching" in (await watch(gids[1], "C2", "U0ANN"))["text"]
+    refused = (await watch(gids[2], "C1", "U0ANN"))["text"]
+    assert "You already watch 2 exports" in refused
+    assert "unwatch" in refused and "list" in refused
+    assert "already watches" in (await watch(gids[0], "C1", "U0ANN"))["text"], "asking again"
 
-        assert "Watching" in watch(gids[2], "C1", "U0BEN")["text"]
-        assert "Watching" in watch(gids[3], "C1", "U0CAT")["text"]
-        refused = watch(gids[4], "C1", "U0DAN")["text"]
-        assert "This channel already watches 3 exports" in refused and "unwatch" in refused
+    assert "Watching" in (await watch(gids[2], "C1", "U0BEN"))["text"]
+    assert "Watching" in (await watch(gids[3], "C1", "U0CAT"))["text"]
+    refused = (await watch(gids[4], "C1", "U0DAN"))["text"]
+    assert "This channel already watches 3 exports" in refused and "unwatch" in refused
 
-        command(bot, fake_slack, f"unwatch {gids[0]}", channel="C1")
-        assert "Watching" in watch(gids[4], "C1", "U0DAN")["text"], "unwatch frees room"
-        assert "Watching" in watch(gids[5], "C3", "U0ANN")["text"], "for its person too"
-        listed = text_of(command(bot, fake_slack, "list", channel="C1"))
-        assert gids[0] not in listed and all(g in listed for g in gids[2:5])
-    finally:
-        bot.stop()
+    await bot.command(f"unwatch {gids[0]}", channel="C1")
+    assert "Watching" in (await watch(gids[4], "C1", "U0DAN"))["text"], "unwatch frees room"
+    assert "Watching" in (await watch(gids[5], "C3", "U0ANN"))["text"], "for its person too"
+    listed = text_of(await bot.command("list", channel="C1"))
+    assert gids[0] not in listed and all(g in listed for g in gids[2:5])
 
 
 @pytest.mark.parametrize("clicker", ["U0BOB"])
-def test_fresh_link_click_when_peoples_share_is_used_up_is_told_to_wait(
-    fake_asana: FakeAsana,
-    fake_slack: FakeSlack,
-    bot_env: dict[str, str],
-    tmp_path: Path,
-    clicker: str,
+async def test_fresh_link_click_when_peoples_share_is_used_up_is_told_to_wait(
+    fake_asana: FakeAsana, fake_slack: FakeSlack, start_scenario: StartScenario, clicker: str
 ) -> None:
     # 6 a minute, half reserved for polling: people get 3 a minute, one at a time.
-    bot = _start(tmp_path, bot_env, POLL_BUDGET_PER_MINUTE="6", POLL_RESERVED_SHARE="0.5")
-    try:
-        fake_asana.set_export(FINISHED, "finished", organization_name="Busy Org")
-        assert "Busy Org" in text_of(command(bot, fake_slack, FINISHED, user_id="U0ALICE"))
-        response_url = fake_slack.new_response_url()
-        clicked = post_block_actions(
-            bot.events_url,
-            secret=SIGNING_SECRET,
-            action_id="fresh_link",
-            value=FINISHED,
-            response_url=response_url,
-            user_id=clicker,
-        )
-        assert clicked.status == 200 and clicked.elapsed < 3.0
-        fake_slack.wait_for(lambda: fake_slack.responses(response_url), timeout=3)
-        (reply,) = fake_slack.responses(response_url)
-        assert reply.body["response_type"] == "ephemeral"
-        assert "Asana is busy right now" in reply.body["text"]
-        found = TRY_AGAIN.search(reply.body["text"])
-        assert found and 1 <= int(found.group(1)) <= 20, reply.body["text"]
-        assert len(_gets(fake_asana, FINISHED)) == 1, "the click made no Asana call"
-    finally:
-        bot.stop()
+    bot = await start_scenario(
+        LINK_POLICY="anywhere", POLL_BUDGET_PER_MINUTE="6", POLL_RESERVED_SHARE="0.5"
+    )
+    fake_asana.set_export(FINISHED, "finished", organization_name="Busy Org")
+    assert "Busy Org" in text_of(await bot.command(FINISHED, user_id="U0ALICE"))
+    response_url = fake_slack.new_response_url()
+    clicked = await bot.click(
+        action_id="fresh_link", value=FINISHED, response_url=response_url, user_id=clicker
+    )
+    assert clicked.status == 200 and clicked.elapsed < 3.0
+    await async_wait_until(lambda: fake_slack.responses(response_url), timeout=3)
+    (reply,) = fake_slack.responses(response_url)
+    assert reply.body["response_type"] == "ephemeral"
+    assert "Asana is busy right now" in reply.body["text"]
+    found = TRY_AGAIN.search(reply.body["text"])
+    assert found and 1 <= int(found.group(1)) <= 20, reply.body["text"]
+    assert len(_gets(fake_asana, FINISHED)) == 1, "the click made no Asana call"

@@ -1,7 +1,8 @@
-"""End to end: the real `asana-export-bot run` answers `/asana-export <gid>` over real HTTP.
+"""Lookups: `/asana-export <gid>` answered within Slack's ack deadline, or later via response_url.
 
-Slash commands are form-encoded and signed exactly as Slack does; Asana and Slack are fakes on
-127.0.0.1. Nothing of the bot is patched.
+The scenarios run in process: signed requests (form-encoded exactly as Slack sends them) are
+dispatched into the real Bolt app, whose clients speak real HTTP to the fake Asana and fake Slack on
+127.0.0.1. Nothing of the bot is patched. The Socket Mode path runs the real process, end to end.
 """
 
 from __future__ import annotations
@@ -12,29 +13,14 @@ from typing import Any
 
 import pytest
 
-from tests.botproc import SIGNING_SECRET, BotProcess
-from tests.conftest import ASANA_TOKEN
-from tests.fakes.asana import FakeAsana
-from tests.fakes.slack import FakeSlack
-from tests.fakes.slack_signing import (
-    SignedResponse,
-    form_body,
-    post_signed,
-    post_slash_command,
-    slash_command_form,
-)
+from bot.demo.fake_asana import FakeAsana
+from bot.demo.fake_slack import FakeSlack
+from bot.demo.signing import SignedResponse, form_body, sign, slash_command_form
+from bot.testing import SIGNING_SECRET, BotProcess, async_wait_until
+from bot.testing.scenario import Scenario
+from tests.conftest import ASANA_TOKEN, StartScenario
 
 GID = "1200000000000001"
-
-
-def command(bot: BotProcess, slack: FakeSlack, text: str, **fields: Any) -> SignedResponse:
-    return post_slash_command(
-        bot.events_url,
-        secret=SIGNING_SECRET,
-        text=text,
-        response_url=fields.pop("response_url", None) or slack.new_response_url(),
-        **fields,
-    )
 
 
 def ack_json(response: SignedResponse) -> dict[str, Any]:
@@ -57,16 +43,16 @@ def all_text(message: dict[str, Any]) -> str:
         ("on_fire", ":grey_question:", "on_fire"),
     ],
 )
-def test_each_state_is_shown_to_the_channel(
+async def test_each_state_is_shown_to_the_channel(
     fake_asana: FakeAsana,
     fake_slack: FakeSlack,
-    http_bot: BotProcess,
+    scenario: Scenario,
     state: str,
     emoji: str,
     word: str,
 ) -> None:
     fake_asana.set_export(GID, state, organization_gid="42", organization_name="Acme Corp")
-    response = command(http_bot, fake_slack, f"  {GID} ")
+    response = await scenario.slash(f"  {GID} ")
     assert response.elapsed < 3.0
     ack = ack_json(response)
     if state == "error":  # over: the answer itself is shown to the channel
@@ -89,13 +75,13 @@ def test_each_state_is_shown_to_the_channel(
     assert sent[0].headers["user-agent"].startswith("asana-export-bot/")
 
 
-def test_finished_export_shows_link_and_validity(
-    fake_asana: FakeAsana, fake_slack: FakeSlack, http_bot: BotProcess
+async def test_finished_export_shows_link_and_validity(
+    fake_asana: FakeAsana, fake_slack: FakeSlack, scenario: Scenario
 ) -> None:
     fake_slack.add_channel("C0001", is_private=True)  # LINK_POLICY=private allows links here
     link = "https://exports.example.test/org.json.gz?X-Amz-Signature=canary1234"
     fake_asana.set_export(GID, "finished", organization_name="Acme", download_url=link)
-    answer = ack_json(command(http_bot, fake_slack, GID))
+    answer = ack_json(await scenario.slash(GID))
     buttons = [
         element
         for block in answer["blocks"]
@@ -106,34 +92,34 @@ def test_finished_export_shows_link_and_validity(
     assert "valid until" in all_text(answer).lower()
     assert link not in answer["text"], "the fallback text (shown in notifications) has no link"
     assert ":white_check_mark:" in all_text(answer)
-    assert "canary1234" not in http_bot.logs(), "the link never reaches the logs"
+    assert "canary1234" not in scenario.logs(), "the link never reaches the logs"
 
 
-def test_not_found_is_ephemeral_and_says_what_to_do(
-    fake_asana: FakeAsana, fake_slack: FakeSlack, http_bot: BotProcess
+async def test_not_found_is_ephemeral_and_says_what_to_do(
+    fake_asana: FakeAsana, fake_slack: FakeSlack, scenario: Scenario
 ) -> None:
-    answer = ack_json(command(http_bot, fake_slack, "999"))
+    answer = ack_json(await scenario.slash("999"))
     assert answer["response_type"] == "ephemeral"
     assert "999" in all_text(answer) and "gid" in all_text(answer)
 
 
-def test_bad_token_is_ephemeral_and_names_the_fix(
-    fake_asana: FakeAsana, fake_slack: FakeSlack, http_bot: BotProcess
+async def test_bad_token_is_ephemeral_and_names_the_fix(
+    fake_asana: FakeAsana, fake_slack: FakeSlack, scenario: Scenario
 ) -> None:
     fake_asana.set_export(GID, "pending")
     fake_asana.set_token("some-other-token")  # the bot's token is now wrong: 401
-    answer = ack_json(command(http_bot, fake_slack, GID))
+    answer = ack_json(await scenario.slash(GID))
     assert answer["response_type"] == "ephemeral"
     assert "ASANA_TOKEN" in all_text(answer)
-    assert ASANA_TOKEN not in http_bot.logs()
+    assert ASANA_TOKEN not in scenario.logs()
 
 
-def test_rate_limit_then_success_waits_for_retry_after(
-    fake_asana: FakeAsana, fake_slack: FakeSlack, http_bot: BotProcess
+async def test_rate_limit_then_success_waits_for_retry_after(
+    fake_asana: FakeAsana, fake_slack: FakeSlack, scenario: Scenario
 ) -> None:
     fake_asana.set_export(GID, "finished", organization_name="Acme")
     fake_asana.fail(429, gid=GID, retry_after=1)
-    response = command(http_bot, fake_slack, GID)
+    response = await scenario.slash(GID)
     answer = ack_json(response)
     assert response.elapsed < 3.0
     assert answer["response_type"] == "in_channel"
@@ -142,97 +128,92 @@ def test_rate_limit_then_success_waits_for_retry_after(
     assert second.at - first.at >= 1.0, "Retry-After was honoured"
 
 
-def test_slow_asana_acks_in_time_and_responds_later(
-    fake_asana: FakeAsana, fake_slack: FakeSlack, http_bot: BotProcess
+async def test_slow_asana_acks_in_time_and_responds_later(
+    fake_asana: FakeAsana, fake_slack: FakeSlack, scenario: Scenario
 ) -> None:
     fake_asana.set_export(GID, "finished", organization_name="Slow Org")
     fake_asana.set_delay(3.5, gid=GID)
     response_url = fake_slack.new_response_url()
-    response = command(http_bot, fake_slack, GID, response_url=response_url)
+    response = await scenario.slash(GID, response_url=response_url)
     assert response.elapsed < 3.0, "ack inside Slack's 3 seconds"
     ack = ack_json(response)
     assert ack["response_type"] == "ephemeral" and "Looking up" in ack["text"]
-    fake_slack.wait_for(lambda: fake_slack.responses(response_url), timeout=10)
+    await async_wait_until(lambda: fake_slack.responses(response_url), timeout=10)
     (delivered,) = fake_slack.responses(response_url)
     assert delivered.body["response_type"] == "in_channel"
     assert "Slow Org" in all_text(delivered.body)
 
 
-def test_hanging_asana_gets_a_timeout_message(
-    fake_asana: FakeAsana, fake_slack: FakeSlack, bot_env: dict[str, str], tmp_path
+async def test_hanging_asana_gets_a_timeout_message(
+    fake_asana: FakeAsana, fake_slack: FakeSlack, start_scenario: StartScenario
 ) -> None:
     fake_asana.set_export(GID, "started")
     fake_asana.set_delay(30, gid=GID)
-    env = {**bot_env, "LOOKUP_TIMEOUT_SECONDS": "3", "ASANA_TIMEOUT_SECONDS": "2"}
-    bot = BotProcess(tmp_path, env).start()
-    try:
-        response_url = fake_slack.new_response_url()
-        response = command(bot, fake_slack, GID, response_url=response_url)
-        assert response.elapsed < 3.0
-        fake_slack.wait_for(lambda: fake_slack.responses(response_url), timeout=10)
-        (delivered,) = fake_slack.responses(response_url)
-        assert delivered.body["response_type"] == "ephemeral"
-        assert "did not answer" in all_text(delivered.body)
-    finally:
-        bot.stop()
+    bot = await start_scenario(LOOKUP_TIMEOUT_SECONDS="3", ASANA_TIMEOUT_SECONDS="2")
+    response_url = fake_slack.new_response_url()
+    response = await bot.slash(GID, response_url=response_url)
+    assert response.elapsed < 3.0
+    await async_wait_until(lambda: fake_slack.responses(response_url), timeout=10)
+    (delivered,) = fake_slack.responses(response_url)
+    assert delivered.body["response_type"] == "ephemeral"
+    assert "did not answer" in all_text(delivered.body)
 
 
 @pytest.mark.parametrize(
     ("text", "fragment"),
     [("", "which export"), ("hello", "not an export gid"), ("12 34", "did not understand")],
 )
-def test_bad_text_gets_ephemeral_usage(
-    fake_asana: FakeAsana, fake_slack: FakeSlack, http_bot: BotProcess, text: str, fragment: str
+async def test_bad_text_gets_ephemeral_usage(
+    fake_asana: FakeAsana, fake_slack: FakeSlack, scenario: Scenario, text: str, fragment: str
 ) -> None:
-    answer = ack_json(command(http_bot, fake_slack, text))
+    answer = ack_json(await scenario.slash(text))
     assert answer["response_type"] == "ephemeral"
     assert fragment in all_text(answer)
     assert "/asana-export" in all_text(answer)
     assert fake_asana.requests == []
 
 
-def test_help(fake_slack: FakeSlack, http_bot: BotProcess) -> None:
-    answer = ack_json(command(http_bot, fake_slack, "help"))
+async def test_help(fake_slack: FakeSlack, scenario: Scenario) -> None:
+    answer = ack_json(await scenario.slash("help"))
     assert answer["response_type"] == "ephemeral"
     assert "/asana-export" in all_text(answer)
 
 
 @pytest.mark.parametrize("forgery", ["unsigned", "wrong_secret", "tampered", "stale", "future"])
-def test_forged_or_stale_requests_are_rejected_without_side_effects(
-    fake_asana: FakeAsana, fake_slack: FakeSlack, http_bot: BotProcess, forgery: str
+async def test_forged_or_stale_requests_are_rejected_without_side_effects(
+    fake_asana: FakeAsana, fake_slack: FakeSlack, scenario: Scenario, forgery: str
 ) -> None:
     fake_asana.set_export(GID, "finished")
     fake_slack.clear()
     body = form_body(slash_command_form(text=GID, response_url=fake_slack.new_response_url()))
     now = int(time.time())
-    kwargs: dict[str, Any] = {"secret": SIGNING_SECRET}
+    kwargs: dict[str, Any] = {}
     if forgery == "unsigned":
         kwargs["signature"] = ""
     elif forgery == "wrong_secret":
-        kwargs["secret"] = "not-the-secret"
+        kwargs["signature"] = sign(body, "not-the-secret", now)
+        kwargs["timestamp"] = now
     elif forgery == "tampered":
-        from tests.fakes.slack_signing import sign
-
         kwargs["signature"] = sign(body.replace(b"general", b"generaL"), SIGNING_SECRET, now)
         kwargs["timestamp"] = now
     elif forgery == "stale":
         kwargs["timestamp"] = now - 6 * 60
     elif forgery == "future":
         kwargs["timestamp"] = now + 6 * 60
-    response = post_signed(http_bot.events_url, body, **kwargs)
+    response = await scenario.signed(body, **kwargs)
     assert response.status == 401
-    time.sleep(0.3)
+    # Bolt refused before any listener ran: nothing can still be on its way.
     assert fake_asana.requests == []
     assert [c.method for c in fake_slack.calls if c.method != "auth.test"] == []
     assert fake_slack.responses() == []
 
 
-def test_organization_name_full_of_mrkdwn_pings_nobody(
-    fake_asana: FakeAsana, fake_slack: FakeSlack, http_bot: BotProcess
+async def test_organization_name_full_of_mrkdwn_pings_nobody(
+    fake_asana: FakeAsana, fake_slack: FakeSlack, scenario: Scenario
 ) -> None:
     evil = "<!channel> <@U999> <https://evil.example|click> & *bold*"
     fake_asana.set_export(GID, "pending", organization_name=evil)
-    answer = ack_json(command(http_bot, fake_slack, GID))
+    answer = ack_json(await scenario.slash(GID))
     content = all_text(answer)
     assert "<!channel>" not in content and "<@U999>" not in content
     assert "<https://evil.example" not in content

@@ -11,10 +11,10 @@ from pathlib import Path
 
 import httpx
 
-from tests.botproc import FAST_WATCH, SIGNING_SECRET, BotProcess
-from tests.fakes.asana import FakeAsana
-from tests.fakes.slack import FakeSlack
-from tests.fakes.slack_signing import post_slash_command
+from bot.demo.fake_asana import FakeAsana
+from bot.demo.fake_slack import FakeSlack
+from bot.demo.signing import post_slash_command
+from bot.testing.process import FAST_WATCH, SIGNING_SECRET, BotProcess
 
 GIDS = ("1200000000000601", "1200000000000602")
 

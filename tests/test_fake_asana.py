@@ -18,8 +18,8 @@ import pytest
 import yaml
 from openapi_schema_validator import OAS30Validator
 
-from tests.fakes import asana as fakes
-from tests.fakes.asana import FakeAsana
+from bot.demo import fake_asana as fakes
+from bot.demo.fake_asana import FakeAsana
 
 SPEC_PATH = Path(__file__).resolve().parent / "reference" / "asana_oas.organization_exports.yaml"
 

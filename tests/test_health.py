@@ -14,7 +14,7 @@ from aiohttp import web
 from bot.app import build_web_app
 from bot.config import Settings
 from bot.readiness import Part, judge, scheduler_part
-from tests.botproc import free_port
+from bot.testing.process import free_port
 
 
 async def _serve(ready) -> tuple[web.AppRunner, str]:

@@ -24,17 +24,18 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tests.botproc import SIGNING_SECRET, BotProcess
-from tests.conftest import ASANA_TOKEN
-from tests.fakes.asana import FakeAsana
-from tests.fakes.slack import FakeSlack
-from tests.fakes.slack_signing import (
+from bot.demo.fake_asana import FakeAsana
+from bot.demo.fake_slack import FakeSlack
+from bot.demo.signing import (
     block_actions_form,
     form_body,
     interactive_form,
     sign,
     slash_command_form,
 )
+from bot.testing import bot_environment
+from bot.testing.process import SIGNING_SECRET, BotProcess
+from tests.conftest import ASANA_TOKEN
 
 MAX_BODY = 20_000
 #: A finished export: a lookup or a click that got through would fetch it (and answer with it).
@@ -134,17 +135,13 @@ def endpoint(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Endpoint]:
             organization_name="Acme",
             download_url="https://exports.example.test/a.json.gz?X-Amz-Signature=canary",
         )
-        env = {
-            "SLACK_BOT_TOKEN": slack.bot_token,
-            "SLACK_SIGNING_SECRET": SIGNING_SECRET,
-            "SLACK_API_URL": slack.api_url,
-            "SLACK_APP_TOKEN": "",
-            "ASANA_TOKEN": ASANA_TOKEN,
-            "ASANA_BASE_URL": asana.base_url,
-            "DATABASE_URL": f"sqlite:///{db}",
-            "ASANA_MAX_RETRY_SECONDS": "2",
-            "MAX_BODY_BYTES": str(MAX_BODY),
-        }
+        env = bot_environment(
+            asana,
+            slack,
+            f"sqlite:///{db}",
+            ASANA_MAX_RETRY_SECONDS="2",
+            MAX_BODY_BYTES=str(MAX_BODY),
+        )
         bot = BotProcess(workdir, env).start()
         try:
             yield Endpoint(bot, asana, slack, db)

@@ -9,6 +9,7 @@ and with a short `HTTP_READ_TIMEOUT_SECONDS` so the test does not wait ten secon
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import resource
 import socket
@@ -23,6 +24,14 @@ import httpx
 import pytest
 from aiohttp import web
 
+from bot.demo.fake_asana import FakeAsana
+from bot.demo.fake_slack import FakeSlack
+from bot.demo.signing import (
+    async_post_signed,
+    form_body,
+    post_signed,
+    slash_command_form,
+)
 from bot.http_limits import (
     HttpLimits,
     LimitedSite,
@@ -31,16 +40,9 @@ from bot.http_limits import (
     files_warning,
     quiet_disconnects,
 )
-from tests.botproc import SIGNING_SECRET, BotProcess, console_script
+from bot.testing import bot_environment, wait_until
+from bot.testing.process import SIGNING_SECRET, BotProcess, console_script
 from tests.conftest import ASANA_TOKEN
-from tests.fakes.asana import FakeAsana
-from tests.fakes.slack import FakeSlack
-from tests.fakes.slack_signing import (
-    async_post_signed,
-    form_body,
-    post_signed,
-    slash_command_form,
-)
 
 READ_TIMEOUT = 2.0
 #: How late past its deadline a stalled connection may be closed on a loaded two-core machine.
@@ -109,16 +111,13 @@ def limited(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LimitedBot]:
     _raise_own_file_limit(STORM * 2 + 256)
     workdir = tmp_path_factory.mktemp("http-limits")
     with FakeAsana(token=ASANA_TOKEN) as asana, FakeSlack() as slack:
-        env = {
-            "SLACK_BOT_TOKEN": slack.bot_token,
-            "SLACK_SIGNING_SECRET": SIGNING_SECRET,
-            "SLACK_API_URL": slack.api_url,
-            "SLACK_APP_TOKEN": "",
-            "ASANA_TOKEN": ASANA_TOKEN,
-            "ASANA_BASE_URL": asana.base_url,
-            "DATABASE_URL": f"sqlite:///{workdir / 'bot.db'}",
-            "HTTP_READ_TIMEOUT_SECONDS": str(READ_TIMEOUT),
-        }
+        env = bot_environment(
+            asana,
+            slack,
+            f"sqlite:///{workdir / 'bot.db'}",
+            HTTP_READ_TIMEOUT_SECONDS=str(READ_TIMEOUT),
+        )
+        env.pop("ASANA_MAX_RETRY_SECONDS")  # this bot keeps the default
         bot = BotProcess(workdir, env, max_open_files=BOT_FILES).start()
         try:
             yield LimitedBot(bot, slack)
@@ -321,12 +320,12 @@ def test_clients_that_vanish_leave_one_line_each(limited: LimitedBot) -> None:
     reached = asyncio.run(vanish_many(limited.port, STORM))
     assert reached == STORM, "every client got as far as the body before going away"
 
-    deadline = time.monotonic() + 20
-    while time.monotonic() < deadline:
+    def logged_each() -> bool:
         log = limited.log_since(log_at)
-        if log.count("client went away") + log.count("Error handling request") >= STORM:
-            break
-        time.sleep(0.1)
+        return log.count("client went away") + log.count("Error handling request") >= STORM
+
+    with contextlib.suppress(AssertionError):  # the count is asserted below, with the log
+        wait_until(logged_each, 20, "a line for each client that went away")
     limited.assert_alive()
     log = limited.log_since(log_at)
     assert "Traceback" not in log, log[-3000:]

@@ -14,12 +14,12 @@ from typing import Any
 import pytest
 
 from bot import log_context
+from bot.demo.fake_asana import FakeAsana
+from bot.demo.fake_slack import FakeSlack
+from bot.demo.signing import post_slash_command
 from bot.logging_setup import BOLT_TOKEN_NOTICE, build_handler
-from tests.botproc import SIGNING_SECRET, BotProcess
+from bot.testing.process import SIGNING_SECRET, BotProcess
 from tests.conftest import ASANA_TOKEN
-from tests.fakes.asana import FakeAsana
-from tests.fakes.slack import FakeSlack
-from tests.fakes.slack_signing import post_slash_command
 
 LINK_CANARY = "https://canary.example.test/export.zip?X-Amz-Signature=LOGCANARY77"
 FAILING_GID = "1200000000000404"

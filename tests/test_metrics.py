@@ -12,9 +12,9 @@ from pathlib import Path
 import httpx
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.botproc import FAST_WATCH, BotProcess
-from tests.fakes.asana import FakeAsana
-from tests.fakes.slack import FakeSlack
+from bot.demo.fake_asana import FakeAsana
+from bot.demo.fake_slack import FakeSlack
+from bot.testing.process import FAST_WATCH, BotProcess
 from tests.test_faults import ask, text_of, wait_until
 
 P = "asana_export_bot"

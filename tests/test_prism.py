@@ -18,7 +18,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.botproc import free_port
+from bot.testing.process import free_port
 from tests.test_cli import run_cli
 
 PRISM_VAR = "ASANA_BOT_TEST_PRISM"

@@ -16,10 +16,10 @@ from bot.app import build_runtime, build_watcher
 from bot.asana import AsanaRateLimited
 from bot.config import load_settings
 from bot.db import open_database
+from bot.demo.fake_asana import FakeAsana
 from bot.models import Export, ExportState
 from bot.runtime import Runtime
 from bot.store import Store
-from tests.fakes.asana import FakeAsana
 
 WATCHED = "1200000000000111"
 LOOKED_UP = "1200000000000222"

@@ -14,8 +14,8 @@ from typing import Any
 
 import httpx
 
-from tests.botproc import FAST_WATCH, BotProcess
-from tests.fakes.slack import FakeSlack
+from bot.demo.fake_slack import FakeSlack
+from bot.testing.process import FAST_WATCH, BotProcess
 from tests.test_faults import wait_until
 
 #: Slack is re-checked this often here (default 60 s).

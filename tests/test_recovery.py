@@ -1,80 +1,27 @@
-"""Exactly-once notification across crashes: the watcher against a real SQLite store, real
-HTTP to the fake Asana and fake Slack, and an injected clock (no sleeping on grace periods)."""
+"""Exactly-once notification across crashes: the bot's recovery pass in process, against a real
+SQLite store, real HTTP to the fake Asana and fake Slack, and an injected clock (no sleeping on
+grace periods). Each "replica" is a bot built by the scenario harness on the same database."""
 
 from __future__ import annotations
 
 import asyncio
-import random
-import time
-from collections.abc import AsyncIterator
-from datetime import UTC, datetime, timedelta
-from pathlib import Path
+from datetime import timedelta
 
-import pytest
-from slack_sdk.web.async_client import AsyncWebClient
-
-from bot.asana import AsanaClient
-from bot.config import Settings
-from bot.db import create_engine, upgrade
-from bot.fair_use import FairUse
+from bot.demo.fake_asana import FakeAsana
+from bot.demo.fake_slack import FakeSlack
 from bot.models import Export, ExportState
-from bot.ratelimit import TokenBucket
-from bot.runtime import Runtime
 from bot.store import PollResult, Store, subscriptions
 from bot.store import _subscription as subscription_of
-from bot.watcher import Watcher
-from tests.conftest import ASANA_TOKEN
-from tests.fakes.asana import FakeAsana
-from tests.fakes.slack import FakeSlack
+from bot.testing import finished_posts
+from bot.testing.scenario import Clock, Scenario
+from tests.conftest import StartScenario
 
 GID = "1200000000000999"
 
 
-class Clock:
-    def __init__(self) -> None:
-        self.now = datetime.now(UTC)
-
-    def __call__(self) -> datetime:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += timedelta(seconds=seconds)
-
-
-@pytest.fixture
-async def store(tmp_path: Path) -> AsyncIterator[Store]:
-    engine = create_engine(f"sqlite:///{tmp_path / 'bot.db'}")
-    await upgrade(engine)
-    yield Store(engine)
-    await engine.dispose()
-
-
-@pytest.fixture
-def clock() -> Clock:
-    return Clock()
-
-
-def make_watcher(store: Store, asana: FakeAsana, slack: FakeSlack, clock: Clock, owner: str):
-    """One replica: its own runtime (clients, budget, notifier), sharing the store."""
-    settings = Settings(
-        ASANA_TOKEN=ASANA_TOKEN,
-        ASANA_BASE_URL=asana.base_url,
-        SLACK_BOT_TOKEN=slack.bot_token,
-        LINK_POLICY="anywhere",
-        NOTIFY_GRACE_SECONDS=60,
-    )
-    budget = TokenBucket(10_000, clock=time.monotonic)
-    runtime = Runtime(
-        settings=settings,
-        asana=AsanaClient(ASANA_TOKEN, asana.base_url, max_retry_time=1),
-        store=store,
-        slack=AsyncWebClient(token=slack.bot_token, base_url=slack.api_url),
-        budget=budget,
-        fair=FairUse(budget, reserved_share=0.5, user_per_minute=10, clock=time.monotonic),
-        now=clock,
-        replica=owner,
-    )
-    return Watcher(runtime, rng=random.Random(0))
+async def replica(start_scenario: StartScenario) -> Scenario:
+    """One more replica on the test's database; unrecorded posts are checked after 60 s."""
+    return await start_scenario(LINK_POLICY="anywhere", NOTIFY_GRACE_SECONDS="60")
 
 
 async def get_subscription(store: Store, sub_id: int):
@@ -82,14 +29,6 @@ async def get_subscription(store: Store, sub_id: int):
         query = subscriptions.select().where(subscriptions.c.id == sub_id)
         row = (await conn.execute(query)).first()
     return subscription_of(row._mapping) if row else None
-
-
-def finished_posts(slack: FakeSlack) -> list[dict]:
-    return [
-        c.body
-        for c in slack.calls_to("chat.postMessage")
-        if c.ok and (c.body.get("metadata") or {}).get("event_type") == "asana_export_finished"
-    ]
 
 
 async def watched_finished_export(store: Store, clock: Clock, channels: list[str]) -> list[int]:
@@ -114,8 +53,10 @@ async def watched_finished_export(store: Store, clock: Clock, channels: list[str
 
 
 async def test_crash_after_post_before_commit_is_recorded_from_history(
-    store: Store, fake_asana: FakeAsana, fake_slack: FakeSlack, clock: Clock
+    fake_asana: FakeAsana, fake_slack: FakeSlack, start_scenario: StartScenario
 ) -> None:
+    bot = await replica(start_scenario)
+    store, clock = bot.runtime.store, bot.clock
     (sub_id,) = await watched_finished_export(store, clock, ["C1"])
     # The crashed replica had won the claim and Slack had accepted its post:
     assert await store.try_mark_notified(sub_id, now=clock())
@@ -128,11 +69,9 @@ async def test_crash_after_post_before_commit_is_recorded_from_history(
             "event_payload": {"gid": GID, "subscription_id": sub_id},
         },
     )
-    watcher = make_watcher(store, fake_asana, fake_slack, clock, "replica-b")
-    await watcher.recover()
+    await bot.recover()
     assert (await get_subscription(store, sub_id)).notified_ts is None, "within grace: wait"
-    clock.advance(61)
-    await watcher.recover()
+    await bot.recover(after=61)
     sub = await get_subscription(store, sub_id)
     assert sub.notified_ts is not None and sub.end_reason == "finished"
     assert finished_posts(fake_slack) == [], "found in history, so not posted again"
@@ -141,53 +80,73 @@ async def test_crash_after_post_before_commit_is_recorded_from_history(
 
 
 async def test_crash_before_post_is_posted_once_with_a_fresh_link(
-    store: Store, fake_asana: FakeAsana, fake_slack: FakeSlack, clock: Clock
+    fake_asana: FakeAsana, fake_slack: FakeSlack, start_scenario: StartScenario
 ) -> None:
+    bot = await replica(start_scenario)
+    store, clock = bot.runtime.store, bot.clock
     fake_asana.set_export(GID, "finished", organization_name="Acme")
     (sub_id,) = await watched_finished_export(store, clock, ["C1"])
     assert await store.try_mark_notified(sub_id, now=clock())  # claimed, then the crash
-    watcher = make_watcher(store, fake_asana, fake_slack, clock, "replica-b")
-    clock.advance(61)
-    await watcher.recover()
+    await bot.recover(after=61)
     (post,) = finished_posts(fake_slack)
     assert fake_asana.download_urls(GID)[-1] in str(post["blocks"])
-    await watcher.recover()
+    await bot.recover()
     assert len(finished_posts(fake_slack)) == 1
 
 
 async def test_finished_but_never_told_is_told_by_recovery(
-    store: Store, fake_asana: FakeAsana, fake_slack: FakeSlack, clock: Clock
+    fake_asana: FakeAsana, fake_slack: FakeSlack, start_scenario: StartScenario
 ) -> None:
+    bot = await replica(start_scenario)
     fake_asana.set_export(GID, "finished")
-    await watched_finished_export(store, clock, ["C1", "C2"])
-    watcher = make_watcher(store, fake_asana, fake_slack, clock, "replica-a")
-    await watcher.recover()
-    await watcher.recover()
+    await watched_finished_export(bot.runtime.store, bot.clock, ["C1", "C2"])
+    await bot.recover()
+    await bot.recover()
     assert sorted(p["channel"] for p in finished_posts(fake_slack)) == ["C1", "C2"]
     gets = [r for r in fake_asana.requests_for(GID) if r.method == "GET"]
     assert len(gets) == 1, "one fresh fetch serves every channel"
 
 
 async def test_racing_replicas_post_once_per_subscription(
-    store: Store, fake_asana: FakeAsana, fake_slack: FakeSlack, clock: Clock
+    fake_asana: FakeAsana, fake_slack: FakeSlack, start_scenario: StartScenario
 ) -> None:
+    replicas = [await replica(start_scenario) for _ in range(4)]
     fake_asana.set_export(GID, "finished")
-    await watched_finished_export(store, clock, ["C1", "C2", "C3"])
-    replicas = [make_watcher(store, fake_asana, fake_slack, clock, f"r{i}") for i in range(4)]
-    await asyncio.gather(*(w.recover() for w in replicas))
+    await watched_finished_export(replicas[0].runtime.store, replicas[0].clock, ["C1", "C2", "C3"])
+    await asyncio.gather(*(r.recover() for r in replicas))
     assert sorted(p["channel"] for p in finished_posts(fake_slack)) == ["C1", "C2", "C3"]
 
 
 async def test_permanent_channel_error_ends_the_watch_without_retrying(
-    store: Store, fake_asana: FakeAsana, fake_slack: FakeSlack, clock: Clock
+    fake_asana: FakeAsana, fake_slack: FakeSlack, start_scenario: StartScenario
 ) -> None:
+    bot = await replica(start_scenario)
+    store = bot.runtime.store
     fake_asana.set_export(GID, "finished")
     fake_slack.add_channel("CARCH", is_archived=True)
-    (sub_id,) = await watched_finished_export(store, clock, ["CARCH"])
-    watcher = make_watcher(store, fake_asana, fake_slack, clock, "replica-a")
-    await watcher.recover()
+    (sub_id,) = await watched_finished_export(store, bot.clock, ["CARCH"])
+    await bot.recover()
     sub = await get_subscription(store, sub_id)
     assert sub.ended_at is not None and sub.end_reason == "slack_is_archived"
     calls = len(fake_slack.calls_to("chat.postMessage"))
-    await watcher.recover()
+    await bot.recover()
     assert len(fake_slack.calls_to("chat.postMessage")) == calls, "not retried"
+
+
+async def test_racing_replicas_post_once_per_subscription_postgres(
+    fresh_postgres_url: str,  # first: dropped after the replicas have closed their pools
+    fake_asana: FakeAsana,
+    fake_slack: FakeSlack,
+    start_scenario: StartScenario,
+) -> None:
+    """The same race on PostgreSQL, where the replicas' transactions really overlap."""
+    replicas = [
+        await start_scenario(
+            database_url=fresh_postgres_url, LINK_POLICY="anywhere", NOTIFY_GRACE_SECONDS="60"
+        )
+        for _ in range(4)
+    ]
+    fake_asana.set_export(GID, "finished")
+    await watched_finished_export(replicas[0].runtime.store, replicas[0].clock, ["C1", "C2", "C3"])
+    await asyncio.gather(*(r.recover() for r in replicas))
+    assert sorted(p["channel"] for p in finished_posts(fake_slack)) == ["C1", "C2", "C3"]

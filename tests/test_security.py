@@ -1,4 +1,8 @@
-"""Security end to end: link delivery policy, access control, and a canary over a full flow."""
+"""Security end to end: link delivery policy, access control, and a canary over a full flow.
+
+The policy and access scenarios run in process (`start_scenario`); the canary runs the real
+process, whose whole log file (not only what goes through logging) must hold no secret.
+"""
 
 from __future__ import annotations
 
@@ -9,39 +13,23 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
-from tests.botproc import SIGNING_SECRET, BotProcess
-from tests.conftest import ASANA_TOKEN
-from tests.fakes.asana import FakeAsana
-from tests.fakes.slack import FakeSlack
-from tests.fakes.slack_signing import post_block_actions, post_slash_command
-from tests.test_e2e_watch import FAST
+from bot.demo.fake_asana import FakeAsana
+from bot.demo.fake_slack import FakeSlack
+from bot.testing import FAST_WATCH, SIGNING_SECRET, BotProcess, async_wait_until, command
+from bot.testing import finished_posts as finished_list
+from tests.conftest import ASANA_TOKEN, StartScenario
 
 GID = "1200000000000321"
 CANARY = "https://canary.example.test/export.zip?X-Amz-Signature=SECURITYCANARY99"
 
 
-def command(bot: BotProcess, slack: FakeSlack, text: str, **fields: Any) -> dict[str, Any]:
-    response = post_slash_command(
-        bot.events_url,
-        secret=SIGNING_SECRET,
-        text=text,
-        response_url=fields.pop("response_url", None) or slack.new_response_url(),
-        **fields,
-    )
-    assert response.status == 200 and response.elapsed < 3.0, response.body_text
-    return json.loads(response.body_text)
-
-
 def finished_posts(slack: FakeSlack) -> dict[str, dict[str, Any]]:
-    return {
-        c.body["channel"]: c.body
-        for c in slack.calls_to("chat.postMessage")
-        if c.ok and (c.body.get("metadata") or {}).get("event_type") == "asana_export_finished"
-    }
+    """The finished post of each channel, by channel."""
+    return {post["channel"]: post for post in finished_list(slack)}
 
 
 def start(env: dict[str, str], tmp_path: Path, **extra: str) -> BotProcess:
-    return BotProcess(tmp_path, {**env, **FAST, **extra}).start()
+    return BotProcess(tmp_path, {**env, **FAST_WATCH, **extra}).start()
 
 
 CHANNELS = {
@@ -60,86 +48,68 @@ CHANNELS = {
         ("anywhere", set(CHANNELS)),
     ],
 )
-def test_link_policy_decides_where_links_are_posted(
+async def test_link_policy_decides_where_links_are_posted(
     fake_asana: FakeAsana,
     fake_slack: FakeSlack,
-    bot_env: dict[str, str],
-    tmp_path: Path,
+    start_scenario: StartScenario,
     policy: str,
     with_link: set[str],
 ) -> None:
-    env = dict(bot_env)
-    if policy != "private":
-        env["LINK_POLICY"] = policy.upper()  # case does not matter
-    else:
-        env.pop("LINK_POLICY", None)  # the default
-    bot = start(env, tmp_path, LINK_POLICY=env.get("LINK_POLICY", "private"))
-    try:
-        for channel, flags in CHANNELS.items():
-            fake_slack.add_channel(channel, **flags)
-        fake_asana.set_export(GID, "started", download_url=CANARY)
-        for channel in CHANNELS:
-            assert "Watching" in command(bot, fake_slack, GID, channel_id=channel)["text"]
-        fake_asana.set_state(GID, "finished")
-        fake_slack.wait_for(lambda: len(finished_posts(fake_slack)) == len(CHANNELS), timeout=15)
-        for channel, post in finished_posts(fake_slack).items():
-            shown = CANARY in json.dumps(post)
-            assert shown is (channel in with_link), (policy, channel)
-            buttons = [
-                e["action_id"]
-                for b in post["blocks"]
-                if b["type"] == "actions"
-                for e in b["elements"]
-            ]
-            assert "fresh_link" in buttons, "everyone can get a private fresh link"
-        # A lookup of the finished export follows the same policy.
-        public_answer = command(bot, fake_slack, GID, channel_id="CPUB")
-        assert (CANARY in json.dumps(public_answer)) is ("CPUB" in with_link)
-    finally:
-        bot.stop()
+    # case does not matter; private is the default
+    bot = await start_scenario(**({} if policy == "private" else {"LINK_POLICY": policy.upper()}))
+    for channel, flags in CHANNELS.items():
+        fake_slack.add_channel(channel, **flags)
+    fake_asana.set_export(GID, "started", download_url=CANARY)
+    for channel in CHANNELS:
+        assert "Watching" in (await bot.command(GID, channel=channel))["text"]
+    fake_asana.set_state(GID, "finished")
+    await bot.run_until(lambda: len(finished_posts(fake_slack)) == len(CHANNELS))
+    for channel, post in finished_posts(fake_slack).items():
+        shown = CANARY in json.dumps(post)
+        assert shown is (channel in with_link), (policy, channel)
+        buttons = [
+            e["action_id"] for b in post["blocks"] if b["type"] == "actions" for e in b["elements"]
+        ]
+        assert "fresh_link" in buttons, "everyone can get a private fresh link"
+    # A lookup of the finished export follows the same policy.
+    public_answer = await bot.command(GID, channel="CPUB")
+    assert (CANARY in json.dumps(public_answer)) is ("CPUB" in with_link)
     assert "SECURITYCANARY99" not in bot.logs()
 
 
-def test_access_control_refuses_politely_and_logs(
-    fake_asana: FakeAsana, fake_slack: FakeSlack, bot_env: dict[str, str], tmp_path: Path
+async def test_access_control_refuses_politely_and_logs(
+    fake_asana: FakeAsana, fake_slack: FakeSlack, start_scenario: StartScenario
 ) -> None:
-    bot = start(bot_env, tmp_path, ALLOWED_USERS="U0ALLOWED", ALLOWED_CHANNELS="C0OK,G0OK")
-    try:
-        fake_asana.set_export(GID, "finished", download_url=CANARY)
-        fake_slack.add_channel("G0OK", is_private=True)
-        refused = [
-            command(bot, fake_slack, GID, user_id="U0STRANGER", channel_id="C0OK"),
-            command(bot, fake_slack, GID, user_id="U0ALLOWED", channel_id="C0ELSEWHERE"),
-            command(bot, fake_slack, "list", user_id="U0STRANGER", channel_id="C0OK"),
-            command(bot, fake_slack, f"watch {GID}", user_id="U0STRANGER", channel_id="C0OK"),
-        ]
-        for answer in refused:
-            assert answer["response_type"] == "ephemeral"
-            assert "Sorry" in answer["text"] and CANARY not in json.dumps(answer)
-        assert fake_asana.requests == [], "refused before Asana is asked"
-        assert (
-            "looks up an export" in command(bot, fake_slack, "help", user_id="U0STRANGER")["text"]
-        )
+    bot = await start_scenario(ALLOWED_USERS="U0ALLOWED", ALLOWED_CHANNELS="C0OK,G0OK")
+    fake_asana.set_export(GID, "finished", download_url=CANARY)
+    fake_slack.add_channel("G0OK", is_private=True)
+    refused = [
+        await bot.command(GID, user_id="U0STRANGER", channel="C0OK"),
+        await bot.command(GID, user_id="U0ALLOWED", channel="C0ELSEWHERE"),
+        await bot.command("list", user_id="U0STRANGER", channel="C0OK"),
+        await bot.command(f"watch {GID}", user_id="U0STRANGER", channel="C0OK"),
+    ]
+    for answer in refused:
+        assert answer["response_type"] == "ephemeral"
+        assert "Sorry" in answer["text"] and CANARY not in json.dumps(answer)
+    assert fake_asana.requests == [], "refused before Asana is asked"
+    assert "looks up an export" in (await bot.command("help", user_id="U0STRANGER"))["text"]
 
-        allowed = command(bot, fake_slack, GID, user_id="U0ALLOWED", channel_id="G0OK")
-        assert allowed["response_type"] == "in_channel" and CANARY in json.dumps(allowed)
+    allowed = await bot.command(GID, user_id="U0ALLOWED", channel="G0OK")
+    assert allowed["response_type"] == "in_channel" and CANARY in json.dumps(allowed)
 
-        response_url = fake_slack.new_response_url()
-        click = post_block_actions(
-            bot.events_url,
-            secret=SIGNING_SECRET,
-            action_id="fresh_link",
-            value=GID,
-            user_id="U0STRANGER",
-            channel_id="G0OK",
-            response_url=response_url,
-        )
-        assert click.status == 200
-        fake_slack.wait_for(lambda: fake_slack.responses(response_url), timeout=5)
-        (reply,) = fake_slack.responses(response_url)
-        assert "Sorry" in reply.body["text"] and CANARY not in json.dumps(reply.body)
-    finally:
-        bot.stop()
+    response_url = fake_slack.new_response_url()
+    click = await bot.click(
+        action_id="fresh_link",
+        value=GID,
+        user_id="U0STRANGER",
+        channel_id="G0OK",
+        response_url=response_url,
+    )
+    assert click.status == 200
+    await async_wait_until(lambda: fake_slack.responses(response_url), timeout=5)
+    (reply,) = fake_slack.responses(response_url)
+    assert "Sorry" in reply.body["text"] and CANARY not in json.dumps(reply.body)
     logs = bot.logs()
     assert "refused" in logs and "U0STRANGER" in logs
     assert ASANA_TOKEN not in logs and "SECURITYCANARY99" not in logs

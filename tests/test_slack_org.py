@@ -8,9 +8,9 @@ import pytest
 from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.access import LinkPolicy, OrgIdentity
+from bot.demo.fake_slack import FakeSlack
 from bot.slack_org import Installation, is_member, memberships
 from bot.slack_out import LinkGate
-from tests.fakes.slack import FakeSlack
 
 
 @pytest.fixture

@@ -14,9 +14,9 @@ from pathlib import Path
 
 import httpx
 
-from tests.botproc import BotProcess, free_port
-from tests.fakes.slack import FakeSlack
-from tests.test_faults import healthy, wait_until
+from bot.demo.fake_slack import FakeSlack
+from bot.testing import BotProcess, free_port, wait_until
+from tests.test_faults import healthy
 
 #: Any line about a failed connection, ours or slack_sdk's ("Failed to connect ... Retrying").
 ANY_FAILURE = re.compile(r"(?i)(could not|failed to) connect")

@@ -1,4 +1,4 @@
-"""Run the real `asana-export-bot` console script as a subprocess for end-to-end tests."""
+"""Run the real `asana-export-bot` console script as a subprocess (restarts, signals, the HTTP edge)."""
 
 from __future__ import annotations
 

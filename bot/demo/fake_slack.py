@@ -29,7 +29,7 @@ from urllib.parse import parse_qsl
 from aiohttp import WSCloseCode, WSMsgType, web
 from multidict import CIMultiDict
 
-from .slack_signing import block_actions_payload, slash_command_form
+from bot.demo.signing import block_actions_payload, slash_command_form
 
 T = TypeVar("T")
 

@@ -750,7 +750,7 @@ async def _reset(request: web.Request) -> web.StreamResponse:
 def fake_asana() -> Iterator[FakeAsana]:
     """Pytest fixture body: a started FakeAsana, stopped afterwards.
 
-    Re-export from conftest with ``fake_asana = pytest.fixture(tests.fakes.asana.fake_asana)``.
+    Re-export from conftest with ``fake_asana = pytest.fixture(bot.demo.fake_asana.fake_asana)``.
     """
     server = FakeAsana()
     server.start()
