@@ -1,4 +1,4 @@
-"""`asana-export-bot run | check`: the only entry point; nothing imports this module."""
+"""`asana-export-bot run | check | demo`: the only entry point; nothing imports this module."""
 
 from __future__ import annotations
 
@@ -72,6 +72,21 @@ def run() -> None:
     except (DatabaseFileError, ListenError) as exc:
         click.echo(f"asana-export-bot cannot start: {exc}", err=True)
         sys.exit(EXIT_CONFIG)
+
+
+@main.command()
+@click.option("--fast", is_flag=True, help="Shorter phases: the whole story in about 10 seconds.")
+@click.option(
+    "--keep", is_flag=True, help="Keep the bot running afterwards for commands sent by hand."
+)
+def demo(fast: bool, keep: bool) -> None:
+    """See the bot work: the real bot against a fake Slack and a fake Asana on 127.0.0.1.
+
+    Needs no settings and no credentials; reads no .env. Exit code 0 once the story is told.
+    """
+    from bot.demo.story import run_demo
+
+    sys.exit(run_demo(fast=fast, keep=keep))
 
 
 def _export_facts(export: Export, now: datetime) -> dict[str, object]:
