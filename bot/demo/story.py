@@ -161,7 +161,10 @@ class Story:
             f"Fake Asana on {self.asana.base_url}, fake Slack on {self.slack.base_url}, "
             f"download links on {self.downloads.base_url}"
         )
-        s.say("Starting the real bot: `asana-export-bot run` in HTTP mode, SQLite in a temp dir")
+        s.say(
+            "Starting the real bot: `asana-export-bot run` in HTTP mode,"
+            f" SQLite in {self.bot.workdir}/demo.db (removed at the end)"
+        )
         with s.waiting("waiting for the bot to answer /healthz"):
             try:
                 self.bot.start(timeout=self.pace.phase)
