@@ -75,7 +75,7 @@ def run() -> None:
 
 
 @main.command()
-@click.option("--fast", is_flag=True, help="Shorter phases: the whole story in about 10 seconds.")
+@click.option("--fast", is_flag=True, help="Shorter phases: the whole story in under 10 seconds.")
 @click.option(
     "--keep", is_flag=True, help="Keep the bot running afterwards for commands sent by hand."
 )
