@@ -6,6 +6,7 @@ it starts in its own process. These tests read only what it prints, as a person 
 
 from __future__ import annotations
 
+import io
 import os
 import re
 import shutil
@@ -15,6 +16,10 @@ import subprocess
 import time
 from pathlib import Path
 
+import pytest
+
+from bot.demo import story
+from bot.demo.screen import Screen
 from bot.demo.signing import post_slash_command
 from bot.demo.slack_text import buttons, card_state, message_lines, mrkdwn_to_text
 from bot.testing import console_script, wait_until
@@ -112,14 +117,15 @@ def test_demo_keep_takes_commands_by_hand_until_sigterm(tmp_path: Path) -> None:
             stderr=subprocess.STDOUT,
         )
     try:
-        ready = wait_until(
-            lambda: re.search(
+
+        def said_ready() -> re.Match[str] | None:
+            assert demo.poll() is None, f"the demo exited early:\n{log.read_text()}"
+            return re.search(
                 r"Ready: the bot keeps running at (\S+/slack/events) \(signing secret: (\S+)\)",
                 log.read_text(),
-            ),
-            DEMO_SECONDS,
-            "the demo says it is ready",
-        )
+            )
+
+        ready = wait_until(said_ready, DEMO_SECONDS, "the demo says it is ready")
         events_url, secret = ready.group(1), ready.group(2)
         out = log.read_text()
         assert "Download export (http://127.0.0.1:" in out, "the user's LINK_POLICY leaked in"
@@ -200,3 +206,19 @@ def test_a_card_is_read_as_lines_with_its_state_and_buttons() -> None:
     ]
     assert [b["text"]["text"] for b in buttons(body)] == ["Download export", "Get a fresh link"]
     assert message_lines({"text": "only <#C1|general>"}) == ["only #general"]
+
+
+def test_a_phase_that_does_not_happen_ends_the_demo_with_one_line(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The fake Asana never moves past pending: exit 1, one line naming the phase, all cleaned up."""
+    monkeypatch.setattr(story, "FAST", story.Pace(story.FAST_WATCH, hold=0.2, phase=6.0))
+    monkeypatch.setattr(story.FakeAsana, "advance", lambda self, gid: self.state(gid))
+    out, err = io.StringIO(), io.StringIO()
+    code = story.run_demo(fast=True, screen=Screen(out, err))
+    assert code == 1, out.getvalue()
+    lines = err.getvalue().splitlines()
+    assert len(lines) == 1, lines
+    assert lines[0].startswith("asana-export-bot demo: no status card showing started within 6 s")
+    ports = {int(p) for p in _URL.findall(out.getvalue())}
+    assert ports and not [p for p in ports if listening(p)]

@@ -344,11 +344,11 @@ class Story:
                 time.sleep(0.05)
 
     def _bot_said(self) -> str:
-        """The bot's last warning or error line, to end a failure line with (or nothing)."""
+        """The bot's last error line, to end a failure line with (or nothing)."""
         problems = [
             line
             for line in self.bot.logs().splitlines()
-            if re.search(r"\b(WARNING|ERROR|CRITICAL)\b|cannot start|Traceback", line)
+            if re.search(r"\b(ERROR|CRITICAL)\b|cannot start|Slack rejected", line)
         ]
         return f"; the bot's log says: {problems[-1].strip()[:300]}" if problems else ""
 
