@@ -80,9 +80,10 @@ def run() -> None:
     "--keep", is_flag=True, help="Keep the bot running afterwards for commands sent by hand."
 )
 def demo(fast: bool, keep: bool) -> None:
-    """See the bot work: the real bot against a fake Slack and a fake Asana on 127.0.0.1.
+    """See the bot work against fakes on 127.0.0.1.
 
-    Needs no settings and no credentials; reads no .env. Exit code 0 once the story is told.
+    The real bot, in HTTP mode, against a fake Slack and a fake Asana started here: no settings,
+    no credentials, no .env read. Exit code 0 once the story is told.
     """
     from bot.demo.story import run_demo
 
