@@ -1,4 +1,4 @@
-"""`asana-export-bot run | check`: the only entry point; nothing imports this module."""
+"""`asana-export-bot run | check | demo`: the only entry point; nothing imports this module."""
 
 from __future__ import annotations
 
@@ -127,6 +127,22 @@ def doctor(export_gid: str | None, as_json: bool) -> None:
         click.echo(redact(line, diagnosis.secrets))
     if not diagnosis.ok:
         sys.exit(EXIT_DOCTOR_FAILED)
+
+
+@main.command()
+@click.option("--fast", is_flag=True, help="Shorter phases: the whole story in under 10 seconds.")
+@click.option(
+    "--keep", is_flag=True, help="Keep the bot running afterwards for commands sent by hand."
+)
+def demo(fast: bool, keep: bool) -> None:
+    """See the bot work against fakes on 127.0.0.1.
+
+    The real bot, in HTTP mode, against a fake Slack and a fake Asana started here: no settings,
+    no credentials, no .env read. Exit code 0 once the story is told.
+    """
+    from bot.demo.story import run_demo
+
+    sys.exit(run_demo(fast=fast, keep=keep))
 
 
 def _export_facts(export: Export, now: datetime) -> dict[str, object]:
