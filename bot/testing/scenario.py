@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import copy
 import json
 import logging
 import time
@@ -42,7 +43,7 @@ from bot.demo.signing import (
     signed_headers,
     slash_command_form,
 )
-from bot.logging_setup import RedactingFormatter
+from bot.logging_setup import RedactFilter, TextFormatter
 from bot.runtime import Runtime
 from bot.store import Store
 from bot.testing.env import bot_environment
@@ -219,8 +220,13 @@ class Scenario:
             )
             if secret is not None
         ]
-        formatter = RedactingFormatter("%(levelname)s %(name)s: %(message)s", secrets)
-        return "\n".join(formatter.format(record) for record in self.records)
+        redacting, formatter = RedactFilter(secrets), TextFormatter()
+        lines = []
+        for record in self.records:
+            shown = copy.copy(record)  # the filter rewrites the record it passes
+            if redacting.filter(shown):
+                lines.append(formatter.format(shown))
+        return "\n".join(lines)
 
     # -- requests, as Slack sends them ------------------------------------------------------
 
