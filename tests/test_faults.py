@@ -363,7 +363,7 @@ async def test_asana_faults_on_lookup_are_explained(
     for name, fault, _ in LOOKUP_FAULTS:
         if name == "429+Retry-After":
             # The hold after the bare 429 passes first.
-            held_until = time.monotonic() + bot.runtime.asana.rate_limit_remaining()
+            held_until = time.monotonic() + bot.runtime.asana.gate.remaining()
             await async_wait_until(lambda t=held_until: time.monotonic() >= t, timeout=5)
         if name.startswith("429"):
             answers[name] = await look_up(name, fault)
