@@ -137,15 +137,9 @@ async def _serve(settings: Settings, sock: socket.socket) -> None:
         if settings.socket_mode:
             await transport.connect(bolt, settings, stop)
             if transport.connected:
-                log.info("serving Socket Mode as replica %s", runtime.replica)
+                log.info("serving Socket Mode")  # every line names the replica
         else:
-            log.info(
-                "serving HTTP on %s:%s%s as replica %s",
-                settings.HOST,
-                settings.PORT,
-                EVENTS_PATH,
-                runtime.replica,
-            )
+            log.info("serving HTTP on %s:%s%s", settings.HOST, settings.PORT, EVENTS_PATH)
         await stop.wait()
         log.info("shutting down")
     finally:
