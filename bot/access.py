@@ -147,3 +147,17 @@ def may_list_watch(watch_channel: str, *, asked_in: str, asker_is_member: bool |
     guest from another organization learns nothing about channels of ours.
     """
     return watch_channel == asked_in or asker_is_member is True
+
+
+def may_create_export(
+    user_id: str | None, *, admin_users: frozenset[str], workspace_admin: bool | None
+) -> bool:
+    """Whether this person may start an export of a whole organization (`new`, schedules).
+
+    ADMIN_USERS, when set, is the whole list: nobody else may, workspace admins included. When
+    it is empty, the workspace's admins and owners may (`workspace_admin` is Slack's users.info
+    `is_admin or is_owner`; None, Slack would not say, is refused).
+    """
+    if admin_users:
+        return bool(user_id) and user_id in admin_users
+    return workspace_admin is True

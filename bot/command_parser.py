@@ -34,6 +34,14 @@ class ListWatches:
 
 
 @dataclass(frozen=True, slots=True)
+class New:
+    """Start an organization export; `org_gid` None means ASANA_ORGANIZATION_GID."""
+
+    org_gid: str | None = None
+    force: bool = False
+
+
+@dataclass(frozen=True, slots=True)
 class Help:
     pass
 
@@ -45,7 +53,7 @@ class Invalid:
     problem: str
 
 
-Command = Lookup | Watch | Unwatch | ListWatches | Help | Invalid
+Command = Lookup | Watch | Unwatch | ListWatches | New | Help | Invalid
 
 _GID_VERBS = {"watch": Watch, "unwatch": Unwatch}
 
@@ -92,6 +100,29 @@ def _not_a_gid(token: str, usage: str) -> Invalid:
     return Invalid(f"`{_quote(token)}` is not an export gid{usage}: a gid is a number.")
 
 
+_FORCE = ("--force", "-f", "force")
+
+
+def _parse_new(rest: list[str]) -> Command:
+    """`new [org_gid] [--force]`, the flag before or after the gid."""
+    force = any(w.lower() in _FORCE for w in rest)
+    others = [w for w in rest if w.lower() not in _FORCE]
+    if len(others) > 1:
+        return Invalid(
+            "`new` takes at most one organization gid and `--force`,"
+            " for example `new 1234567890` or `new --force`."
+        )
+    if not others:
+        return New(None, force)
+    gid = _parse_gid(others[0])
+    if gid is None:
+        bare = others[0].strip("`'\"")
+        if _ASCII_DIGITS.fullmatch(bare):
+            return Invalid("That number is too long to be an organization gid.")
+        return Invalid(f"`{_quote(others[0])}` is not an organization gid: a gid is a number.")
+    return New(gid, force)
+
+
 def parse_command(text: str | None) -> Command:
     """Turn the command text into a Command; anything unusable becomes Invalid with a reason."""
     cleaned = _clean(text)
@@ -110,6 +141,8 @@ def parse_command(text: str | None) -> Command:
         if [w.lower() for w in rest] == ["all"]:
             return ListWatches(workspace=True)
         return Invalid(f"`list` takes nothing or `all`, not `{_quote(' '.join(rest))}`.")
+    if verb == "new":
+        return _parse_new(rest)
     if verb in _GID_VERBS:
         if len(rest) != 1:
             return Invalid(

@@ -40,6 +40,8 @@ HOW_TO_GET: dict[str, str] = {
     "ALLOWED_USERS": "Slack user IDs separated by commas (U0123ABCD,U0456EFGH), or empty for everyone",
     "ALLOWED_CHANNELS": "Slack channel IDs separated by commas (C0123ABCD,G0456EFGH), or empty for all",
     "SLACK_CHECK_SECONDS": "seconds between the auth.test checks behind /readyz's slack part (default 60)",
+    "ASANA_ORGANIZATION_GID": "the gid of your Asana organization (a number: Asana's GET /users/me?opt_fields=workspaces lists it), or empty to name it in each `new`",
+    "ADMIN_USERS": "Slack user IDs separated by commas (U0123ABCD,U0456EFGH) who may start exports, or empty for the workspace's admins and owners",
     "POLL_RESERVED_SHARE": "a fraction between 0 and 0.9 of POLL_BUDGET_PER_MINUTE kept for polling (default 0.5)",
 }
 
@@ -110,6 +112,9 @@ class Settings(BaseSettings):
     LINK_POLICY: LinkPolicy = LinkPolicy.PRIVATE
     ALLOWED_USERS: str = ""
     ALLOWED_CHANNELS: str = ""
+    # Starting exports (`new`): the organization by default, and who may (empty: Slack admins).
+    ASANA_ORGANIZATION_GID: str = ""
+    ADMIN_USERS: str = ""
 
     @field_validator("LOG_LEVEL", mode="before")
     @classmethod
@@ -140,7 +145,15 @@ class Settings(BaseSettings):
     def _lower_policy(cls, value: object) -> object:
         return value.strip().lower() if isinstance(value, str) else value
 
-    @field_validator("ALLOWED_USERS", "ALLOWED_CHANNELS")
+    @field_validator("ASANA_ORGANIZATION_GID")
+    @classmethod
+    def _organization_gid(cls, value: str) -> str:
+        value = value.strip()
+        if value and not re.fullmatch(r"[0-9]{1,30}", value):
+            raise ValueError("must be an Asana gid: digits only")
+        return value
+
+    @field_validator("ALLOWED_USERS", "ALLOWED_CHANNELS", "ADMIN_USERS")
     @classmethod
     def _id_list(cls, value: str) -> str:
         parse_id_list(value)  # raises ValueError with the reason
@@ -153,6 +166,10 @@ class Settings(BaseSettings):
     @cached_property
     def allowed_channels(self) -> frozenset[str]:
         return parse_id_list(self.ALLOWED_CHANNELS)
+
+    @cached_property
+    def admin_users(self) -> frozenset[str]:
+        return parse_id_list(self.ADMIN_USERS)
 
     def allows(self, user_id: str, channel_id: str) -> bool:
         """ALLOWED_USERS and ALLOWED_CHANNELS applied to one request (parsed once, not per call)."""

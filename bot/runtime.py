@@ -18,7 +18,7 @@ from bot.fair_use import FairUse
 from bot.metrics import Metrics
 from bot.notify import Notifier
 from bot.ratelimit import TokenBucket
-from bot.slack_org import Installation
+from bot.slack_org import Installation, WorkspaceAdmins
 from bot.store import Store
 
 
@@ -50,6 +50,8 @@ class Runtime:
     now: Callable[[], datetime] = field(default=utc_now)
     #: Who installed the bot (auth.test): decides who counts as a member of our organization.
     installation: Installation = field(default_factory=Installation)
+    #: Who is an admin or owner of the workspace (users.info, cached briefly): who may `new`.
+    admins: WorkspaceAdmins = field(default_factory=WorkspaceAdmins)
     #: This replica's name in the database's leases.
     replica: str = field(default_factory=replica_id)
     #: This process's Prometheus metrics (its own registry), served at /metrics.

@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Iterable, Mapping
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 import aiohttp
@@ -117,3 +119,49 @@ async def memberships(
         if late:
             log.info("channel membership: %d channels did not answer in time", len(late))
     return found
+
+
+#: How long a users.info answer about someone's role is trusted. Short, so that an admin who is
+#: demoted loses `new` within a minute; long enough that a burst of commands asks Slack once.
+#: Safe because it only ever widens nothing: a failure is never cached (it refuses, and the next
+#: command asks again), and ADMIN_USERS, when set, is read from the settings, not from here.
+ADMIN_CACHE_SECONDS = 60.0
+_ADMIN_CACHE_MAX = 1_000
+
+
+class WorkspaceAdmins:
+    """Whether a user is an admin or owner of the workspace (users.info), cached briefly."""
+
+    def __init__(
+        self, *, ttl: float = ADMIN_CACHE_SECONDS, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        self._ttl = ttl
+        self._clock = clock
+        self._known: OrderedDict[str, tuple[float, bool]] = OrderedDict()
+
+    async def is_admin(self, client: AsyncWebClient, user_id: str) -> bool | None:
+        """True for an admin or owner, False for anyone else, None when Slack will not say."""
+        now = self._clock()
+        cached = self._known.get(user_id)
+        if cached is not None and now - cached[0] < self._ttl:
+            return cached[1]
+        try:
+            response = await client.users_info(user=user_id)
+        except _SLACK_ERRORS as exc:
+            error = (
+                exc.response.get("error") if isinstance(exc, SlackApiError) else type(exc).__name__
+            )
+            log.info("users.info for %s failed: %s", user_id[:20], error)
+            return None
+        user = response.get("user")
+        if not isinstance(user, Mapping):
+            return None
+        admin = bool(
+            not user.get("deleted")
+            and (user.get("is_admin") or user.get("is_owner") or user.get("is_primary_owner"))
+        )
+        self._known[user_id] = (now, admin)
+        self._known.move_to_end(user_id)
+        while len(self._known) > _ADMIN_CACHE_MAX:
+            self._known.popitem(last=False)
+        return admin

@@ -52,6 +52,12 @@ BOT_SCOPES: tuple[Scope, ...] = (
     Scope("groups:read", f"{_READ} (private channels)", Need.LINKS),
     Scope("im:read", f"{_READ} (DMs)", Need.LINKS),
     Scope("mpim:read", f"{_READ} (group DMs)", Need.LINKS),
+    Scope(
+        "users:read",
+        "knowing the workspace's admins and owners (users.info), who may start exports with"
+        " `new` when ADMIN_USERS is empty; without it only ADMIN_USERS may",
+        Need.HELPFUL,
+    ),
 )
 
 BOT_SCOPE_NAMES: tuple[str, ...] = tuple(scope.name for scope in BOT_SCOPES)

@@ -12,6 +12,7 @@ from bot.access import (
     is_allowed,
     is_our_member,
     is_private_to_our_org,
+    may_create_export,
     may_give_link,
     may_list_watch,
     may_post_link,
@@ -152,3 +153,23 @@ def test_identity_from_auth() -> None:
     assert identity_from_auth({"team_id": "T1", "enterprise_id": ""}) == OrgIdentity("T1")
     assert identity_from_auth({"ok": True}) is None
     assert identity_from_auth(None) is None
+
+
+@pytest.mark.parametrize(
+    ("user", "admin_users", "workspace_admin", "allowed"),
+    [
+        ("U1", frozenset({"U1"}), None, True),  # listed: Slack is not even asked
+        ("U2", frozenset({"U1"}), True, False),  # the list is the whole list
+        ("", frozenset({"U1"}), None, False),
+        (None, frozenset({"U1"}), None, False),
+        ("U1", frozenset(), True, True),  # no list: workspace admins and owners
+        ("U1", frozenset(), False, False),
+        ("U1", frozenset(), None, False),  # users.info failed: refused
+    ],
+)
+def test_who_may_create_an_export(
+    user: str | None, admin_users: frozenset[str], workspace_admin: bool | None, allowed: bool
+) -> None:
+    assert (
+        may_create_export(user, admin_users=admin_users, workspace_admin=workspace_admin) is allowed
+    )

@@ -11,6 +11,7 @@ from bot.command_parser import (
     Invalid,
     ListWatches,
     Lookup,
+    New,
     Unwatch,
     Watch,
     parse_command,
@@ -74,7 +75,7 @@ def test_quoted_input_is_truncated() -> None:
 @given(st.text(max_size=12_000))
 def test_any_text_parses_without_raising(text: str) -> None:
     result = parse_command(text)
-    assert isinstance(result, Lookup | Watch | Unwatch | ListWatches | Help | Invalid)
+    assert isinstance(result, Lookup | Watch | Unwatch | ListWatches | New | Help | Invalid)
     if isinstance(result, Lookup | Watch | Unwatch):
         assert result.gid.isdigit() and result.gid.isascii()
     if isinstance(result, Invalid):
@@ -101,3 +102,33 @@ def test_digits_of_other_scripts_are_not_a_number(text: str) -> None:
     result = parse_command(text)
     assert isinstance(result, Invalid) and "not a number" in result.problem
     assert "too long" not in result.problem
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("new", New(None, False)),
+        ("NEW", New(None, False)),
+        ("new 00123", New("123", False)),
+        ("new `123`", New("123", False)),
+        ("new --force", New(None, True)),
+        ("new 123 --force", New("123", True)),
+        ("new --force 123", New("123", True)),
+        ("new -f 123", New("123", True)),
+    ],
+)
+def test_new_takes_an_optional_organization_and_force(text: str, expected: New) -> None:
+    assert parse_command(text) == expected
+
+
+@pytest.mark.parametrize(
+    ("text", "fragment"),
+    [
+        ("new acme", "not an organization gid"),
+        ("new 1 2", "at most one organization gid"),
+        ("new " + "9" * 40, "too long"),
+    ],
+)
+def test_new_with_bad_arguments_says_why(text: str, fragment: str) -> None:
+    result = parse_command(text)
+    assert isinstance(result, Invalid) and fragment in result.problem

@@ -55,6 +55,7 @@ DEFAULT_BOT_SCOPES = (
     "groups:read",
     "im:read",
     "mpim:read",
+    "users:read",
 )
 
 _KNOWN_BLOCKS = {
@@ -409,6 +410,8 @@ class FakeSlack:
         self._revoked = False
         self._last_ts_us = 0
         self._extra_methods: dict[str, Callable[[dict[str, Any]], dict[str, Any]]] = {}
+        #: users.info's flags per user; a user not named here is a plain member.
+        self._users: dict[str, dict[str, bool]] = {}
 
         self._response_urls: dict[str, dict[str, Any]] = {}
         self._responses: list[RecordedResponse] = []
@@ -584,6 +587,24 @@ class FakeSlack:
                     raise AttributeError(key)
                 setattr(channel, key, value)
             return copy.copy(channel)
+
+    def set_user(
+        self,
+        user_id: str,
+        *,
+        is_admin: bool = False,
+        is_owner: bool = False,
+        is_primary_owner: bool = False,
+        deleted: bool = False,
+    ) -> None:
+        """Name a workspace member's role, as users.info reports it."""
+        with self._lock:
+            self._users[user_id] = {
+                "is_admin": is_admin or is_owner,  # Slack: owners are admins too
+                "is_owner": is_owner or is_primary_owner,
+                "is_primary_owner": is_primary_owner,
+                "deleted": deleted,
+            }
 
     def channel(self, channel_id: str) -> Channel | None:
         """A copy of a known channel, or None."""
@@ -1041,6 +1062,7 @@ class FakeSlack:
             "conversations.members": self._m_conversations_members,
             "apps.connections.open": self._m_connections_open,
             "views.publish": self._m_views_publish,
+            "users.info": self._m_users_info,
         }
 
     # ------------------------------------------------------------------ Web API methods
@@ -1204,6 +1226,29 @@ class FakeSlack:
             raise ApiError("cant_delete_message")
         stored["deleted"] = True
         return {"channel": channel.id, "ts": stored["ts"]}
+
+    def _m_users_info(self, body: dict[str, Any]) -> dict[str, Any]:
+        """A member's profile with Slack's role flags (needs users:read, as Slack's does)."""
+        if self.scopes is not None and "users:read" not in self.scopes:
+            raise ApiError("missing_scope", needed="users:read", provided=",".join(self.scopes))
+        user_id = body.get("user")
+        if not isinstance(user_id, str) or not user_id:
+            raise ApiError("user_not_found")
+        flags = self._users.get(user_id) or {
+            "is_admin": False,
+            "is_owner": False,
+            "is_primary_owner": False,
+            "deleted": False,
+        }
+        return {
+            "user": {
+                "id": user_id,
+                "team_id": self.team_id,
+                "name": user_id.lower(),
+                "is_bot": False,
+                **flags,
+            }
+        }
 
     def _m_conversations_info(self, body: dict[str, Any]) -> dict[str, Any]:
         channel = self._channel_for(body)
