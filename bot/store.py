@@ -8,6 +8,7 @@ Asana's download_url is never written: there is no column for it.
 from __future__ import annotations
 
 import asyncio
+import enum
 from collections.abc import AsyncIterator, Iterable, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -127,6 +128,66 @@ subscriptions = sa.Table(
         postgresql_where=sa.text("ended_at IS NULL"),
     ),
 )
+
+
+created_exports = sa.Table(
+    "created_exports",
+    metadata,
+    sa.Column("id", sa.Integer(), primary_key=True, autoincrement=True),
+    sa.Column("request_key", sa.String(64), nullable=False),
+    sa.Column("team_id", sa.String(64), nullable=False),
+    sa.Column("channel_id", sa.String(64), nullable=False),
+    sa.Column("user_id", sa.String(64), nullable=False),
+    sa.Column("organization_gid", sa.String(64), nullable=False),
+    sa.Column("export_gid", sa.String(64)),
+    sa.Column("outcome", sa.String(16), nullable=False),
+    sa.Column("requested_at", UTCDateTime(), nullable=False),
+    sa.Column("answered_at", UTCDateTime()),
+    sa.UniqueConstraint("request_key", name="uq_created_exports_request_key"),
+    sa.Index("ix_created_exports_organization", "organization_gid", "outcome"),
+)
+
+
+class CreationOutcome(enum.StrEnum):
+    """Where a creation request stands (`created_exports.outcome`)."""
+
+    REQUESTED = "requested"  # claimed; Asana is being (or was, by a replica that died) asked
+    CREATED = "created"  # Asana answered with the new export (export_gid set)
+    REFUSED = "refused"  # Asana (or fair use) said no: nothing was created
+    UNKNOWN = "unknown"  # the request may have reached Asana, no answer: never repeated
+    OFFERED = "offered"  # a running export of the organization was offered instead
+
+
+@dataclass(frozen=True, slots=True)
+class CreationRow:
+    """One request to create an export, as `created_exports` keeps it."""
+
+    id: int
+    request_key: str
+    team_id: str
+    channel_id: str
+    user_id: str
+    organization_gid: str
+    export_gid: str | None
+    outcome: CreationOutcome
+    requested_at: datetime
+    answered_at: datetime | None
+
+
+def _creation_row(m: Mapping[Any, Any]) -> CreationRow:
+    c = created_exports.c
+    return CreationRow(
+        id=m[c.id],
+        request_key=m[c.request_key],
+        team_id=m[c.team_id],
+        channel_id=m[c.channel_id],
+        user_id=m[c.user_id],
+        organization_gid=m[c.organization_gid],
+        export_gid=m[c.export_gid],
+        outcome=CreationOutcome(m[c.outcome]),
+        requested_at=m[c.requested_at],
+        answered_at=m[c.answered_at],
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -728,3 +789,86 @@ class Store:
                 .returning(c.gid)
             )
             return len(rows.all())
+
+    # -- exports the bot creates -----------------------------------------------------------
+
+    async def claim_creation(
+        self,
+        *,
+        request_key: str,
+        team_id: str,
+        channel_id: str,
+        user_id: str,
+        organization_gid: str,
+        now: datetime,
+    ) -> tuple[CreationRow, bool]:
+        """Record a creation request before Asana is called; (row, True) for its first caller.
+
+        The unique request key makes this the one place a retried or replayed command (on any
+        replica) is recognised: a second caller gets (the first request's row, False) and must
+        not call Asana.
+        """
+        c = created_exports.c
+        try:
+            async with self._write() as conn:
+                result = await conn.execute(
+                    created_exports.insert()
+                    .values(
+                        request_key=request_key,
+                        team_id=team_id,
+                        channel_id=channel_id,
+                        user_id=user_id,
+                        organization_gid=organization_gid,
+                        outcome=CreationOutcome.REQUESTED.value,
+                        requested_at=now,
+                    )
+                    .returning(*created_exports.c)
+                )
+                return _creation_row(result.one()._mapping), True
+        except IntegrityError:
+            async with self._read() as conn:
+                row = (
+                    await conn.execute(
+                        sa.select(created_exports).where(c.request_key == request_key)
+                    )
+                ).first()
+            if row is None:
+                raise
+            return _creation_row(row._mapping), False
+
+    async def record_creation(
+        self,
+        creation_id: int,
+        *,
+        outcome: CreationOutcome,
+        now: datetime,
+        export_gid: str | None = None,
+    ) -> None:
+        """What became of a claimed creation request."""
+        async with self._write() as conn:
+            await conn.execute(
+                created_exports.update()
+                .where(created_exports.c.id == creation_id)
+                .values(outcome=outcome.value, export_gid=export_gid, answered_at=now)
+            )
+
+    async def running_creation(self, organization_gid: str) -> tuple[CreationRow, ExportRow] | None:
+        """The newest export of this organization created through the bot and still running
+        (not finished, failed or gone, and still watched somewhere, so its state is current)."""
+        c = created_exports.c
+        query = (
+            sa.select(created_exports, exports)
+            .join(exports, exports.c.gid == c.export_gid)
+            .where(
+                c.organization_gid == organization_gid,
+                c.outcome == CreationOutcome.CREATED.value,
+                _watchable(exports),
+            )
+            .order_by(c.requested_at.desc(), c.id.desc())
+            .limit(1)
+        )
+        async with self._read() as conn:
+            row = (await conn.execute(query)).first()
+        if row is None:
+            return None
+        return _creation_row(row._mapping), _export_row(row._mapping)

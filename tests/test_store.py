@@ -31,6 +31,7 @@ from bot.db import create_engine, normalize_database_url, upgrade
 from bot.models import EndReason, Export, ExportState, Subscription
 from bot.slack_out import _CHANNEL_ERRORS, _TOKEN_ERRORS
 from bot.store import (
+    CreationOutcome,
     ExportRow,
     PollResult,
     Store,
@@ -43,7 +44,7 @@ from bot.store import (
 
 POSTGRES_URL_VAR = "ASANA_BOT_TEST_POSTGRES_URL"
 #: The newest migration: every start-up brings the database here.
-HEAD_REVISION = "0003"
+HEAD_REVISION = "0004"
 T0 = datetime(2025, 3, 1, 12, 0, 0, tzinfo=UTC)
 LEASE = timedelta(seconds=60)
 CANARY_URL = "https://exports.example.invalid/org.zip?X-Amz-Signature=canary-7d1f0b9e42"
@@ -959,3 +960,35 @@ async def test_notification_recovery_cycle(store: Store) -> None:
     assert not await store.try_mark_notified(b, now=T0 + timedelta(minutes=1))
     done = await _get_subscription(store, a)
     assert done is not None and done.notified_ts == "123.456"
+
+
+# -- exports the bot creates -----------------------------------------------------------------
+
+
+async def test_a_creation_request_is_claimed_once_whoever_races(store: Store) -> None:
+    """The same request key from two replicas at once (a Slack retry): one claim wins."""
+    fields = dict(team_id="T1", channel_id="C1", user_id="U1", organization_gid="42", now=T0)
+    results = await asyncio.gather(
+        *(store.claim_creation(request_key="k" * 64, **fields) for _ in range(5))
+    )
+    winners = [row for row, first in results if first]
+    assert len(winners) == 1
+    assert {row.id for row, _ in results} == {winners[0].id}
+    assert winners[0].outcome is CreationOutcome.REQUESTED and winners[0].export_gid is None
+    other, first = await store.claim_creation(request_key="other", **fields)
+    assert first and other.id != winners[0].id
+
+
+async def test_a_running_created_export_is_found_until_it_ends(store: Store) -> None:
+    row, _ = await store.claim_creation(
+        request_key="a", team_id="T1", channel_id="C1", user_id="U1", organization_gid="42", now=T0
+    )
+    assert await store.running_creation("42") is None  # not answered yet
+    await store.record_creation(row.id, outcome=CreationOutcome.CREATED, now=T0, export_gid="9")
+    assert await store.running_creation("42") is None  # nobody watches it: its state is stale
+    await _watch(store, "9")
+    found = await store.running_creation("42")
+    assert found is not None and found[0].id == row.id and found[1].gid == "9"
+    assert await store.running_creation("43") is None
+    await _upsert(store, _export("9", ExportState.FINISHED), now=T0, next_poll_at=None)
+    assert await store.running_creation("42") is None
