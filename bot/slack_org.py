@@ -121,30 +121,31 @@ async def memberships(
     return found
 
 
-#: How long a users.info answer about someone's role is trusted. Short, so that an admin who is
-#: demoted loses `new` within a minute; long enough that a burst of commands asks Slack once.
-#: Safe because it only ever widens nothing: a failure is never cached (it refuses, and the next
-#: command asks again), and ADMIN_USERS, when set, is read from the settings, not from here.
+#: How long users.info's "not an admin" is trusted. Only a "no" is kept (as LinkGate keeps only a
+#: "no"): a cached answer can then only refuse, never grant. A member promoted to admin waits at
+#: most this long; a demoted admin loses `new` at once, since every "yes" is asked afresh. A
+#: failure is not kept either (it refuses, and the next command asks again). ADMIN_USERS, when
+#: set, is read from the settings and never asks Slack.
 ADMIN_CACHE_SECONDS = 60.0
 _ADMIN_CACHE_MAX = 1_000
 
 
 class WorkspaceAdmins:
-    """Whether a user is an admin or owner of the workspace (users.info), cached briefly."""
+    """Whether a user is an admin or owner of the workspace (users.info); a "no" cached briefly."""
 
     def __init__(
         self, *, ttl: float = ADMIN_CACHE_SECONDS, clock: Callable[[], float] = time.monotonic
     ) -> None:
         self._ttl = ttl
         self._clock = clock
-        self._known: OrderedDict[str, tuple[float, bool]] = OrderedDict()
+        self._refused: OrderedDict[str, float] = OrderedDict()
 
     async def is_admin(self, client: AsyncWebClient, user_id: str) -> bool | None:
         """True for an admin or owner, False for anyone else, None when Slack will not say."""
         now = self._clock()
-        cached = self._known.get(user_id)
-        if cached is not None and now - cached[0] < self._ttl:
-            return cached[1]
+        refused_at = self._refused.get(user_id)
+        if refused_at is not None and now - refused_at < self._ttl:
+            return False
         try:
             response = await client.users_info(user=user_id)
         except _SLACK_ERRORS as exc:
@@ -160,8 +161,11 @@ class WorkspaceAdmins:
             not user.get("deleted")
             and (user.get("is_admin") or user.get("is_owner") or user.get("is_primary_owner"))
         )
-        self._known[user_id] = (now, admin)
-        self._known.move_to_end(user_id)
-        while len(self._known) > _ADMIN_CACHE_MAX:
-            self._known.popitem(last=False)
-        return admin
+        if admin:
+            self._refused.pop(user_id, None)
+            return True
+        self._refused[user_id] = now
+        self._refused.move_to_end(user_id)
+        while len(self._refused) > _ADMIN_CACHE_MAX:
+            self._refused.popitem(last=False)
+        return False

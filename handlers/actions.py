@@ -1,4 +1,4 @@
-"""Button listeners: the download link button (ack only) and "Get a fresh link"."""
+"""Button listeners: the download link button (ack only), "Get a fresh link", "Watch it instead"."""
 
 from __future__ import annotations
 
@@ -90,6 +90,23 @@ async def fresh_link(runtime: Runtime, body: dict[str, Any], respond: AsyncRespo
     await respond(**answer.to_ack(), replace_original=False)
 
 
+async def watch_instead(runtime: Runtime, body: dict[str, Any], respond: AsyncRespond) -> None:
+    """ "Watch it instead" (offered by `new`): watch the running export here, as `watch` would."""
+    user_id, channel_id = _clicker(body)
+    team = body.get("team")
+    team_id = str((team.get("id") if isinstance(team, dict) else None) or "")
+    if not runtime.settings.allows(user_id, channel_id):
+        log.warning("refused a watch to user %s in channel %s", user_id[:20], channel_id[:20])
+        answer = messages.render_refused(what="watch exports")
+    elif (gid := _clicked_gid(body)) is None:
+        answer = messages.render_usage("That button carries no valid export gid.")
+    else:
+        answer = await lookup.look_up_and_watch(
+            runtime, gid, team_id=team_id, channel_id=channel_id, user_id=user_id
+        )
+    await respond(**answer.to_ack(), replace_original=False)
+
+
 def register(app: AsyncApp, runtime: Runtime) -> None:
     """Attach the button listeners to `app`."""
 
@@ -111,6 +128,19 @@ def register(app: AsyncApp, runtime: Runtime) -> None:
             await fresh_link(runtime, body, respond)
         except Exception:
             log.exception("fresh link failed")
+            with contextlib.suppress(Exception):  # a second failure must not reach Bolt
+                await respond(**messages.render_internal_error().to_ack(), replace_original=False)
+
+    @app.action(messages.WATCH_INSTEAD_ACTION)
+    async def on_watch_instead(ack: AsyncAck, body: dict[str, Any], respond: AsyncRespond) -> None:
+        await ack()
+        if not respond.response_url:
+            log.info("watch instead clicked where the bot cannot answer (no response_url)")
+            return
+        try:
+            await watch_instead(runtime, body, respond)
+        except Exception:
+            log.exception("watch instead failed")
             with contextlib.suppress(Exception):  # a second failure must not reach Bolt
                 await respond(**messages.render_internal_error().to_ack(), replace_original=False)
 

@@ -9,14 +9,16 @@ from collections.abc import Awaitable
 from typing import Any
 
 from slack_bolt.async_app import AsyncAck, AsyncApp, AsyncRespond
+from slack_bolt.request.async_request import AsyncBoltRequest
 
-from bot import lookup, messages, watching
+from bot import creating, lookup, messages, watching
 from bot.command_parser import (
     Command,
     Help,
     Invalid,
     ListWatches,
     Lookup,
+    New,
     Unwatch,
     Watch,
     parse_command,
@@ -64,7 +66,9 @@ def register(app: AsyncApp, runtime: Runtime) -> None:
     name = settings.SLACK_COMMAND
 
     @app.command(name)
-    async def on_command(ack: AsyncAck, respond: AsyncRespond, command: dict[str, Any]) -> None:
+    async def on_command(
+        ack: AsyncAck, respond: AsyncRespond, command: dict[str, Any], request: AsyncBoltRequest
+    ) -> None:
         ack = TimedAck(ack, runtime.metrics.ack_seconds.observe)  # type: ignore[assignment]
         parsed = parse_command(command.get("text"))
         team_id = str(command.get("team_id") or "")
@@ -93,6 +97,30 @@ def register(app: AsyncApp, runtime: Runtime) -> None:
                         placeholder=messages.render_looking_up(gid),
                         on_timeout=messages.render_lookup_timeout(
                             gid, settings.LOOKUP_TIMEOUT_SECONDS
+                        ),
+                    )
+                case New(org_gid, force):
+                    org = org_gid or settings.ASANA_ORGANIZATION_GID or "?"
+                    await answer_in_time(
+                        ack,
+                        respond,
+                        # Shielded: a slow Asana must not cut a POST (and its record) in half.
+                        asyncio.shield(
+                            creating.new_for_person(
+                                runtime,
+                                org_gid=org_gid,
+                                force=force,
+                                team_id=team_id,
+                                channel_id=channel_id,
+                                user_id=user_id,
+                                key=_request_key(command, request, team_id, channel_id, user_id),
+                            )
+                        ),
+                        deadline=settings.ACK_DEADLINE_SECONDS,
+                        total=settings.LOOKUP_TIMEOUT_SECONDS,
+                        placeholder=messages.render_creating(org),
+                        on_timeout=messages.render_create_timeout(
+                            org, settings.LOOKUP_TIMEOUT_SECONDS
                         ),
                     )
                 case Unwatch(gid):
@@ -127,8 +155,36 @@ def register(app: AsyncApp, runtime: Runtime) -> None:
             await (respond(**answer) if ack.response is not None else ack(**answer))
 
 
+def _header(request: AsyncBoltRequest, name: str) -> str:
+    values = request.headers.get(name) if request.headers else None
+    return str(values[0]) if values else ""
+
+
+def _request_key(
+    command: dict[str, Any],
+    request: AsyncBoltRequest,
+    team_id: str,
+    channel_id: str,
+    user_id: str,
+) -> str:
+    """The replay key of this command; a Slack retry (X-Slack-Retry-Num) is logged as such."""
+    retry = _header(request, "x-slack-retry-num")
+    if retry:
+        log.info("Slack retried a command (X-Slack-Retry-Num %s)", retry[:8])
+    return creating.request_key(
+        team_id=team_id,
+        user_id=user_id,
+        channel_id=channel_id,
+        text=str(command.get("text") or ""),
+        trigger_id=str(command.get("trigger_id") or ""),
+        timestamp=_header(request, "x-slack-request-timestamp"),
+    )
+
+
 def _database_unavailable(parsed: Command) -> Message:
     match parsed:
+        case New():
+            return messages.render_database_unavailable("create")
         case Unwatch(gid):
             return messages.render_database_unavailable("unwatch", gid)
         case ListWatches():

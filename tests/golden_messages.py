@@ -208,6 +208,43 @@ def renderings() -> dict[str, Any]:
         add(f"help/{c_key}", m.render_help(cmd))
         for problem in (None, "", "  ", "`watch` needs a gid: <x>", LONG):
             add(f"usage/{c_key}/{problem and problem[:10]}", m.render_usage(problem, command=cmd))
+    # Starting an export (`new`).
+    for g_key, gid in GIDS.items():
+        add(f"creating/{g_key}", m.render_creating(gid))
+        add(f"create_unknown/{g_key}", m.render_create_unknown(gid, command=HOSTILE))
+        add(f"create_timeout/{g_key}", m.render_create_timeout(gid, 25.0))
+        add(f"already_handled/{g_key}", m.render_already_handled(gid or None))
+        for kind in ProblemKind:
+            for said in (None, HOSTILE):
+                add(
+                    f"create_refused/{kind.value}/{g_key}/{said and said[:5]}",
+                    m.render_create_refused(
+                        kind, org_gid=gid, asana_message=said, retry_after=30.0
+                    ),
+                )
+    for e_key, export in _exports():
+        watched = m.render_watch_started(export, now=NOW, next_check_at=NOW)
+        add(f"created/{e_key}", m.render_created(export, watched))
+        for by in ("U123ABC", "bad id", None):
+            add(
+                f"running_offer/{e_key}/{by}",
+                m.render_running_offer(
+                    export, requested_by=by, requested_at=NOW, now=NOW, command=HOSTILE
+                ),
+            )
+    add("no_organization", m.render_no_organization(HOSTILE))
+    for admins in (
+        (),
+        ("U0ADMIN", "U0BOSS"),
+        ("bad id", "<!here>"),
+        tuple(f"U{i:04}" for i in range(30)),
+    ):
+        for unknown in (True, False):
+            add(
+                f"not_admin/{len(admins)}/{admins[:1]}/{unknown}",
+                m.render_not_admin(admins, unknown=unknown),
+            )
+    add("database_unavailable/create", m.render_database_unavailable("create"))
     add("refused/default", m.render_refused())
     add("refused/link", m.render_refused(what="get this link"))
     for busy in (True, False):

@@ -965,6 +965,17 @@ def test_messages_is_a_package_of_small_modules_that_import_only_models() -> Non
     assert set(m.__all__) == _PUBLIC_BEFORE_THE_SPLIT | {
         "FairUseRefusal",
         "render_fair_use_refusal",
+        # `new`: bot/messages/creating.py
+        "WATCH_INSTEAD_ACTION",
+        "render_already_handled",
+        "render_create_refused",
+        "render_create_timeout",
+        "render_create_unknown",
+        "render_created",
+        "render_creating",
+        "render_no_organization",
+        "render_not_admin",
+        "render_running_offer",
     }
     assert all(hasattr(m, name) for name in m.__all__)
 
@@ -982,3 +993,20 @@ def test_a_fair_use_refusal_renders_in_one_call(limit: str, per_minute: float | 
     assert got.response_type == "ephemeral"
     assert ("Asana is busy" in got.text) == (limit == "busy")
     check(got)
+
+
+def test_what_new_says_escapes_everything_foreign() -> None:
+    """Asana's words, gids and the command name never become mentions or links."""
+    hostile = "<!channel> & <@U123|x>"
+    export = Export(gid="1", state=ExportState.PENDING, organization_name=hostile)
+    for msg in (
+        m.render_create_refused(ProblemKind.FORBIDDEN, org_gid=hostile, asana_message=hostile),
+        m.render_create_unknown(hostile, command=hostile),
+        m.render_creating(hostile),
+        m.render_running_offer(export, requested_by=hostile, requested_at=NOW, now=NOW),
+        m.render_created(export, m.render_watch_started(export, now=NOW, next_check_at=NOW)),
+        m.render_not_admin([hostile, "U0ADMIN"]),
+    ):
+        wire = json.dumps(msg.to_ack())
+        assert "<!channel>" not in wire and "<@U123|x>" not in wire, wire
+    assert "<@U0ADMIN>" in m.render_not_admin(["U0ADMIN"]).text

@@ -9,7 +9,7 @@ from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.access import LinkPolicy, OrgIdentity
 from bot.demo.fake_slack import FakeSlack
-from bot.slack_org import Installation, is_member, memberships
+from bot.slack_org import Installation, WorkspaceAdmins, is_member, memberships
 from bot.slack_out import LinkGate
 
 
@@ -72,3 +72,28 @@ async def test_memberships_unknown_when_slack_fails_or_is_late(
     fake.set_delay("conversations.members", 2.0)
     late = await memberships(client, ["GIN"], "U1", deadline=0.3)
     assert late == {"GIN": None}
+
+
+async def test_workspace_admins_keeps_only_a_no_and_never_a_failure(
+    fake: FakeSlack, client: AsyncWebClient
+) -> None:
+    clock = [0.0]
+    admins = WorkspaceAdmins(ttl=60, clock=lambda: clock[0])
+    fake.set_user("U0BOSS", is_admin=True)
+    fake.set_user("U0OWNER", is_owner=True)
+    fake.set_user("U0GONE", is_admin=True, deleted=True)
+    assert await admins.is_admin(client, "U0BOSS") is True
+    assert await admins.is_admin(client, "U0OWNER") is True
+    assert await admins.is_admin(client, "U0GONE") is False, "a deactivated admin is none"
+    assert await admins.is_admin(client, "U0MEMBER") is False
+    fake.set_user("U0BOSS")  # demoted
+    assert await admins.is_admin(client, "U0BOSS") is False, "a yes is never reused"
+    fake.set_user("U0MEMBER", is_admin=True)  # promoted
+    assert await admins.is_admin(client, "U0MEMBER") is False, "a no is kept for the ttl"
+    clock[0] = 61
+    assert await admins.is_admin(client, "U0MEMBER") is True
+    fake.fail("users.info", "internal_error")
+    assert await admins.is_admin(client, "U0OWNER") is None, "Slack would not say"
+    assert await admins.is_admin(client, "U0OWNER") is True, "a failure is not kept"
+    fake.scopes = ("commands", "chat:write")
+    assert await admins.is_admin(client, "U0NEW") is None, "missing users:read: unknown"

@@ -17,7 +17,7 @@ Safety rules, applied everywhere (so handlers never have to think about them):
 The modules, each with one job: `mrkdwn` (escaping, links, mentions, clipping), `timefmt` (times
 as people read them), `blocks` (the `Message` type and Block Kit builders), `parts` (how an export
 is named and linked), and the renderers: `exports` (lookup answer, status card, posts), `watches`
-(watching and the list), `problems` (errors and refusals), `help` (usage and help). This package
+(watching and the list), `creating` (starting an export), `problems` (errors and refusals), `help` (usage and help). This package
 imports nothing of ours but `bot.models`. Callers import from `bot.messages`, never a module.
 """
 
@@ -33,6 +33,18 @@ from bot.messages.blocks import (
     MAX_HEADER_TEXT,
     MAX_SECTION_TEXT,
     Message,
+)
+from bot.messages.creating import (
+    WATCH_INSTEAD_ACTION,
+    render_already_handled,
+    render_create_refused,
+    render_create_timeout,
+    render_create_unknown,
+    render_created,
+    render_creating,
+    render_no_organization,
+    render_not_admin,
+    render_running_offer,
 )
 from bot.messages.exports import (
     render_export,
@@ -98,6 +110,7 @@ __all__ = [
     "MAX_HEADER_TEXT",
     "MAX_LIST_ROWS",
     "MAX_SECTION_TEXT",
+    "WATCH_INSTEAD_ACTION",
     "FairUseRefusal",
     "Message",
     "WatchRow",
@@ -107,9 +120,15 @@ __all__ = [
     "format_duration",
     "format_relative",
     "format_timestamp",
+    "render_already_handled",
     "render_already_watching",
     "render_cannot_post",
     "render_card_unwatched",
+    "render_create_refused",
+    "render_create_timeout",
+    "render_create_unknown",
+    "render_created",
+    "render_creating",
     "render_database_unavailable",
     "render_export",
     "render_export_failed",
@@ -122,8 +141,11 @@ __all__ = [
     "render_link_withheld",
     "render_looking_up",
     "render_lookup_timeout",
+    "render_no_organization",
+    "render_not_admin",
     "render_problem",
     "render_refused",
+    "render_running_offer",
     "render_slow_down",
     "render_status_card",
     "render_unwatched",

@@ -15,6 +15,8 @@ def _command_lines(command: str) -> list[str]:
         f"• `{cmd} unwatch &lt;gid&gt;`: stop watching an export in this channel",
         f"• `{cmd} list`: exports watched in this channel",
         f"• `{cmd} list all`: exports watched anywhere in this workspace",
+        f"• `{cmd} new [&lt;organization gid&gt;]`: start an export of the organization and"
+        " watch it here (admins only)",
         f"• `{cmd} help`: more help",
     ]
 
