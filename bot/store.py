@@ -35,6 +35,7 @@ _ERROR_MAX = 500
 _RAW_STATE_MAX = 64
 _END_REASON_MAX = 200
 _OWNER_MAX = 128
+_TRIGGER_MAX = 200
 
 
 class UTCDateTime(sa.TypeDecorator[datetime]):
@@ -188,6 +189,101 @@ def _creation_row(m: Mapping[Any, Any]) -> CreationRow:
         requested_at=m[c.requested_at],
         answered_at=m[c.answered_at],
     )
+
+
+schedules = sa.Table(
+    "schedules",
+    metadata,
+    sa.Column("id", sa.Integer(), primary_key=True, autoincrement=True),
+    sa.Column("team_id", sa.String(64), nullable=False),
+    sa.Column("channel_id", sa.String(64), nullable=False),
+    sa.Column("organization_gid", sa.String(64), nullable=False),
+    sa.Column("trigger_text", sa.String(_TRIGGER_MAX), nullable=False),
+    sa.Column("timezone", sa.String(64), nullable=False),
+    sa.Column("created_by", sa.String(64), nullable=False),
+    sa.Column("created_at", UTCDateTime(), nullable=False),
+    sa.Column("paused_reason", sa.String(_ERROR_MAX)),
+    sa.Column("ended_at", UTCDateTime()),
+    sa.Column("end_reason", sa.String(_END_REASON_MAX)),
+    sa.Index("ix_schedules_channel", "team_id", "channel_id"),
+)
+
+schedule_runs = sa.Table(
+    "schedule_runs",
+    metadata,
+    sa.Column("id", sa.Integer(), primary_key=True, autoincrement=True),
+    sa.Column(
+        "schedule_id",
+        sa.Integer(),
+        sa.ForeignKey("schedules.id", name="fk_schedule_runs_schedule_id"),
+        nullable=False,
+    ),
+    sa.Column("occurrence_at", UTCDateTime(), nullable=False),
+    sa.Column("claimed_at", UTCDateTime(), nullable=False),
+    sa.Column("outcome", sa.String(16), nullable=False),
+    sa.Column("attempts", sa.Integer(), nullable=False, server_default="0"),
+    sa.Column("next_attempt_at", UTCDateTime()),
+    sa.Column("export_gid", sa.String(64)),
+    sa.Column("updated_at", UTCDateTime(), nullable=False),
+    sa.UniqueConstraint("schedule_id", "occurrence_at", name="uq_schedule_runs_occurrence"),
+)
+
+
+class RunOutcome(enum.StrEnum):
+    """Where one occurrence of a schedule stands (`schedule_runs.outcome`)."""
+
+    CLAIMED = "claimed"  # this replica's insert won; no Asana call yet
+    ATTEMPTING = "attempting"  # marked before Asana is called: never retried blind
+    RETRYING = "retrying"  # Asana refused, transiently: next_attempt_at says when again
+    CREATED = "created"  # Asana answered with the new export (export_gid set)
+    FAILED = "failed"  # refused, or retries ran out: nothing was created
+    PAUSED = "paused"  # refused for a reason that needs a person: the schedule paused
+    UNKNOWN = "unknown"  # the request may have reached Asana, no answer: never repeated
+    SKIPPED = "skipped"  # not attempted (the schedule ended or was paused before it ran)
+
+
+@dataclass(frozen=True, slots=True)
+class ScheduleRow:
+    """One recurring export, as `schedules` keeps it."""
+
+    id: int
+    team_id: str
+    channel_id: str
+    organization_gid: str
+    trigger_text: str
+    timezone: str
+    created_by: str
+    created_at: datetime
+    paused_reason: str | None
+    ended_at: datetime | None
+    end_reason: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class RunRow:
+    """One occurrence of a schedule, claimed by the replica whose insert won."""
+
+    id: int
+    schedule_id: int
+    occurrence_at: datetime
+    claimed_at: datetime
+    outcome: RunOutcome
+    attempts: int
+    next_attempt_at: datetime | None
+    export_gid: str | None
+    updated_at: datetime
+
+
+def _schedule_row(m: Mapping[Any, Any]) -> ScheduleRow:
+    c = schedules.c
+    return ScheduleRow(**{name: m[getattr(c, name)] for name in ScheduleRow.__slots__})
+
+
+def _run_row(m: Mapping[Any, Any]) -> RunRow:
+    c = schedule_runs.c
+    fields = {name: m[getattr(c, name)] for name in RunRow.__slots__}
+    fields["outcome"] = RunOutcome(fields["outcome"])
+    return RunRow(**fields)
 
 
 @dataclass(frozen=True, slots=True)
@@ -872,3 +968,203 @@ class Store:
         if row is None:
             return None
         return _creation_row(row._mapping), _export_row(row._mapping)
+
+    # -- recurring exports (schedules) -------------------------------------------------------
+
+    async def add_schedule(
+        self,
+        *,
+        team_id: str,
+        channel_id: str,
+        organization_gid: str,
+        trigger_text: str,
+        timezone: str,
+        created_by: str,
+        now: datetime,
+    ) -> ScheduleRow:
+        """Store a new schedule; its first occurrence is the first one after `now`."""
+        async with self._write() as conn:
+            result = await conn.execute(
+                schedules.insert()
+                .values(
+                    team_id=team_id,
+                    channel_id=channel_id,
+                    organization_gid=organization_gid,
+                    trigger_text=trigger_text[:_TRIGGER_MAX],
+                    timezone=timezone[:64],
+                    created_by=created_by,
+                    created_at=now,
+                )
+                .returning(*schedules.c)
+            )
+            return _schedule_row(result.one()._mapping)
+
+    async def schedule(self, schedule_id: int) -> ScheduleRow | None:
+        """One schedule by id, ended or not."""
+        async with self._read() as conn:
+            row = (
+                await conn.execute(sa.select(schedules).where(schedules.c.id == schedule_id))
+            ).first()
+        return None if row is None else _schedule_row(row._mapping)
+
+    async def list_schedules(
+        self, team_id: str, channel_id: str | None = None
+    ) -> list[ScheduleRow]:
+        """The schedules not ended, of one channel or (channel_id None) of the whole workspace."""
+        c = schedules.c
+        query = sa.select(schedules).where(c.team_id == team_id, c.ended_at.is_(None))
+        if channel_id is not None:
+            query = query.where(c.channel_id == channel_id)
+        async with self._read() as conn:
+            rows = (await conn.execute(query.order_by(c.id))).all()
+        return [_schedule_row(r._mapping) for r in rows]
+
+    async def active_schedules(self) -> list[tuple[ScheduleRow, datetime | None]]:
+        """Every schedule not ended, with the latest occurrence any replica claimed for it."""
+        r = schedule_runs.c
+        latest = (
+            sa.select(r.schedule_id, sa.func.max(r.occurrence_at).label("latest"))
+            .group_by(r.schedule_id)
+            .subquery()
+        )
+        query = (
+            sa.select(schedules, latest.c.latest)
+            .outerjoin(latest, latest.c.schedule_id == schedules.c.id)
+            .where(schedules.c.ended_at.is_(None))
+            .order_by(schedules.c.id)
+        )
+        async with self._read() as conn:
+            rows = (await conn.execute(query)).all()
+        result: list[tuple[ScheduleRow, datetime | None]] = []
+        for row in rows:
+            result.append((_schedule_row(row._mapping), row._mapping["latest"]))
+        return result
+
+    async def end_schedule(self, schedule_id: int, *, now: datetime, reason: str) -> bool:
+        """End a schedule (removed, channel gone); False if it had already ended."""
+        c = schedules.c
+        async with self._write() as conn:
+            result = await conn.execute(
+                schedules.update()
+                .where(c.id == schedule_id, c.ended_at.is_(None))
+                .values(ended_at=now, end_reason=reason[:_END_REASON_MAX])
+            )
+            return result.rowcount == 1
+
+    async def set_schedule_paused(self, schedule_id: int, reason: str | None) -> bool:
+        """Pause (a reason) or resume (None); True only for the caller that changed it, so the
+        channel is told once."""
+        c = schedules.c
+        changed = c.paused_reason.is_(None) if reason is not None else c.paused_reason.isnot(None)
+        async with self._write() as conn:
+            result = await conn.execute(
+                schedules.update()
+                .where(c.id == schedule_id, c.ended_at.is_(None), changed)
+                .values(paused_reason=None if reason is None else reason[:_ERROR_MAX])
+            )
+            return result.rowcount == 1
+
+    async def claim_run(
+        self, schedule_id: int, occurrence_at: datetime, *, now: datetime
+    ) -> RunRow | None:
+        """Claim one occurrence: the row if this caller's insert won, None if another did.
+
+        (schedule_id, occurrence_at) is unique, so of several replicas ticking at once exactly
+        one gets the row and fires.
+        """
+        try:
+            async with self._write() as conn:
+                result = await conn.execute(
+                    schedule_runs.insert()
+                    .values(
+                        schedule_id=schedule_id,
+                        occurrence_at=occurrence_at,
+                        claimed_at=now,
+                        outcome=RunOutcome.CLAIMED.value,
+                        attempts=0,
+                        updated_at=now,
+                    )
+                    .returning(*schedule_runs.c)
+                )
+                return _run_row(result.one()._mapping)
+        except IntegrityError:
+            return None
+
+    async def start_run_attempt(self, run: RunRow, *, now: datetime) -> RunRow | None:
+        """Mark the run as being attempted BEFORE Asana is called (compare-and-set on its
+        outcome and attempt count): the new row, or None if another caller got there first."""
+        c = schedule_runs.c
+        async with self._write() as conn:
+            result = await conn.execute(
+                schedule_runs.update()
+                .where(
+                    c.id == run.id,
+                    c.outcome == run.outcome.value,
+                    c.attempts == run.attempts,
+                )
+                .values(
+                    outcome=RunOutcome.ATTEMPTING.value,
+                    attempts=run.attempts + 1,
+                    next_attempt_at=None,
+                    updated_at=now,
+                )
+                .returning(*schedule_runs.c)
+            )
+            row = result.first()
+        return None if row is None else _run_row(row._mapping)
+
+    async def record_run(
+        self,
+        run_id: int,
+        *,
+        outcome: RunOutcome,
+        now: datetime,
+        export_gid: str | None = None,
+        next_attempt_at: datetime | None = None,
+    ) -> None:
+        """What became of an attempt."""
+        async with self._write() as conn:
+            await conn.execute(
+                schedule_runs.update()
+                .where(schedule_runs.c.id == run_id)
+                .values(
+                    outcome=outcome.value,
+                    export_gid=export_gid,
+                    next_attempt_at=next_attempt_at,
+                    updated_at=now,
+                )
+            )
+
+    async def runs_to_resume(self, now: datetime, stale_before: datetime) -> list[RunRow]:
+        """Runs that need a next step: a retry that is due, a claim nobody attempted, or an
+        attempt left by a replica that died (older than `stale_before`: its outcome is unknown)."""
+        c = schedule_runs.c
+        query = (
+            sa.select(schedule_runs)
+            .where(
+                sa.or_(
+                    sa.and_(c.outcome == RunOutcome.RETRYING.value, c.next_attempt_at <= now),
+                    sa.and_(
+                        c.outcome.in_([RunOutcome.CLAIMED.value, RunOutcome.ATTEMPTING.value]),
+                        c.updated_at <= stale_before,
+                    ),
+                )
+            )
+            .order_by(c.id)
+        )
+        async with self._read() as conn:
+            rows = (await conn.execute(query)).all()
+        return [_run_row(r._mapping) for r in rows]
+
+    async def schedule_runs(self, schedule_id: int) -> list[RunRow]:
+        """Every occurrence claimed for a schedule, oldest first."""
+        c = schedule_runs.c
+        async with self._read() as conn:
+            rows = (
+                await conn.execute(
+                    sa.select(schedule_runs)
+                    .where(c.schedule_id == schedule_id)
+                    .order_by(c.occurrence_at)
+                )
+            ).all()
+        return [_run_row(r._mapping) for r in rows]

@@ -34,6 +34,8 @@ from bot.store import (
     CreationOutcome,
     ExportRow,
     PollResult,
+    RunOutcome,
+    ScheduleRow,
     Store,
     WatchCapReached,
     WatchCaps,
@@ -44,7 +46,7 @@ from bot.store import (
 
 POSTGRES_URL_VAR = "ASANA_BOT_TEST_POSTGRES_URL"
 #: The newest migration: every start-up brings the database here.
-HEAD_REVISION = "0004"
+HEAD_REVISION = "0005"
 T0 = datetime(2025, 3, 1, 12, 0, 0, tzinfo=UTC)
 LEASE = timedelta(seconds=60)
 CANARY_URL = "https://exports.example.invalid/org.zip?X-Amz-Signature=canary-7d1f0b9e42"
@@ -992,3 +994,86 @@ async def test_a_running_created_export_is_found_until_it_ends(store: Store) -> 
     assert await store.running_creation("43") is None
     await _upsert(store, _export("9", ExportState.FINISHED), now=T0, next_poll_at=None)
     assert await store.running_creation("42") is None
+
+
+# -- recurring exports (schedules) -----------------------------------------------------------
+
+
+async def _add_schedule(store: Store, channel_id: str = "C1", team_id: str = "T1") -> ScheduleRow:
+    return await store.add_schedule(
+        team_id=team_id,
+        channel_id=channel_id,
+        organization_gid="42",
+        trigger_text="weekly mon 02:00",
+        timezone="Europe/Berlin",
+        created_by="U1",
+        now=T0,
+    )
+
+
+async def test_schedules_are_stored_listed_per_channel_and_ended_once(store: Store) -> None:
+    a = await _add_schedule(store, "C1")
+    b = await _add_schedule(store, "C2")
+    other_team = await _add_schedule(store, "C1", team_id="T2")
+    assert (a.trigger_text, a.timezone, a.created_by, a.created_at) == (
+        "weekly mon 02:00",
+        "Europe/Berlin",
+        "U1",
+        T0,
+    )
+    assert [s.id for s in await store.list_schedules("T1", "C1")] == [a.id]
+    assert [s.id for s in await store.list_schedules("T1")] == [a.id, b.id]
+    assert await store.end_schedule(a.id, now=T0, reason="removed by U1")
+    assert not await store.end_schedule(a.id, now=T0, reason="again")
+    ended = await store.schedule(a.id)
+    assert ended is not None and (ended.ended_at, ended.end_reason) == (T0, "removed by U1")
+    assert [s.id for s in await store.list_schedules("T1")] == [b.id]
+    assert [s.id for s, _ in await store.active_schedules()] == [b.id, other_team.id]
+    assert await store.schedule(999) is None
+
+
+async def test_pausing_and_resuming_changes_once(store: Store) -> None:
+    s = await _add_schedule(store)
+    assert await store.set_schedule_paused(s.id, "Asana said 402")
+    assert not await store.set_schedule_paused(s.id, "Asana said 403")  # already paused
+    paused = await store.schedule(s.id)
+    assert paused is not None and paused.paused_reason == "Asana said 402"
+    assert await store.set_schedule_paused(s.id, None)
+    assert not await store.set_schedule_paused(s.id, None)
+
+
+async def test_one_occurrence_is_claimed_by_one_replica(backend: Backend, store: Store) -> None:
+    """Three replicas (three engines) insert the same occurrence at once: one row, one winner."""
+    s = await _add_schedule(store)
+    occurrence = datetime(2025, 3, 3, 1, 0, tzinfo=UTC)
+    replicas = [Store(backend.engine()) for _ in range(3)]
+    won = await asyncio.gather(*(r.claim_run(s.id, occurrence, now=T0) for r in replicas))
+    winners = [run for run in won if run is not None]
+    assert len(winners) == 1
+    assert winners[0].outcome is RunOutcome.CLAIMED and winners[0].attempts == 0
+    assert [r.occurrence_at for r in await store.schedule_runs(s.id)] == [occurrence]
+    ((_, latest),) = await store.active_schedules()
+    assert latest == occurrence
+
+
+async def test_an_attempt_is_marked_before_the_call_and_taken_once(store: Store) -> None:
+    s = await _add_schedule(store)
+    run = await store.claim_run(s.id, T0, now=T0)
+    assert run is not None
+    first = await store.start_run_attempt(run, now=T0)
+    assert first is not None and (first.outcome, first.attempts) == (RunOutcome.ATTEMPTING, 1)
+    assert await store.start_run_attempt(run, now=T0) is None  # stale view: someone went first
+    later = T0 + timedelta(minutes=5)
+    await store.record_run(run.id, outcome=RunOutcome.RETRYING, now=T0, next_attempt_at=later)
+    assert await store.runs_to_resume(T0, stale_before=T0 - LEASE) == []
+    (due,) = await store.runs_to_resume(later, stale_before=later - LEASE)
+    assert (due.outcome, due.attempts) == (RunOutcome.RETRYING, 1)
+    second = await store.start_run_attempt(due, now=later)
+    assert second is not None and second.attempts == 2
+    # An attempt whose replica died is found once it is older than the cut-off.
+    assert await store.runs_to_resume(later, stale_before=later - LEASE) == []
+    (stale,) = await store.runs_to_resume(later + LEASE, stale_before=later)
+    assert stale.outcome is RunOutcome.ATTEMPTING
+    await store.record_run(run.id, outcome=RunOutcome.CREATED, now=later, export_gid="77")
+    (done,) = await store.schedule_runs(s.id)
+    assert (done.outcome, done.export_gid) == (RunOutcome.CREATED, "77")
