@@ -42,6 +42,23 @@ class New:
 
 
 @dataclass(frozen=True, slots=True)
+class Schedule:
+    """`schedule <when> [tz ZONE] [org_gid]`: the spec as typed (bot.schedule_spec reads it)."""
+
+    spec: str
+
+
+@dataclass(frozen=True, slots=True)
+class ListSchedules:
+    workspace: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Unschedule:
+    schedule_id: int
+
+
+@dataclass(frozen=True, slots=True)
 class Help:
     pass
 
@@ -53,7 +70,18 @@ class Invalid:
     problem: str
 
 
-Command = Lookup | Watch | Unwatch | ListWatches | New | Help | Invalid
+Command = (
+    Lookup
+    | Watch
+    | Unwatch
+    | ListWatches
+    | New
+    | Schedule
+    | ListSchedules
+    | Unschedule
+    | Help
+    | Invalid
+)
 
 _GID_VERBS = {"watch": Watch, "unwatch": Unwatch}
 
@@ -123,6 +151,30 @@ def _parse_new(rest: list[str]) -> Command:
     return New(gid, force)
 
 
+_SCHEDULE_ID = re.compile(r"#?([0-9]{1,9})")
+
+
+def _parse_schedules(verb: str, rest: list[str]) -> Command:
+    """`schedule <when...>`, `schedules [all]`, `unschedule <id>`."""
+    if verb == "schedule":
+        if not rest:
+            return Schedule("")  # the usage answer with its examples
+        return Schedule(" ".join(rest))
+    if verb == "schedules":
+        if not rest:
+            return ListSchedules(workspace=False)
+        if [w.lower() for w in rest] == ["all"]:
+            return ListSchedules(workspace=True)
+        return Invalid(f"`schedules` takes nothing or `all`, not `{_quote(' '.join(rest))}`.")
+    match = _SCHEDULE_ID.fullmatch(rest[0].strip("`'\"")) if len(rest) == 1 else None
+    if match is None:
+        return Invalid(
+            "`unschedule` takes one schedule number, for example `unschedule 3`"
+            " (`schedules` lists them)."
+        )
+    return Unschedule(int(match.group(1)))
+
+
 def parse_command(text: str | None) -> Command:
     """Turn the command text into a Command; anything unusable becomes Invalid with a reason."""
     cleaned = _clean(text)
@@ -143,6 +195,8 @@ def parse_command(text: str | None) -> Command:
         return Invalid(f"`list` takes nothing or `all`, not `{_quote(' '.join(rest))}`.")
     if verb == "new":
         return _parse_new(rest)
+    if verb in ("schedule", "schedules", "unschedule"):
+        return _parse_schedules(verb, rest)
     if verb in _GID_VERBS:
         if len(rest) != 1:
             return Invalid(

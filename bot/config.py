@@ -8,6 +8,7 @@ from __future__ import annotations
 import re
 from functools import cached_property
 from typing import Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -42,6 +43,7 @@ HOW_TO_GET: dict[str, str] = {
     "SLACK_CHECK_SECONDS": "seconds between the auth.test checks behind /readyz's slack part (default 60)",
     "ASANA_ORGANIZATION_GID": "the gid of your Asana organization (a number: Asana's GET /users/me?opt_fields=workspaces lists it), or empty to name it in each `new`",
     "ADMIN_USERS": "Slack user IDs separated by commas (U0123ABCD,U0456EFGH) who may start exports, or empty for the workspace's admins and owners",
+    "SCHEDULE_TIMEZONE": "an IANA time zone name such as Europe/Berlin or America/New_York (default UTC): the zone `schedule` reads times in unless the command names one with `tz`",
     "POLL_RESERVED_SHARE": "a fraction between 0 and 0.9 of POLL_BUDGET_PER_MINUTE kept for polling (default 0.5)",
 }
 
@@ -115,6 +117,8 @@ class Settings(BaseSettings):
     # Starting exports (`new`): the organization by default, and who may (empty: Slack admins).
     ASANA_ORGANIZATION_GID: str = ""
     ADMIN_USERS: str = ""
+    # Recurring exports (`schedule`): the time zone a schedule's times are read in by default.
+    SCHEDULE_TIMEZONE: str = "UTC"
 
     @field_validator("LOG_LEVEL", mode="before")
     @classmethod
@@ -151,6 +155,16 @@ class Settings(BaseSettings):
         value = value.strip()
         if value and not re.fullmatch(r"[0-9]{1,30}", value):
             raise ValueError("must be an Asana gid: digits only")
+        return value
+
+    @field_validator("SCHEDULE_TIMEZONE")
+    @classmethod
+    def _timezone(cls, value: str) -> str:
+        value = value.strip()
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError, OSError):
+            raise ValueError("must be a time zone name such as UTC or Europe/Berlin") from None
         return value
 
     @field_validator("ALLOWED_USERS", "ALLOWED_CHANNELS", "ADMIN_USERS")

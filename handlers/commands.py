@@ -11,14 +11,17 @@ from typing import Any
 from slack_bolt.async_app import AsyncAck, AsyncApp, AsyncRespond
 from slack_bolt.request.async_request import AsyncBoltRequest
 
-from bot import creating, lookup, messages, watching
+from bot import creating, lookup, messages, scheduling, watching
 from bot.command_parser import (
     Command,
     Help,
     Invalid,
+    ListSchedules,
     ListWatches,
     Lookup,
     New,
+    Schedule,
+    Unschedule,
     Unwatch,
     Watch,
     parse_command,
@@ -139,6 +142,24 @@ def register(app: AsyncApp, runtime: Runtime) -> None:
                         user_id=user_id,
                     )
                     await ack(**answer.to_ack())
+                case Schedule(spec):
+                    ids = dict(team_id=team_id, channel_id=channel_id, user_id=user_id)
+                    answer = await scheduling.create_schedule(runtime, spec, **ids)
+                    await ack(**answer.to_ack())
+                case ListSchedules(workspace):
+                    answer = await scheduling.list_schedules(
+                        runtime,
+                        team_id=team_id,
+                        channel_id=None if workspace else channel_id,
+                        asked_in=channel_id,
+                        user_id=user_id,
+                    )
+                    await ack(**answer.to_ack())
+                case Unschedule(schedule_id):
+                    answer = await scheduling.remove_schedule(
+                        runtime, schedule_id, team_id=team_id, user_id=user_id
+                    )
+                    await ack(**answer.to_ack())
                 case Help():
                     await ack(**messages.render_help(name).to_ack())
                 case Invalid(problem):
@@ -187,8 +208,10 @@ def _database_unavailable(parsed: Command) -> Message:
             return messages.render_database_unavailable("create")
         case Unwatch(gid):
             return messages.render_database_unavailable("unwatch", gid)
-        case ListWatches():
+        case ListWatches() | ListSchedules():
             return messages.render_database_unavailable("list")
+        case Schedule() | Unschedule():
+            return messages.render_database_unavailable("schedule")
         case Lookup(gid) | Watch(gid):
             return messages.render_database_unavailable("watch", gid)
     return messages.render_internal_error()

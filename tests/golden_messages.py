@@ -20,6 +20,7 @@ from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo
 
 from bot import messages as m
 from bot.models import Export, ExportState, ProblemKind
@@ -266,6 +267,51 @@ def renderings() -> dict[str, Any]:
     add(
         "watch_list/hostile_cmd", m.render_watch_list([], now=NOW, scope="channel", command=HOSTILE)
     )
+    # Recurring exports (`schedule`, `schedules`, `unschedule`).
+    berlin = NOW.astimezone(ZoneInfo("Europe/Berlin"))
+    for problem in (None, "`x` is not a day of the week", HOSTILE):
+        add(
+            f"schedule_usage/{problem and problem[:5]}",
+            m.render_schedule_usage(problem, ("daily 03:30", HOSTILE), command=HOSTILE),
+        )
+    for when, tz in (("weekly mon 02:00", "Europe/Berlin"), (HOSTILE, HOSTILE)):
+        for occurrences in ((), ((berlin, NOW),) * 3):
+            add(
+                f"scheduled/{when[:5]}/{len(occurrences)}",
+                m.render_scheduled(
+                    7,
+                    when=when,
+                    timezone=tz,
+                    organization_gid="42",
+                    occurrences=occurrences,
+                    command=HOSTILE,
+                ),
+            )
+    lines = [
+        m.ScheduleLine(
+            id=i,
+            when=HOSTILE if i % 3 == 0 else "daily 03:30",
+            timezone="UTC",
+            organization_gid="42",
+            channel_id="C0001" if i % 2 else "bad id",
+            created_by="U0ADMIN" if i % 2 else "<!here>",
+            next_at=None if i % 5 == 0 else NOW + timedelta(hours=i),
+            paused_reason=HOSTILE if i % 7 == 0 else None,
+        )
+        for i in range(1, 60)
+    ]
+    for n in (0, 1, 12, 59):
+        for scope in ("channel", "workspace"):
+            for withheld in (0, 1, 4):
+                add(
+                    f"schedule_list/{n}/{scope}/{withheld}",
+                    m.render_schedule_list(
+                        lines[:n], now=NOW, scope=scope, withheld=withheld, command=HOSTILE
+                    ),
+                )
+    for outcome in ("removed", "not_found", "not_allowed"):
+        add(f"unscheduled/{outcome}", m.render_unscheduled(3, outcome))
+    add("database_unavailable/schedule", m.render_database_unavailable("schedule"))
     # The text helpers that are part of the public face.
     for s in ("", "plain", HOSTILE, LONG):
         add(f"escape/{s[:10]}", m.escape_mrkdwn(s))

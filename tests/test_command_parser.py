@@ -9,9 +9,12 @@ from hypothesis import strategies as st
 from bot.command_parser import (
     Help,
     Invalid,
+    ListSchedules,
     ListWatches,
     Lookup,
     New,
+    Schedule,
+    Unschedule,
     Unwatch,
     Watch,
     parse_command,
@@ -132,3 +135,37 @@ def test_new_takes_an_optional_organization_and_force(text: str, expected: New) 
 def test_new_with_bad_arguments_says_why(text: str, fragment: str) -> None:
     result = parse_command(text)
     assert isinstance(result, Invalid) and fragment in result.problem
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        (
+            'schedule cron "0 2 * * 1" tz Europe/Berlin',
+            Schedule('cron "0 2 * * 1" tz Europe/Berlin'),
+        ),
+        ("SCHEDULE  weekly mon 02:00   42", Schedule("weekly mon 02:00 42")),
+        ("schedule", Schedule("")),
+        ("schedules", ListSchedules(workspace=False)),
+        ("schedules ALL", ListSchedules(workspace=True)),
+        ("unschedule 3", Unschedule(3)),
+        ("unschedule #12", Unschedule(12)),
+    ],
+)
+def test_schedule_commands(text: str, expected: object) -> None:
+    assert parse_command(text) == expected
+
+
+@pytest.mark.parametrize(
+    ("text", "fragment"),
+    [
+        ("schedules mine", "takes nothing or `all`"),
+        ("unschedule", "one schedule number"),
+        ("unschedule three", "one schedule number"),
+        ("unschedule 1 2", "one schedule number"),
+        ("unschedule 12345678901", "one schedule number"),
+    ],
+)
+def test_schedule_commands_with_bad_arguments_say_why(text: str, fragment: str) -> None:
+    parsed = parse_command(text)
+    assert isinstance(parsed, Invalid) and fragment in parsed.problem

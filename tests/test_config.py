@@ -170,3 +170,18 @@ def test_usable_database_urls_pass(monkeypatch: pytest.MonkeyPatch, url: str) ->
     monkeypatch.setenv("SLACK_SIGNING_SECRET", "signing-secret-value")
     monkeypatch.setenv("DATABASE_URL", url)
     assert url == load_settings("run").DATABASE_URL
+
+
+def test_schedule_timezone_is_utc_by_default_and_must_be_a_zone(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("ASANA_TOKEN", "x")
+    monkeypatch.delenv("SCHEDULE_TIMEZONE", raising=False)
+    assert load_settings("check").SCHEDULE_TIMEZONE == "UTC"
+    monkeypatch.setenv("SCHEDULE_TIMEZONE", " Europe/Berlin ")
+    assert load_settings("check").SCHEDULE_TIMEZONE == "Europe/Berlin"
+    for bad in ("Mars/Olympus", "../../etc/passwd", ""):
+        monkeypatch.setenv("SCHEDULE_TIMEZONE", bad)
+        with pytest.raises(SettingsError) as info:
+            load_settings("check")
+        assert [line.split()[0] for line in info.value.lines] == ["SCHEDULE_TIMEZONE"]

@@ -976,6 +976,12 @@ def test_messages_is_a_package_of_small_modules_that_import_only_models() -> Non
         "render_no_organization",
         "render_not_admin",
         "render_running_offer",
+        # schedules: bot/messages/schedules.py
+        "ScheduleLine",
+        "render_schedule_list",
+        "render_schedule_usage",
+        "render_scheduled",
+        "render_unscheduled",
     }
     assert all(hasattr(m, name) for name in m.__all__)
 
@@ -1010,3 +1016,29 @@ def test_what_new_says_escapes_everything_foreign() -> None:
         wire = json.dumps(msg.to_ack())
         assert "<!channel>" not in wire and "<@U123|x>" not in wire, wire
     assert "<@U0ADMIN>" in m.render_not_admin(["U0ADMIN"]).text
+
+
+def test_what_schedules_say_escapes_everything_foreign() -> None:
+    """A spec, a zone, a paused reason, ids and the command name never become mentions."""
+    hostile = "<!channel> & <@U123|x>"
+    row = m.ScheduleLine(
+        id=1,
+        when=hostile,
+        timezone=hostile,
+        organization_gid=hostile,
+        channel_id=hostile,
+        created_by=hostile,
+        next_at=NOW,
+        paused_reason=hostile,
+    )
+    for msg in (
+        m.render_schedule_usage(hostile, [hostile], command=hostile),
+        m.render_scheduled(
+            1, when=hostile, timezone=hostile, organization_gid=hostile, occurrences=[(NOW, NOW)]
+        ),
+        m.render_schedule_list([row], now=NOW, scope="workspace", command=hostile),
+        m.render_schedule_list([], now=NOW, scope="channel", command=hostile),
+    ):
+        wire = json.dumps(msg.to_ack())
+        assert "<!channel>" not in wire and "<@U123|x>" not in wire, wire
+        check(msg)

@@ -17,7 +17,7 @@ Safety rules, applied everywhere (so handlers never have to think about them):
 The modules, each with one job: `mrkdwn` (escaping, links, mentions, clipping), `timefmt` (times
 as people read them), `blocks` (the `Message` type and Block Kit builders), `parts` (how an export
 is named and linked), and the renderers: `exports` (lookup answer, status card, posts), `watches`
-(watching and the list), `creating` (starting an export), `problems` (errors and refusals), `help` (usage and help). This package
+(watching and the list), `creating` (starting an export), `schedules` (recurring exports), `problems` (errors and refusals), `help` (usage and help). This package
 imports nothing of ours but `bot.models`. Callers import from `bot.messages`, never a module.
 """
 
@@ -77,6 +77,13 @@ from bot.messages.problems import (
     render_slow_down,
     render_watch_cap,
 )
+from bot.messages.schedules import (
+    ScheduleLine,
+    render_schedule_list,
+    render_schedule_usage,
+    render_scheduled,
+    render_unscheduled,
+)
 from bot.messages.timefmt import (
     format_absolute,
     format_duration,
@@ -113,6 +120,7 @@ __all__ = [
     "WATCH_INSTEAD_ACTION",
     "FairUseRefusal",
     "Message",
+    "ScheduleLine",
     "WatchRow",
     "channel_mention",
     "escape_mrkdwn",
@@ -146,8 +154,12 @@ __all__ = [
     "render_problem",
     "render_refused",
     "render_running_offer",
+    "render_schedule_list",
+    "render_schedule_usage",
+    "render_scheduled",
     "render_slow_down",
     "render_status_card",
+    "render_unscheduled",
     "render_unwatched",
     "render_usage",
     "render_watch_cap",

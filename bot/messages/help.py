@@ -17,6 +17,11 @@ def _command_lines(command: str) -> list[str]:
         f"• `{cmd} list all`: exports watched anywhere in this workspace",
         f"• `{cmd} new [&lt;organization gid&gt;]`: start an export of the organization and"
         " watch it here (admins only)",
+        f"• `{cmd} schedule &lt;when&gt; [tz &lt;zone&gt;] [&lt;organization gid&gt;]`: start one"
+        " every day, week or month (`daily 03:30`, `weekly mon 02:00`, `monthly 1 02:00`,"
+        ' `cron "0 2 * * 1"`; admins only)',
+        f"• `{cmd} schedules` / `schedules all`: the recurring exports here, or anywhere",
+        f"• `{cmd} unschedule &lt;number&gt;`: stop one (its creator or an admin)",
         f"• `{cmd} help`: more help",
     ]
 

@@ -111,7 +111,7 @@ def render_internal_error() -> Message:
 
 
 def render_database_unavailable(
-    doing: Literal["watch", "unwatch", "list", "create"], gid: str | None = None
+    doing: Literal["watch", "unwatch", "list", "create", "schedule"], gid: str | None = None
 ) -> Message:
     """Ephemeral: the bot's database cannot be used (its file was deleted), so nothing was done."""
     what = {
@@ -119,6 +119,7 @@ def render_database_unavailable(
         "unwatch": f"stop watching export {code(gid)}",
         "list": "list the watches",
         "create": "start an export",
+        "schedule": "change the schedules",
     }[doing]
     return notice(
         f":warning: The bot's database is unavailable, so I did not {what}."
