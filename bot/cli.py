@@ -76,7 +76,7 @@ class SettingsHelpCommand(click.Command):
         with formatter.section("Settings"):
             formatter.write_text(SOURCES_NOTE)
             formatter.write_paragraph()
-            formatter.write_dl(rows(), col_max=26)
+            formatter.write_dl(rows(), col_max=30)  # fits the longest name (29 chars)
         super().format_epilog(ctx, formatter)
 
 

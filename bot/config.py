@@ -119,6 +119,8 @@ class Settings(BaseSettings):
     ADMIN_USERS: str = ""
     # Recurring exports (`schedule`): the time zone a schedule's times are read in by default.
     SCHEDULE_TIMEZONE: str = "UTC"
+    # How long after its time an occurrence refused transiently (429, 5xx) is still retried.
+    SCHEDULE_RETRY_WINDOW_SECONDS: float = Field(default=3600.0, ge=0, le=86400)
 
     @field_validator("LOG_LEVEL", mode="before")
     @classmethod

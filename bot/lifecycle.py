@@ -30,7 +30,8 @@ from bot.http_limits import HttpLimits, LimitedSite, bind_listener, files_warnin
 from bot.http_routes import EVENTS_PATH, build_web_app
 from bot.readiness import Readiness, SlackCheck
 from bot.runtime import Runtime, replica_id
-from bot.scheduler import build_scheduler, stop_scheduler
+from bot.schedule_firing import ScheduleFirer
+from bot.scheduler import add_schedule_job, build_scheduler, stop_scheduler
 from bot.store import Store
 from bot.watcher import Watcher
 
@@ -103,6 +104,7 @@ async def _serve(settings: Settings, sock: socket.socket) -> None:
     scheduler = build_scheduler(
         watcher, tick_seconds=settings.TICK_SECONDS, recover_seconds=settings.RECOVER_SECONDS
     )
+    add_schedule_job(scheduler, ScheduleFirer(runtime).tick)
     # Readiness re-asks Slack: /readyz turns 503 when the token stops working and back after.
     scheduler.add_job(
         slack_check.run, IntervalTrigger(seconds=settings.SLACK_CHECK_SECONDS), id="slack_check"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
@@ -37,6 +38,22 @@ def build_scheduler(
         next_run_time=now + timedelta(seconds=min(recover_seconds, 2.0)),
     )
     return scheduler
+
+
+#: How often a replica looks for due schedule occurrences (and retries that are due).
+SCHEDULE_TICK_SECONDS = 5.0
+
+
+def add_schedule_job(
+    scheduler: AsyncIOScheduler,
+    fire: Callable[[], Awaitable[int]],
+    *,
+    seconds: float = SCHEDULE_TICK_SECONDS,
+) -> None:
+    """The schedule job: runs at once on start-up (a missed occurrence fires then, late)."""
+    scheduler.add_job(
+        fire, IntervalTrigger(seconds=seconds), id="schedules", next_run_time=datetime.now(UTC)
+    )
 
 
 async def stop_scheduler(scheduler: AsyncIOScheduler, watcher: Watcher, *, grace: float) -> None:

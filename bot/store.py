@@ -1135,6 +1135,22 @@ class Store:
                 )
             )
 
+    async def settle_run(self, run: RunRow, outcome: RunOutcome, *, now: datetime) -> bool:
+        """Set the outcome of a run only if it is still as `run` saw it (compare-and-set): True
+        for the one caller that changed it, so the channel is told once."""
+        c = schedule_runs.c
+        async with self._write() as conn:
+            result = await conn.execute(
+                schedule_runs.update()
+                .where(
+                    c.id == run.id,
+                    c.outcome == run.outcome.value,
+                    c.attempts == run.attempts,
+                )
+                .values(outcome=outcome.value, next_attempt_at=None, updated_at=now)
+            )
+            return result.rowcount == 1
+
     async def runs_to_resume(self, now: datetime, stale_before: datetime) -> list[RunRow]:
         """Runs that need a next step: a retry that is due, a claim nobody attempted, or an
         attempt left by a replica that died (older than `stale_before`: its outcome is unknown)."""

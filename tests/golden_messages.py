@@ -312,6 +312,32 @@ def renderings() -> dict[str, Any]:
     for outcome in ("removed", "not_found", "not_allowed"):
         add(f"unscheduled/{outcome}", m.render_unscheduled(3, outcome))
     add("database_unavailable/schedule", m.render_database_unavailable("schedule"))
+    for late, coalesced, resumed in ((False, 1, False), (True, 1, False), (True, 12, True)):
+        add(
+            f"schedule_started/{late}/{coalesced}/{resumed}",
+            m.render_schedule_started(
+                7,
+                "12`<x>",
+                occurrence_at=NOW - timedelta(minutes=90),
+                now=NOW,
+                late=late,
+                coalesced=coalesced,
+                resumed=resumed,
+            ),
+        )
+    for kind in ProblemKind:
+        for gave_up in (None, 3600.0):
+            add(
+                f"schedule_failed/{kind.value}/{gave_up}",
+                m.render_schedule_failed(
+                    7, kind, occurrence_at=NOW, organization_gid=HOSTILE, gave_up_after=gave_up
+                ),
+            )
+        add(
+            f"schedule_paused/{kind.value}",
+            m.render_schedule_paused(7, kind, organization_gid="42", command=HOSTILE),
+        )
+    add("schedule_unknown", m.render_schedule_unknown(7, occurrence_at=NOW))
     # The text helpers that are part of the public face.
     for s in ("", "plain", HOSTILE, LONG):
         add(f"escape/{s[:10]}", m.escape_mrkdwn(s))

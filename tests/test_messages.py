@@ -982,6 +982,10 @@ def test_messages_is_a_package_of_small_modules_that_import_only_models() -> Non
         "render_schedule_usage",
         "render_scheduled",
         "render_unscheduled",
+        "render_schedule_started",
+        "render_schedule_failed",
+        "render_schedule_paused",
+        "render_schedule_unknown",
     }
     assert all(hasattr(m, name) for name in m.__all__)
 
@@ -1038,6 +1042,13 @@ def test_what_schedules_say_escapes_everything_foreign() -> None:
         ),
         m.render_schedule_list([row], now=NOW, scope="workspace", command=hostile),
         m.render_schedule_list([], now=NOW, scope="channel", command=hostile),
+        m.render_schedule_started(1, hostile, occurrence_at=NOW, now=NOW, late=True),
+        m.render_schedule_failed(
+            1, ProblemKind.NOT_FOUND, occurrence_at=NOW, organization_gid=hostile
+        ),
+        m.render_schedule_paused(
+            1, ProblemKind.FORBIDDEN, organization_gid=hostile, command=hostile
+        ),
     ):
         wire = json.dumps(msg.to_ack())
         assert "<!channel>" not in wire and "<@U123|x>" not in wire, wire

@@ -1074,6 +1074,11 @@ async def test_an_attempt_is_marked_before_the_call_and_taken_once(store: Store)
     assert await store.runs_to_resume(later, stale_before=later - LEASE) == []
     (stale,) = await store.runs_to_resume(later + LEASE, stale_before=later)
     assert stale.outcome is RunOutcome.ATTEMPTING
+    # Declaring it unknown is a compare-and-set too: of two sweeping replicas, one tells.
+    settled = await asyncio.gather(
+        *(store.settle_run(stale, RunOutcome.UNKNOWN, now=later) for _ in range(3))
+    )
+    assert sorted(settled) == [False, False, True]
     await store.record_run(run.id, outcome=RunOutcome.CREATED, now=later, export_gid="77")
     (done,) = await store.schedule_runs(s.id)
     assert (done.outcome, done.export_gid) == (RunOutcome.CREATED, "77")

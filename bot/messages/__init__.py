@@ -77,6 +77,12 @@ from bot.messages.problems import (
     render_slow_down,
     render_watch_cap,
 )
+from bot.messages.schedule_posts import (
+    render_schedule_failed,
+    render_schedule_paused,
+    render_schedule_started,
+    render_schedule_unknown,
+)
 from bot.messages.schedules import (
     ScheduleLine,
     render_schedule_list,
@@ -154,7 +160,11 @@ __all__ = [
     "render_problem",
     "render_refused",
     "render_running_offer",
+    "render_schedule_failed",
     "render_schedule_list",
+    "render_schedule_paused",
+    "render_schedule_started",
+    "render_schedule_unknown",
     "render_schedule_usage",
     "render_scheduled",
     "render_slow_down",

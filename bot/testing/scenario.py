@@ -45,6 +45,7 @@ from bot.demo.signing import (
 )
 from bot.logging_setup import RedactFilter, TextFormatter
 from bot.runtime import Runtime
+from bot.schedule_firing import ScheduleFirer
 from bot.store import Store
 from bot.testing.env import bot_environment
 from bot.testing.process import FAST_WATCH, SIGNING_SECRET
@@ -168,6 +169,8 @@ class Scenario:
         self.bolt = bolt
         self.clock = clock
         self.watcher = WatcherDriver(runtime)
+        #: The schedule job of this replica (bot.schedule_firing), ticked by `fire_schedules`.
+        self.schedules = ScheduleFirer(runtime)
         #: Every log record while the bot ran, at DEBUG as a test bot process logs.
         self.records: list[logging.LogRecord] = []
 
@@ -287,6 +290,11 @@ class Scenario:
         """Move the clock on by `after` seconds, then run one tick."""
         self.clock.advance(after)
         return await self.watcher.tick()
+
+    async def fire_schedules(self, after: float = 0.0) -> int:
+        """Move the clock on by `after` seconds, then run the schedule job once."""
+        self.clock.advance(after)
+        return await self.schedules.tick()
 
     async def recover(self, after: float = 0.0) -> None:
         """Move the clock on by `after` seconds, then run one recovery pass."""

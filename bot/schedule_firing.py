@@ -1,0 +1,229 @@
+"""Fire schedules: each due occurrence creates one export, watched in the schedule's channel.
+
+Exactly one replica fires an occurrence: the one whose INSERT of the (schedule, occurrence) row
+wins (`Store.claim_run`). Before Asana is called the run is marked "attempting" (a compare-and-
+set, so a slow replica and a sweeping one never both call), and an attempt is never repeated
+blind: a run left "attempting" by a replica that died is declared unknown, and the channel is
+told (at most once; docs/exactly-once.md says why). Only answers after which Asana certainly
+created nothing (a transient refusal, or no request sent) are retried, with backoff, inside
+SCHEDULE_RETRY_WINDOW_SECONDS. Every decision is in bot/schedule_decisions.py (pure).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import random
+from datetime import datetime, timedelta
+
+from bot import messages, watching
+from bot.creating import (
+    AlreadyHandled,
+    CreateRequest,
+    Refused,
+    Running,
+    SlowDown,
+    Started,
+    Unknown,
+    start_export,
+)
+from bot.messages import Message
+from bot.models import EndReason
+from bot.runtime import Runtime
+from bot.schedule_decisions import GiveUp, after_transient, due_occurrence, is_late
+from bot.scheduling import spec_of
+from bot.slack_out import Failure
+from bot.store import RunOutcome, RunRow, ScheduleRow
+
+log = logging.getLogger(__name__)
+
+
+def run_key(schedule_id: int, occurrence_at: datetime, attempt: int) -> str:
+    """The creation request key of one attempt of one occurrence: a retry is a new request
+    (Asana created nothing the time before), a repeat of the same attempt is not."""
+    raw = f"schedule\x1f{schedule_id}\x1f{occurrence_at.isoformat()}\x1f{attempt}"
+    return hashlib.sha256(raw.encode()).hexdigest()
+
+
+class ScheduleFirer:
+    """The schedule job of one replica: `tick()` fires what is due and resumes retries."""
+
+    def __init__(self, runtime: Runtime, *, rng: random.Random | None = None) -> None:
+        self._rt = runtime
+        self._rng = rng or random.Random()
+        self._busy = asyncio.Lock()
+
+    @property
+    def _stale(self) -> timedelta:
+        """An attempt older than this was left by a replica that died (its call is long over)."""
+        return timedelta(seconds=self._rt.settings.LEASE_SECONDS)
+
+    async def tick(self) -> int:
+        """One pass; how many attempts it made. Overlapping ticks return at once."""
+        if self._busy.locked():
+            return 0
+        async with self._busy:
+            return await self._tick()
+
+    async def _tick(self) -> int:
+        store, now = self._rt.store, self._rt.now()
+        made = 0
+        for row, latest in await store.active_schedules():
+            try:
+                since = max(latest, row.created_at) if latest else row.created_at
+                due = due_occurrence(spec_of(row).trigger(), since=since, now=now)
+                if due is None:
+                    continue
+                run = await store.claim_run(row.id, due.occurrence_at, now=now)
+                if run is None:
+                    continue  # another replica's insert won: it fires
+                log.info(
+                    "schedule %s: firing the occurrence of %s%s",
+                    row.id,
+                    due.occurrence_at.isoformat(),
+                    f" (late, {due.coalesced} coalesced)" if due.late else "",
+                )
+                made += await self._attempt(row, run, late=due.late, coalesced=due.coalesced)
+            except Exception:
+                log.exception("schedule %s: firing failed; the next tick tries again", row.id)
+        for run in await store.runs_to_resume(now, now - self._stale):
+            try:
+                made += await self._resume(run)
+            except Exception:
+                log.exception("schedule run %s: resuming failed", run.id)
+        return made
+
+    async def _resume(self, run: RunRow) -> int:
+        store = self._rt.store
+        row = await store.schedule(run.schedule_id)
+        if row is None or row.ended_at is not None:
+            await store.record_run(run.id, outcome=RunOutcome.SKIPPED, now=self._rt.now())
+            return 0
+        if run.outcome is RunOutcome.ATTEMPTING:
+            if await store.settle_run(run, RunOutcome.UNKNOWN, now=self._rt.now()):
+                log.warning(
+                    "schedule %s: the attempt of %s was left by a replica that stopped;"
+                    " its outcome is unknown and it is not repeated",
+                    row.id,
+                    run.occurrence_at.isoformat(),
+                )
+                await self._post(
+                    row, messages.render_schedule_unknown(row.id, occurrence_at=run.occurrence_at)
+                )
+            return 0
+        # A retry is expected to come after its time; a claim whose replica died is late.
+        late = run.outcome is RunOutcome.CLAIMED and is_late(run.occurrence_at, self._rt.now())
+        return await self._attempt(row, run, late=late, coalesced=1)
+
+    async def _attempt(self, row: ScheduleRow, run: RunRow, *, late: bool, coalesced: int) -> int:
+        """Mark the attempt, then ask Asana once through `start_export`, then act on the answer."""
+        store = self._rt.store
+        attempt = await store.start_run_attempt(run, now=self._rt.now())
+        if attempt is None:
+            return 0  # another replica took this attempt
+        outcome = await start_export(
+            self._rt,
+            CreateRequest(
+                organization_gid=row.organization_gid,
+                team_id=row.team_id,
+                channel_id=row.channel_id,
+                user_id=row.created_by,
+                request_key=run_key(row.id, run.occurrence_at, attempt.attempts),
+                force=True,  # an occurrence is one export, whatever else is running
+                by_person=False,
+            ),
+        )
+        now = self._rt.now()
+        match outcome:
+            case Started(export):
+                await store.record_run(
+                    run.id, outcome=RunOutcome.CREATED, now=now, export_gid=export.gid
+                )
+                resumed = row.paused_reason is not None and await store.set_schedule_paused(
+                    row.id, None
+                )
+                started = messages.render_schedule_started(
+                    row.id,
+                    export.gid,
+                    occurrence_at=run.occurrence_at,
+                    now=now,
+                    late=late,
+                    coalesced=coalesced,
+                    resumed=resumed,
+                )
+                if await self._post(row, started):
+                    await watching.answer_for_export(
+                        self._rt,
+                        export,
+                        team_id=row.team_id,
+                        channel_id=row.channel_id,
+                        user_id=row.created_by,
+                    )
+            case Refused(kind, _message, retry_after) if kind.is_transient:
+                decision = after_transient(
+                    attempts=attempt.attempts,
+                    occurrence_at=run.occurrence_at,
+                    now=now,
+                    window=timedelta(seconds=self._rt.settings.SCHEDULE_RETRY_WINDOW_SECONDS),
+                    retry_after=retry_after,
+                    rng=self._rng,
+                )
+                if isinstance(decision, GiveUp):
+                    await store.record_run(run.id, outcome=RunOutcome.FAILED, now=now)
+                    await self._post(
+                        row,
+                        messages.render_schedule_failed(
+                            row.id,
+                            kind,
+                            occurrence_at=run.occurrence_at,
+                            organization_gid=row.organization_gid,
+                            gave_up_after=(now - run.occurrence_at).total_seconds(),
+                        ),
+                    )
+                else:
+                    await store.record_run(
+                        run.id, outcome=RunOutcome.RETRYING, now=now, next_attempt_at=decision.at
+                    )
+            case Refused(kind) if kind.needs_person:
+                await store.record_run(run.id, outcome=RunOutcome.PAUSED, now=now)
+                if await store.set_schedule_paused(row.id, f"Asana refused: {kind.value}"):
+                    await self._post(
+                        row,
+                        messages.render_schedule_paused(
+                            row.id,
+                            kind,
+                            organization_gid=row.organization_gid,
+                            command=self._rt.settings.SLACK_COMMAND,
+                        ),
+                    )
+            case Refused(kind):
+                await store.record_run(run.id, outcome=RunOutcome.FAILED, now=now)
+                await self._post(
+                    row,
+                    messages.render_schedule_failed(
+                        row.id,
+                        kind,
+                        occurrence_at=run.occurrence_at,
+                        organization_gid=row.organization_gid,
+                    ),
+                )
+            case Unknown() | AlreadyHandled() | Running() | SlowDown():
+                # Running and SlowDown cannot happen (forced, not a person); AlreadyHandled would
+                # mean this attempt's key was used before: either way, never ask again blind.
+                await store.record_run(run.id, outcome=RunOutcome.UNKNOWN, now=now)
+                await self._post(
+                    row, messages.render_schedule_unknown(row.id, occurrence_at=run.occurrence_at)
+                )
+        return 1
+
+    async def _post(self, row: ScheduleRow, message: Message) -> bool:
+        """Post in the schedule's channel; False when the channel is unusable, which ends the
+        schedule (a paused token or a Slack hiccup loses this post only)."""
+        result = await self._rt.notify.post(row.channel_id, message)
+        if result.failure is Failure.CHANNEL:
+            reason = EndReason.slack(result.error)
+            if await self._rt.store.end_schedule(row.id, now=self._rt.now(), reason=reason):
+                log.warning("schedule %s ended: its channel is unusable (%s)", row.id, reason)
+            return False
+        return True
