@@ -17,6 +17,8 @@ import logging
 import random
 from datetime import datetime, timedelta
 
+from sqlalchemy.exc import OperationalError
+
 from bot import messages, watching
 from bot.creating import (
     AlreadyHandled,
@@ -28,6 +30,7 @@ from bot.creating import (
     Unknown,
     start_export,
 )
+from bot.db import DatabaseUnavailable, describe_operational_error
 from bot.messages import Message
 from bot.models import EndReason
 from bot.runtime import Runtime
@@ -64,7 +67,19 @@ class ScheduleFirer:
         if self._busy.locked():
             return 0
         async with self._busy:
-            return await self._tick()
+            try:
+                return await self._tick()
+            except DatabaseUnavailable as exc:
+                log.error("schedule job skipped: %s", exc)
+            except OperationalError as exc:
+                # The database is restarting or locked: the next run retries; one line, no trace.
+                log.warning(
+                    "schedule job skipped, database unavailable: %s",
+                    describe_operational_error(exc),
+                )
+            except Exception:
+                log.exception("schedule job failed; it will run again")
+            return 0
 
     async def _tick(self) -> int:
         store, now = self._rt.store, self._rt.now()

@@ -271,3 +271,67 @@ async def test_an_attempt_left_by_a_dead_replica_is_unknown_not_repeated(
     assert runs[0].outcome is RunOutcome.UNKNOWN and runs[0].attempts == 1
     await sbot.fire_schedules(after=120)
     assert len(schedule_posts(fake_slack)) == 1, "told once"
+
+
+async def test_a_database_outage_skips_the_job_without_a_traceback(
+    fake_asana: FakeAsana, sbot: Scenario, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from sqlalchemy.exc import OperationalError
+
+    await scheduled(sbot)
+
+    async def down() -> list[Any]:
+        raise OperationalError("SELECT 1", {}, Exception("the database is restarting"))
+
+    monkeypatch.setattr(sbot.runtime.store, "active_schedules", down)
+    assert await sbot.fire_schedules(after=60) == 0
+    assert "schedule job skipped, database unavailable" in sbot.logs()
+    assert sbot.tracebacks == []
+    monkeypatch.undo()
+    assert await sbot.fire_schedules() == 1, "the next run fires the occurrence"
+    assert len(creates(fake_asana)) == 1
+
+
+# ------------------------------------------------------------------------------ real process
+
+
+def test_the_real_process_fires_a_missed_occurrence_once_on_start_up(
+    fake_asana: FakeAsana, fake_slack: FakeSlack, bot_env: dict[str, str], tmp_path: Path
+) -> None:
+    """The console script's schedule job runs at start-up: a schedule whose occurrences passed
+    while no bot ran fires once, late, and its export is watched with a card."""
+    from bot.db import create_engine, upgrade
+    from bot.store import Store
+    from bot.testing import FAST_WATCH, BotProcess, wait_until
+
+    fake_asana.set_organization(ORG, "Acme")
+
+    # Daily, two minutes ago, created two days ago: two missed runs, the next one is tomorrow.
+    daily = (datetime.now(UTC) - timedelta(minutes=2)).strftime("daily %H:%M")
+
+    async def seed() -> None:
+        engine = create_engine(bot_env["DATABASE_URL"])
+        try:
+            await upgrade(engine)
+            await Store(engine).add_schedule(
+                team_id="T0001",
+                channel_id="C0001",
+                organization_gid=ORG,
+                trigger_text=daily,
+                timezone="UTC",
+                created_by=ADMIN,
+                now=datetime.now(UTC) - timedelta(days=2, minutes=1),
+            )
+        finally:
+            await engine.dispose()
+
+    asyncio.run(seed())
+    bot = BotProcess(tmp_path, {**bot_env, **FAST_WATCH, **SETTINGS}).start()
+    try:
+        wait_until(lambda: schedule_posts(fake_slack), 20, "the schedule's post")
+        (late,) = schedule_posts(fake_slack)
+        assert "This run is late" in late and "2 occurrences were missed" in late
+        wait_until(lambda: len(posts(fake_slack, "C0001")) >= 2, 10, "the export's card")
+        assert len(creates(fake_asana)) == 1, "coalesced: one export"
+    finally:
+        bot.stop()
