@@ -32,7 +32,7 @@ def render_created(export: Export, watch_answer: Message) -> Message:
     )
 
 
-def _refusal_parts(kind: ProblemKind, org: str, retry_after: float | None) -> tuple[str, str]:
+def refusal_parts(kind: ProblemKind, org: str, retry_after: float | None) -> tuple[str, str]:
     """(what Asana said no to, what to do), for a creation that certainly did not happen."""
     match kind:
         case ProblemKind.BAD_REQUEST:
@@ -82,7 +82,7 @@ def render_create_refused(
     retry_after: float | None = None,
 ) -> Message:
     """Ephemeral: no export was started, why (in plain words) and what to do."""
-    what, todo = _refusal_parts(kind, _org(org_gid), retry_after)
+    what, todo = refusal_parts(kind, _org(org_gid), retry_after)
     blocks: list[Block | None] = [section(f":warning: *{what}*\n{todo}\nNo export was started.")]
     if asana_message and asana_message.strip():
         blocks.append(context(f"Asana said: “{esc(asana_message.strip(), ASANA_MESSAGE_BUDGET)}”"))

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 
 from bot.messages.blocks import Message, context, message, section
-from bot.messages.creating import _refusal_parts
+from bot.messages.creating import refusal_parts
 from bot.messages.mrkdwn import code, command_text
 from bot.messages.parts import DEFAULT_COMMAND
 from bot.messages.timefmt import format_absolute, format_duration
@@ -58,7 +58,7 @@ def render_schedule_failed(
     gave_up_after: float | None = None,
 ) -> Message:
     """In channel, once: this run started no export (Asana said no, or kept saying "not now")."""
-    what, todo = _refusal_parts(
+    what, todo = refusal_parts(
         kind,
         f"organization {code(organization_gid)}",
         None,
@@ -77,7 +77,7 @@ def render_schedule_paused(
     schedule_id: int, kind: ProblemKind, *, organization_gid: str, command: str = DEFAULT_COMMAND
 ) -> Message:
     """In channel, once: Asana refused for a reason only a person can fix; the schedule pauses."""
-    what, todo = _refusal_parts(
+    what, todo = refusal_parts(
         kind,
         f"organization {code(organization_gid)}",
         None,

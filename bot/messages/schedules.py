@@ -18,7 +18,7 @@ from bot.messages.mrkdwn import (
 )
 from bot.messages.parts import DEFAULT_COMMAND
 from bot.messages.timefmt import as_utc, format_absolute, format_relative
-from bot.messages.watches import MAX_LIST_ROWS, _line_sections
+from bot.messages.watches import MAX_LIST_ROWS, line_sections
 
 #: A spec as people type it, or a time zone name: short foreign strings.
 _SPEC_BUDGET = 120
@@ -128,7 +128,7 @@ def render_schedule_list(
         )
         return message(text, [title, section(text), note], "ephemeral")
     ordered = sorted(rows, key=lambda r: (r.next_at is None, r.next_at and as_utc(r.next_at), r.id))
-    sections, placed = _line_sections([_line(r, now, scope) for r in ordered[:MAX_LIST_ROWS]])
+    sections, placed = line_sections([_line(r, now, scope) for r in ordered[:MAX_LIST_ROWS]])
     blocks: list[Block | None] = [title, *sections]
     if len(rows) > placed:
         blocks.append(context(f"…and {len(rows) - placed} more."))

@@ -139,7 +139,7 @@ def _watch_line(row: WatchRow, now: datetime, scope: str) -> str:
     return clip("• " + " · ".join(parts), 1000)
 
 
-def _line_sections(lines: Sequence[str]) -> tuple[list[Block], int]:
+def line_sections(lines: Sequence[str]) -> tuple[list[Block], int]:
     """Pack lines into as few sections as fit; (sections, how many lines were placed)."""
     sections: list[Block] = []
     current: list[str] = []
@@ -186,7 +186,7 @@ def render_watch_list(
             + f". Use `{command_text(command)} watch &lt;gid&gt;` to watch one."
         )
         return message(text, [title, section(text), note], "ephemeral")
-    sections, placed = _line_sections([_watch_line(r, now, scope) for r in rows[:MAX_LIST_ROWS]])
+    sections, placed = line_sections([_watch_line(r, now, scope) for r in rows[:MAX_LIST_ROWS]])
     hidden = len(rows) - placed
     blocks: list[Block | None] = [title, *sections]
     if hidden:
