@@ -86,27 +86,39 @@ def register(app: AsyncApp, runtime: Runtime) -> None:
             )
             await ack(**messages.render_refused().to_ack())
             return
+
+        async def in_time(work: Awaitable[Message], placeholder: Message, late: Message) -> None:
+            """Whatever Slack or Asana take, ack inside Slack's 3 s (see answer_in_time)."""
+            await answer_in_time(
+                ack,
+                respond,
+                work,
+                deadline=settings.ACK_DEADLINE_SECONDS,
+                total=settings.LOOKUP_TIMEOUT_SECONDS,
+                placeholder=placeholder,
+                on_timeout=late,
+            )
+
+        def working(verb: str) -> tuple[Message, Message]:
+            """Placeholder and timeout answer of a command that may wait on Slack (users.info)."""
+            return (
+                messages.render_working(verb),
+                messages.render_work_timeout(verb, settings.LOOKUP_TIMEOUT_SECONDS),
+            )
+
         try:
             match parsed:
                 case Lookup(gid) | Watch(gid):
-                    await answer_in_time(
-                        ack,
-                        respond,
+                    await in_time(
                         lookup.look_up_and_watch(
                             runtime, gid, team_id=team_id, channel_id=channel_id, user_id=user_id
                         ),
-                        deadline=settings.ACK_DEADLINE_SECONDS,
-                        total=settings.LOOKUP_TIMEOUT_SECONDS,
-                        placeholder=messages.render_looking_up(gid),
-                        on_timeout=messages.render_lookup_timeout(
-                            gid, settings.LOOKUP_TIMEOUT_SECONDS
-                        ),
+                        messages.render_looking_up(gid),
+                        messages.render_lookup_timeout(gid, settings.LOOKUP_TIMEOUT_SECONDS),
                     )
                 case New(org_gid, force):
                     org = org_gid or settings.ASANA_ORGANIZATION_GID or "?"
-                    await answer_in_time(
-                        ack,
-                        respond,
+                    await in_time(
                         # Shielded: a slow Asana must not cut a POST (and its record) in half.
                         asyncio.shield(
                             creating.new_for_person(
@@ -119,12 +131,8 @@ def register(app: AsyncApp, runtime: Runtime) -> None:
                                 key=_request_key(command, request, team_id, channel_id, user_id),
                             )
                         ),
-                        deadline=settings.ACK_DEADLINE_SECONDS,
-                        total=settings.LOOKUP_TIMEOUT_SECONDS,
-                        placeholder=messages.render_creating(org),
-                        on_timeout=messages.render_create_timeout(
-                            org, settings.LOOKUP_TIMEOUT_SECONDS
-                        ),
+                        messages.render_creating(org),
+                        messages.render_create_timeout(org, settings.LOOKUP_TIMEOUT_SECONDS),
                     )
                 case Unwatch(gid):
                     answer, ended = await watching.stop_watching(
@@ -144,8 +152,9 @@ def register(app: AsyncApp, runtime: Runtime) -> None:
                     await ack(**answer.to_ack())
                 case Schedule(spec):
                     ids = dict(team_id=team_id, channel_id=channel_id, user_id=user_id)
-                    answer = await scheduling.create_schedule(runtime, spec, **ids)
-                    await ack(**answer.to_ack())
+                    await in_time(
+                        scheduling.create_schedule(runtime, spec, **ids), *working("schedule")
+                    )
                 case ListSchedules(workspace):
                     answer = await scheduling.list_schedules(
                         runtime,
@@ -156,10 +165,12 @@ def register(app: AsyncApp, runtime: Runtime) -> None:
                     )
                     await ack(**answer.to_ack())
                 case Unschedule(schedule_id):
-                    answer = await scheduling.remove_schedule(
-                        runtime, schedule_id, team_id=team_id, user_id=user_id
+                    await in_time(
+                        scheduling.remove_schedule(
+                            runtime, schedule_id, team_id=team_id, user_id=user_id
+                        ),
+                        *working("unschedule"),
                     )
-                    await ack(**answer.to_ack())
                 case Help():
                     await ack(**messages.render_help(name).to_ack())
                 case Invalid(problem):

@@ -14,7 +14,7 @@ import pytest
 
 from bot.demo.fake_asana import FakeAsana
 from bot.demo.fake_slack import FakeSlack
-from bot.testing import text_of
+from bot.testing import async_wait_until, text_of
 from bot.testing.scenario import Scenario
 from tests.conftest import StartScenario
 
@@ -138,4 +138,25 @@ async def test_unschedule_is_for_its_creator_or_an_admin(
     assert await bot.runtime.store.list_schedules("T0001") == []
     ended = await bot.runtime.store.schedule(1)
     assert ended is not None and ended.end_reason == "removed by U0BOSS"
+    assert bot.tracebacks == []
+
+
+async def test_a_slow_slack_still_gets_every_schedule_command_an_ack_in_time(
+    fake_asana: FakeAsana, fake_slack: FakeSlack, start_scenario: StartScenario
+) -> None:
+    """The admin rule asks Slack (users.info) when ADMIN_USERS is empty: however slow Slack is,
+    Slack's 3 seconds hold, and the answer follows through the command's response_url."""
+    fake_asana.set_organization(ORG, "Acme")
+    bot = await start_scenario(LINK_POLICY="anywhere", ASANA_ORGANIZATION_GID=ORG)
+    fake_slack.set_user("U0BOSS", is_admin=True)
+    fake_slack.set_user("U0BOSS2", is_owner=True)
+    fake_slack.set_delay("users.info", 3.5)
+    # The second admin did not create #1, so removing it asks Slack too.
+    for text, user in (("schedule daily 03:30", "U0BOSS"), ("unschedule 1", "U0BOSS2")):
+        response_url = fake_slack.new_response_url()
+        response = await bot.slash(text, user_id=user, response_url=response_url)
+        assert response.status == 200 and response.elapsed < 3.0, (text, response.elapsed)
+        await async_wait_until(lambda u=response_url: fake_slack.responses(u), timeout=15)
+        (late,) = fake_slack.responses(response_url)
+        assert "Schedule #1" in text_of(late.body), (text, late.body)
     assert bot.tracebacks == []

@@ -76,6 +76,8 @@ from bot.messages.problems import (
     render_refused,
     render_slow_down,
     render_watch_cap,
+    render_work_timeout,
+    render_working,
 )
 from bot.messages.schedule_posts import (
     render_schedule_failed,
@@ -176,6 +178,8 @@ __all__ = [
     "render_watch_list",
     "render_watch_paused",
     "render_watch_started",
+    "render_work_timeout",
+    "render_working",
     "safe_link",
     "sanitize_url",
     "truncate",

@@ -102,6 +102,20 @@ def render_lookup_timeout(gid: str, waited: float) -> Message:
     )
 
 
+def render_working(what: str) -> Message:
+    """The immediate ack when a command's answer needs Slack or Asana longer than Slack allows."""
+    return notice(f":hourglass_flowing_sand: Working on `{what}`…")
+
+
+def render_work_timeout(what: str, waited: float) -> Message:
+    """The late answer when that work never finished."""
+    waited_s = format_seconds(waited) or "the time allowed"
+    return notice(
+        f":hourglass: `{what}` did not finish within {waited_s} (Slack or Asana is slow)."
+        " Try again in a minute."
+    )
+
+
 def render_internal_error() -> Message:
     """What the user sees when the bot itself broke: better than Slack's "operation_timeout"."""
     return notice(
