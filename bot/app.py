@@ -107,7 +107,7 @@ def build_watcher(runtime: Runtime) -> Watcher:
 
 def build_bolt_app(runtime: Runtime) -> AsyncApp:
     """The AsyncApp with every listener registered; shared by both transports."""
-    from handlers import actions, commands  # handlers depend on bot, never the reverse
+    from handlers import actions, commands, home  # handlers depend on bot, never the reverse
 
     settings = runtime.settings
     app = AsyncApp(
@@ -123,5 +123,6 @@ def build_bolt_app(runtime: Runtime) -> AsyncApp:
     )
     app.use(log_context.BindRequestFields())  # request id, team, channel, user on every line
     commands.register(app, runtime)
+    home.register(app, runtime)  # before actions: its catch-all takes any unclaimed action
     actions.register(app, runtime)
     return app

@@ -1,7 +1,8 @@
 """The one way the bot posts and edits Slack messages, and what Slack's answers imply.
 
 Every chat.postMessage and chat.update goes through `Notifier`, whoever asks (the watcher, the
-recovery job, the slash command). So one place keeps:
+recovery job, the slash command), and so do the App Home's views.publish and views.open. So one
+place keeps:
 
 - the token pause: Slack rejected our token, so nothing is posted until a growing pause is over
   (a person must reinstall the app); any success ends it;
@@ -116,6 +117,28 @@ class Notifier:
         if self.paused():
             return self._refused()
         result = await slack_out.update(self._rt.slack, channel, ts, message)
+        self._note(result)
+        return result
+
+    async def publish_home(self, user_id: str, view: dict[str, Any]) -> SlackResult:
+        """views.publish of one person's App Home tab, unless posting is paused."""
+        if self.paused():
+            return self._refused()
+        client = self._rt.slack
+        result = await slack_out.view_call(
+            "views.publish", client.views_publish, user_id=user_id, view=view
+        )
+        self._note(result)
+        return result
+
+    async def open_modal(self, trigger_id: str, view: dict[str, Any]) -> SlackResult:
+        """views.open of a modal for a click's trigger_id (valid 3 s), unless posting is paused."""
+        if self.paused():
+            return self._refused()
+        client = self._rt.slack
+        result = await slack_out.view_call(
+            "views.open", client.views_open, trigger_id=trigger_id, view=view
+        )
         self._note(result)
         return result
 

@@ -136,6 +136,21 @@ async def update(client: AsyncWebClient, channel: str, ts: str, message: Message
     return SlackResult(ts=ts) if result.ok else result
 
 
+async def view_call(method: str, call: Any, **kwargs: Any) -> SlackResult:
+    """views.publish / views.open: the view's id stands where a message's ts would."""
+    try:
+        response = await call(**kwargs)
+    except SlackApiError as exc:
+        error = str(exc.response.get("error") or "unknown_error")
+        log.warning("Slack %s failed: %s", method, error)
+        return SlackResult(error=error, failure=classify(error))
+    except (aiohttp.ClientError, TimeoutError) as exc:
+        log.warning("Slack %s failed: %s", method, type(exc).__name__)
+        return SlackResult(error=type(exc).__name__, failure=Failure.TRANSIENT)
+    view = response.get("view")
+    return SlackResult(ts=str(view.get("id") if isinstance(view, dict) else "") or "?")
+
+
 async def find_posted(
     client: AsyncWebClient,
     channel: str,

@@ -48,3 +48,10 @@ def test_the_packaged_scope_list_is_the_manifests(manifest: dict) -> None:
     assert all(s.buys for s in BOT_SCOPES)
     history = [s for s in BOT_SCOPES if s.name.endswith(":history")]
     assert all(s.need is Need.HELPFUL and "no duplicate" in s.buys for s in history)
+
+
+def test_the_manifest_enables_the_app_home_tab_and_its_event(manifest: dict) -> None:
+    """The App Home dashboard needs the Home tab and the app_home_opened bot event."""
+    assert manifest["features"]["app_home"]["home_tab_enabled"] is True
+    assert manifest["features"]["app_home"]["messages_tab_enabled"] is True
+    assert "app_home_opened" in manifest["settings"]["event_subscriptions"]["bot_events"]

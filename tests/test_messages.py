@@ -989,6 +989,25 @@ def test_messages_is_a_package_of_small_modules_that_import_only_models() -> Non
         # the ack of a schedule command whose answer needs a slow Slack: problems.py
         "render_working",
         "render_work_timeout",
+        # the App Home tab and its modal: bot/messages/home.py
+        "ArchiveSummary",
+        "EndedWatch",
+        "HomeContent",
+        "HomeWatch",
+        "View",
+        "render_home",
+        "render_new_export_modal",
+        "stale_button_notice",
+        "unwatch_notice",
+        "archive_section",
+        "MAX_VIEW_BLOCKS",
+        "UNWATCH_ACTION",
+        "REMOVE_SCHEDULE_ACTION",
+        "NEW_EXPORT_ACTION",
+        "REFRESH_ACTION",
+        "NEW_EXPORT_CALLBACK",
+        "ORG_INPUT",
+        "CHANNEL_INPUT",
     }
     assert all(hasattr(m, name) for name in m.__all__)
 

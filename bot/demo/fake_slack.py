@@ -29,7 +29,14 @@ from urllib.parse import parse_qsl
 from aiohttp import WSCloseCode, WSMsgType, web
 from multidict import CIMultiDict
 
-from bot.demo.signing import block_actions_payload, slash_command_form
+from bot.demo.signing import (
+    app_home_opened_event,
+    block_actions_payload,
+    event_callback,
+    home_block_actions_payload,
+    slash_command_form,
+    view_submission_payload,
+)
 
 T = TypeVar("T")
 
@@ -38,6 +45,10 @@ _JSON_FIELDS = ("blocks", "attachments", "metadata", "view")
 
 #: Slack's documented limits (https://docs.slack.dev/reference/block-kit/blocks).
 MAX_BLOCKS = 50
+#: A view (App Home tab or modal) holds up to 100 blocks.
+MAX_VIEW_BLOCKS = 100
+#: A modal's title, submit and close labels (plain_text).
+MAX_MODAL_LABEL = 24
 MAX_SECTION_TEXT = 3000
 MAX_MESSAGE_TEXT = 40000
 RESPONSE_URL_MAX_USES = 5
@@ -263,13 +274,16 @@ def _truthy(value: Any) -> bool:
     return str(value).strip().lower() in ("1", "true", "yes")
 
 
-def validate_blocks(blocks: Any) -> list[str]:
-    """Slack's Block Kit checks that bite bots: counts, lengths, ids. Returns error messages."""
+def validate_blocks(blocks: Any, *, max_blocks: int = MAX_BLOCKS) -> list[str]:
+    """Slack's Block Kit checks that bite bots: counts, lengths, ids. Returns error messages.
+
+    `max_blocks` is 50 for a message and 100 (MAX_VIEW_BLOCKS) for a view.
+    """
     if not isinstance(blocks, list):
         return ["[ERROR] blocks must be an array [json-pointer:/blocks]"]
     errors: list[str] = []
-    if len(blocks) > MAX_BLOCKS:
-        errors.append(f"[ERROR] no more than {MAX_BLOCKS} items allowed [json-pointer:/blocks]")
+    if len(blocks) > max_blocks:
+        errors.append(f"[ERROR] no more than {max_blocks} items allowed [json-pointer:/blocks]")
     block_ids: set[str] = set()
     for i, block in enumerate(blocks):
         ptr = f"/blocks/{i}"
@@ -402,6 +416,7 @@ class FakeSlack:
         self._messages: dict[str, list[dict[str, Any]]] = {}
         self._ephemerals: list[dict[str, Any]] = []
         self._views: list[dict[str, Any]] = []
+        self._modals: list[dict[str, Any]] = []
         self._warnings: list[SlackWarning] = []
         self._faults: list[_Fault] = []
         self._delays: dict[str, float] = {}
@@ -673,9 +688,21 @@ class FakeSlack:
 
     @property
     def views(self) -> list[dict[str, Any]]:
-        """Views published with views.publish (App Home)."""
+        """Views published with views.publish (App Home): `user_id`, `view`, `id`; oldest first."""
         with self._lock:
             return copy.deepcopy(self._views)
+
+    def home_of(self, user_id: str) -> dict[str, Any] | None:
+        """The App Home view last published to `user_id` (with its `id`), or None."""
+        with self._lock:
+            mine = [v for v in self._views if v["user_id"] == user_id]
+            return {**copy.deepcopy(mine[-1]["view"]), "id": mine[-1]["id"]} if mine else None
+
+    @property
+    def modals(self) -> list[dict[str, Any]]:
+        """Modals opened with views.open: `trigger_id`, `view` (as Slack returned it), `id`."""
+        with self._lock:
+            return copy.deepcopy(self._modals)
 
     @property
     def warnings(self) -> list[SlackWarning]:
@@ -1062,6 +1089,7 @@ class FakeSlack:
             "conversations.members": self._m_conversations_members,
             "apps.connections.open": self._m_connections_open,
             "views.publish": self._m_views_publish,
+            "views.open": self._m_views_open,
             "users.info": self._m_users_info,
         }
 
@@ -1318,19 +1346,47 @@ class FakeSlack:
         self._tickets[ticket] = 0
         return {"url": f"ws://127.0.0.1:{self.port}/socket?ticket={ticket}&app_id={self.app_id}"}
 
-    def _m_views_publish(self, body: dict[str, Any]) -> dict[str, Any]:
-        view = body.get("view")
-        if not isinstance(view, dict) or view.get("type") != "home":
-            raise ApiError("invalid_arguments")
-        if not body.get("user_id"):
+    def _check_view(self, view: Any, kind: str) -> None:
+        """A view's type and blocks, as views.publish / views.open check them (100 blocks)."""
+        if not isinstance(view, dict) or view.get("type") != kind:
             raise ApiError("invalid_arguments")
         if self.validate_blocks:
-            errors = validate_blocks(view.get("blocks", []))
+            errors = validate_blocks(view.get("blocks", []), max_blocks=MAX_VIEW_BLOCKS)
+            if kind == "modal":
+                for key in ("title", "submit", "close"):
+                    if key in view or key == "title":
+                        errors += _text_errors(
+                            view.get(key), f"/view/{key}", MAX_MODAL_LABEL, ("plain_text",)
+                        )
             if errors:
                 raise ApiError("invalid_blocks", response_metadata={"messages": errors})
+
+    def _m_views_publish(self, body: dict[str, Any]) -> dict[str, Any]:
+        view = body.get("view")
+        self._check_view(view, "home")
+        if not body.get("user_id"):
+            raise ApiError("invalid_arguments")
         view_id = "V" + uuid.uuid4().hex[:10].upper()
         self._views.append({"user_id": body["user_id"], "view": view, "id": view_id})
         return {"view": {"id": view_id, "team_id": self.team_id, **view}}
+
+    def _m_views_open(self, body: dict[str, Any]) -> dict[str, Any]:
+        """Open a modal; a trigger_id is needed (Slack's expire after 3 s; this fake's do not)."""
+        if not body.get("trigger_id"):
+            raise ApiError("invalid_trigger_id")
+        view = body.get("view")
+        self._check_view(view, "modal")
+        assert isinstance(view, dict)
+        view_id = "V" + uuid.uuid4().hex[:10].upper()
+        opened = {
+            "id": view_id,
+            "team_id": self.team_id,
+            "app_id": self.app_id,
+            "hash": f"{int(time.time())}.{uuid.uuid4().hex[:8]}",
+            **view,
+        }
+        self._modals.append({"trigger_id": body["trigger_id"], "view": opened, "id": view_id})
+        return {"view": copy.deepcopy(opened)}
 
     # ------------------------------------------------------------------ response_url
 
@@ -1619,6 +1675,57 @@ class FakeSlack:
         fields.setdefault("team_domain", self.team_domain)
         fields.setdefault("api_app_id", self.app_id)
         return block_actions_payload(**fields)
+
+    def home_click_payload(self, user_id: str, **fields: Any) -> dict[str, Any]:
+        """A click in `user_id`'s App Home tab, on the view last published to them (if any)."""
+        fields.setdefault("team_id", self.team_id)
+        fields.setdefault("team_domain", self.team_domain)
+        fields.setdefault("api_app_id", self.app_id)
+        fields.setdefault("view", self.home_of(user_id))
+        return home_block_actions_payload(user_id=user_id, **fields)
+
+    def view_submission_payload(
+        self,
+        values: Mapping[str, Mapping[str, Any]],
+        *,
+        user_id: str,
+        view: Mapping[str, Any] | None = None,
+        **fields: Any,
+    ) -> dict[str, Any]:
+        """Submitting a modal (by default the last one opened) with these input `values`."""
+        if view is None:
+            opened = self.modals
+            if not opened:
+                raise AssertionError("no modal was opened")
+            view = opened[-1]["view"]
+        fields.setdefault("team_id", self.team_id)
+        fields.setdefault("team_domain", self.team_domain)
+        fields.setdefault("api_app_id", self.app_id)
+        return view_submission_payload(view=view, values=values, user_id=user_id, **fields)
+
+    def app_home_opened_payload(self, user_id: str, **fields: Any) -> dict[str, Any]:
+        """The Events API body of `user_id` opening the App Home tab (with the view shown, if any)."""
+        enterprise_id = fields.pop("enterprise_id", self.enterprise_id)
+        team_id = fields.pop("team_id", self.team_id)
+        fields.setdefault("view", self.home_of(user_id))
+        event = app_home_opened_event(user_id=user_id, **fields)
+        return event_callback(
+            event, team_id=team_id, api_app_id=self.app_id, enterprise_id=enterprise_id
+        )
+
+    async def async_send_event(
+        self,
+        payload: dict[str, Any],
+        timeout: float = 5.0,  # noqa: ASYNC109
+    ) -> SocketAck:
+        """Send an `events_api` envelope (an Events API body) over Socket Mode; its ack."""
+        extra = {"retry_attempt": 0, "retry_reason": ""}
+        return await self.async_send_envelope("events_api", payload, timeout=timeout, extra=extra)
+
+    def send_event(self, payload: dict[str, Any], timeout: float = 5.0) -> SocketAck:
+        """Sync `async_send_event`."""
+        extra = {"retry_attempt": 0, "retry_reason": ""}
+        return self.send_envelope("events_api", payload, timeout=timeout, extra=extra)
 
     async def async_send_interactive(
         self,

@@ -3,7 +3,8 @@
 Slack signs every request with `v0=HMAC-SHA256(signing_secret, "v0:{timestamp}:{raw body}")` in
 `X-Slack-Signature`, with the timestamp in `X-Slack-Request-Timestamp`; Bolt rejects a bad
 signature or a timestamp more than five minutes off. The builders here produce the same fields
-Slack sends for a slash command and for a button click (`block_actions`).
+Slack sends for a slash command, a button click (`block_actions`, in a message or in the App Home
+tab), a modal's submission (`view_submission`) and an Events API event (`app_home_opened`).
 """
 
 from __future__ import annotations
@@ -167,6 +168,168 @@ def block_actions_payload(
         "response_url": response_url,
         "actions": [action],
     }
+
+
+def home_block_actions_payload(
+    *,
+    action_id: str,
+    value: str | None = None,
+    view: Mapping[str, Any] | None = None,
+    block_id: str = "home",
+    button_text: str = "Button",
+    user_id: str = "U0001",
+    user_name: str = "alice",
+    team_id: str = "T0001",
+    team_domain: str = "example",
+    api_app_id: str = "A0001",
+    trigger_id: str | None = None,
+    enterprise_id: str | None = None,
+    user_team_id: str | None = None,
+    token: str = VERIFICATION_TOKEN,
+) -> dict[str, Any]:
+    """A button click in the App Home tab: Slack sends the view, and no channel or response_url.
+
+    `view` is the home view as published (e.g. `FakeSlack.views()[-1]["view"]` with its id); a
+    minimal one is made up when absent.
+    """
+    shown = dict(view or {"type": "home", "blocks": []})
+    shown.setdefault("id", "V" + secrets.token_hex(5).upper())
+    shown.setdefault("hash", f"{int(time.time())}.{secrets.token_hex(4)}")
+    shown.setdefault("team_id", team_id)
+    shown.setdefault("app_id", api_app_id)
+    action: dict[str, Any] = {
+        "action_id": action_id,
+        "block_id": block_id,
+        "text": {"type": "plain_text", "text": button_text, "emoji": True},
+        "type": "button",
+        "action_ts": new_action_ts(),
+    }
+    if value is not None:
+        action["value"] = value
+    return {
+        "type": "block_actions",
+        "user": {
+            "id": user_id,
+            "username": user_name,
+            "name": user_name,
+            "team_id": user_team_id or team_id,
+        },
+        "api_app_id": api_app_id,
+        "token": token,
+        "container": {"type": "view", "view_id": shown["id"]},
+        "trigger_id": trigger_id or new_trigger_id(),
+        "team": {"id": team_id, "domain": team_domain},
+        "enterprise": None if enterprise_id is None else {"id": enterprise_id, "name": "Ent"},
+        "is_enterprise_install": False,
+        "view": shown,
+        "actions": [action],
+    }
+
+
+def view_submission_payload(
+    *,
+    view: Mapping[str, Any],
+    values: Mapping[str, Mapping[str, Any]],
+    user_id: str = "U0001",
+    user_name: str = "alice",
+    team_id: str = "T0001",
+    team_domain: str = "example",
+    api_app_id: str = "A0001",
+    trigger_id: str | None = None,
+    enterprise_id: str | None = None,
+    user_team_id: str | None = None,
+    token: str = VERIFICATION_TOKEN,
+) -> dict[str, Any]:
+    """A modal's submission: the view as opened (id, callback_id, private_metadata) and the
+    state of its inputs, `values[block_id][action_id]` (e.g. `{"type": "plain_text_input",
+    "value": "123"}` or `{"type": "conversations_select", "selected_conversation": "C1"}`)."""
+    submitted = dict(view)
+    submitted.setdefault("id", "V" + secrets.token_hex(5).upper())
+    submitted.setdefault("hash", f"{int(time.time())}.{secrets.token_hex(4)}")
+    submitted["state"] = {"values": {k: dict(v) for k, v in values.items()}}
+    return {
+        "type": "view_submission",
+        "team": {"id": team_id, "domain": team_domain},
+        "user": {
+            "id": user_id,
+            "username": user_name,
+            "name": user_name,
+            "team_id": user_team_id or team_id,
+        },
+        "api_app_id": api_app_id,
+        "token": token,
+        "trigger_id": trigger_id or new_trigger_id(),
+        "view": submitted,
+        "response_urls": [],
+        "enterprise": None if enterprise_id is None else {"id": enterprise_id, "name": "Ent"},
+        "is_enterprise_install": False,
+    }
+
+
+def event_callback(
+    event: Mapping[str, Any],
+    *,
+    team_id: str = "T0001",
+    api_app_id: str = "A0001",
+    enterprise_id: str | None = None,
+    token: str = VERIFICATION_TOKEN,
+) -> dict[str, Any]:
+    """The Events API envelope Slack wraps an event in (same JSON over HTTP and Socket Mode)."""
+    return {
+        "token": token,
+        "team_id": team_id,
+        "enterprise_id": enterprise_id,
+        "api_app_id": api_app_id,
+        "event": dict(event),
+        "type": "event_callback",
+        "event_id": "Ev" + secrets.token_hex(5).upper(),
+        "event_time": int(time.time()),
+        "authorizations": [
+            {
+                "enterprise_id": enterprise_id,
+                "team_id": team_id,
+                "user_id": "U0BOT",
+                "is_bot": True,
+                "is_enterprise_install": False,
+            }
+        ],
+        "is_ext_shared_channel": False,
+    }
+
+
+def app_home_opened_event(
+    *,
+    user_id: str = "U0001",
+    channel_id: str = "D0001",
+    tab: str = "home",
+    view: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
+    """`app_home_opened`: `channel` is the user's DM with the app; `view` once one was published."""
+    event: dict[str, Any] = {
+        "type": "app_home_opened",
+        "user": user_id,
+        "channel": channel_id,
+        "tab": tab,
+        "event_ts": new_action_ts(),
+    }
+    if view is not None:
+        event["view"] = dict(view)
+    return event
+
+
+def post_event(
+    url: str, payload: Mapping[str, Any], *, secret: str, timeout: float = 10.0
+) -> SignedResponse:
+    """Send one signed Events API request (JSON, as Slack sends events)."""
+    body = json.dumps(payload, separators=(",", ":")).encode()
+    return post_signed(url, body, secret=secret, content_type="application/json", timeout=timeout)
+
+
+def post_interactive(
+    url: str, payload: Mapping[str, Any], *, secret: str, timeout: float = 10.0
+) -> SignedResponse:
+    """Send one signed interactive payload (a home click, a view_submission) as Slack does."""
+    return post_signed(url, form_body(interactive_form(payload)), secret=secret, timeout=timeout)
 
 
 def block_actions_form(**kwargs: Any) -> dict[str, str]:

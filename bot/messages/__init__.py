@@ -17,7 +17,7 @@ Safety rules, applied everywhere (so handlers never have to think about them):
 The modules, each with one job: `mrkdwn` (escaping, links, mentions, clipping), `timefmt` (times
 as people read them), `blocks` (the `Message` type and Block Kit builders), `parts` (how an export
 is named and linked), and the renderers: `exports` (lookup answer, status card, posts), `watches`
-(watching and the list), `creating` (starting an export), `schedules` (recurring exports), `problems` (errors and refusals), `help` (usage and help). This package
+(watching and the list), `creating` (starting an export), `schedules` (recurring exports), `views` (the View type), `home` (the App Home tab), `new_export` (its modal), `problems` (errors and refusals), `help` (usage and help). This package
 imports nothing of ours but `bot.models`. Callers import from `bot.messages`, never a module.
 """
 
@@ -56,6 +56,20 @@ from bot.messages.exports import (
     render_status_card,
 )
 from bot.messages.help import render_help, render_usage
+from bot.messages.home import (
+    NEW_EXPORT_ACTION,
+    REFRESH_ACTION,
+    REMOVE_SCHEDULE_ACTION,
+    UNWATCH_ACTION,
+    ArchiveSummary,
+    EndedWatch,
+    HomeContent,
+    HomeWatch,
+    archive_section,
+    render_home,
+    stale_button_notice,
+    unwatch_notice,
+)
 from bot.messages.mrkdwn import (
     channel_mention,
     escape_mrkdwn,
@@ -63,6 +77,12 @@ from bot.messages.mrkdwn import (
     sanitize_url,
     truncate,
     user_mention,
+)
+from bot.messages.new_export import (
+    CHANNEL_INPUT,
+    NEW_EXPORT_CALLBACK,
+    ORG_INPUT,
+    render_new_export_modal,
 )
 from bot.messages.parts import DEFAULT_COMMAND, DOWNLOAD_ACTION, FRESH_LINK_ACTION
 from bot.messages.problems import (
@@ -98,6 +118,7 @@ from bot.messages.timefmt import (
     format_relative,
     format_timestamp,
 )
+from bot.messages.views import MAX_VIEW_BLOCKS, View
 from bot.messages.watches import (
     MAX_LIST_ROWS,
     WatchRow,
@@ -111,6 +132,7 @@ from bot.messages.watches import (
 )
 
 __all__ = [
+    "CHANNEL_INPUT",
     "DEFAULT_COMMAND",
     "DOWNLOAD_ACTION",
     "FRESH_LINK_ACTION",
@@ -125,11 +147,24 @@ __all__ = [
     "MAX_HEADER_TEXT",
     "MAX_LIST_ROWS",
     "MAX_SECTION_TEXT",
+    "MAX_VIEW_BLOCKS",
+    "NEW_EXPORT_ACTION",
+    "NEW_EXPORT_CALLBACK",
+    "ORG_INPUT",
+    "REFRESH_ACTION",
+    "REMOVE_SCHEDULE_ACTION",
+    "UNWATCH_ACTION",
     "WATCH_INSTEAD_ACTION",
+    "ArchiveSummary",
+    "EndedWatch",
     "FairUseRefusal",
+    "HomeContent",
+    "HomeWatch",
     "Message",
     "ScheduleLine",
+    "View",
     "WatchRow",
+    "archive_section",
     "channel_mention",
     "escape_mrkdwn",
     "format_absolute",
@@ -153,10 +188,12 @@ __all__ = [
     "render_finished_post",
     "render_fresh_link",
     "render_help",
+    "render_home",
     "render_internal_error",
     "render_link_withheld",
     "render_looking_up",
     "render_lookup_timeout",
+    "render_new_export_modal",
     "render_no_organization",
     "render_not_admin",
     "render_problem",
@@ -182,6 +219,8 @@ __all__ = [
     "render_working",
     "safe_link",
     "sanitize_url",
+    "stale_button_notice",
     "truncate",
+    "unwatch_notice",
     "user_mention",
 ]

@@ -40,6 +40,7 @@ from bot.demo.signing import (
     SignedResponse,
     block_actions_form,
     form_body,
+    interactive_form,
     signed_headers,
     slash_command_form,
 )
@@ -266,6 +267,25 @@ class Scenario:
         """One signed button click; `fields` go to `block_actions_payload`."""
         fields["response_url"] = fields.get("response_url") or self.slack.new_response_url()
         return await self.signed(form_body(block_actions_form(**fields)))
+
+    async def interact(self, payload: dict[str, Any]) -> SignedResponse:
+        """One signed interactive payload (a home click, a view_submission) as Slack sends it."""
+        return await self.signed(form_body(interactive_form(payload)))
+
+    async def event(self, payload: dict[str, Any]) -> SignedResponse:
+        """One signed Events API request (JSON), e.g. `FakeSlack.app_home_opened_payload`."""
+        body = json.dumps(payload, separators=(",", ":")).encode()
+        return await self.signed(body, content_type="application/json")
+
+    async def open_home(self, user_id: str, **fields: Any) -> dict[str, Any]:
+        """`user_id` opens the App Home tab; the home view published to them (after settling)."""
+        response = await self.event(self.slack.app_home_opened_payload(user_id, **fields))
+        assert response.status == 200, response.body_text
+        assert response.elapsed < ACK_SECONDS, response.elapsed
+        await self.settle()
+        view = self.slack.home_of(user_id)
+        assert view is not None, "no home view was published"
+        return view
 
     async def settle(self, timeout: float = 10.0) -> None:
         """Wait until the work listeners left running after their ack (respond, posts) is done.
