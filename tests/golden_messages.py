@@ -338,6 +338,44 @@ def renderings() -> dict[str, Any]:
             m.render_schedule_paused(7, kind, organization_gid="42", command=HOSTILE),
         )
     add("schedule_unknown", m.render_schedule_unknown(7, occurrence_at=NOW))
+    # The App Home tab and its New export modal (views, up to 100 blocks).
+    home_watches = [
+        m.HomeWatch(i + 1, f"12{i:03d}", name, state, "C0001", "U0ALICE", NOW, NOW)
+        for i, (name, state) in enumerate((n, s) for n in NAMES.values() for s in ExportState)
+    ]
+    home_ended = [
+        m.EndedWatch("1205", HOSTILE, "C0001", "U0BOB", NOW, reason)
+        for reason in (
+            "finished",
+            "export_failed",
+            "export_not_found",
+            "unwatched",
+            "slack_is_archived",
+            None,
+            HOSTILE,
+        )
+    ]
+    home_archives = [m.ArchiveSummary("1205", HOSTILE, NOW, "s3://bucket/1205.json.gz")]
+    for n in (0, 1, 12, 120):
+        for may_create in (False, True):
+            content = m.HomeContent(
+                watches=(home_watches * 4)[:n],
+                schedules=lines[: n // 4],
+                ended=home_ended[: n % 8],
+                archives=home_archives if n == 12 else None,
+                withheld=n % 3,
+                may_create=may_create,
+                notice=m.unwatch_notice(HOSTILE, "C0001", "stopped") if n else None,
+            )
+            add(
+                f"home/{n}/{may_create}", m.render_home(content, now=NOW, command=HOSTILE).to_view()
+            )
+    add("home/refused", m.render_home(m.HomeContent(refused=True), now=NOW).to_view())
+    for outcome in ("stopped", "not_found", "not_allowed"):
+        add(f"home_unwatch/{outcome}", m.unwatch_notice(HOSTILE, "C0001", outcome))
+    add("home_stale_button", m.stale_button_notice())
+    for org in (None, "4200000000000042"):
+        add(f"new_export_modal/{org}", m.render_new_export_modal(org).to_view())
     # The text helpers that are part of the public face.
     for s in ("", "plain", HOSTILE, LONG):
         add(f"escape/{s[:10]}", m.escape_mrkdwn(s))

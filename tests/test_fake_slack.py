@@ -832,3 +832,56 @@ async def test_delay_after_store_keeps_the_post_and_holds_only_its_answer(
     fake.clear_faults()  # ends holding new calls; the held one stays held until released
     assert fake.release_held() == 1
     await asyncio.wait_for(asyncio.gather(*posts), 5)
+
+
+# ------------------------------------------------------------------------------ App Home
+
+
+async def test_views_hold_a_hundred_blocks_and_modals_need_a_trigger_id(
+    fake: FakeSlack, client: AsyncWebClient
+) -> None:
+    home = {"type": "home", "blocks": [{"type": "divider"}] * 100}
+    await client.views_publish(user_id="U0001", view=home)
+    with pytest.raises(SlackApiError) as too_many:
+        await client.views_publish(user_id="U0001", view={**home, "blocks": home["blocks"] * 2})
+    assert _error(too_many) == "invalid_blocks"
+    assert fake.home_of("U0001") == {**home, "id": fake.views[0]["id"]}
+    assert fake.home_of("U0002") is None
+
+    modal = {"type": "modal", "title": {"type": "plain_text", "text": "New"}, "blocks": [SECTION]}
+    with pytest.raises(SlackApiError) as no_trigger:
+        await client.views_open(trigger_id="", view=modal)
+    assert _error(no_trigger) == "invalid_trigger_id"
+    long_title = {**modal, "title": {"type": "plain_text", "text": "x" * 25}}
+    with pytest.raises(SlackApiError) as too_long:
+        await client.views_open(trigger_id="1.2.abc", view=long_title)
+    assert _error(too_long) == "invalid_blocks"
+    opened = await client.views_open(trigger_id="1.2.abc", view=modal)
+    [recorded] = fake.modals
+    assert recorded["id"] == opened["view"]["id"] and recorded["trigger_id"] == "1.2.abc"
+    values = {"b": {"a": {"type": "plain_text_input", "value": "42"}}}
+    submission = fake.view_submission_payload(values, user_id="U0001")
+    assert submission["type"] == "view_submission"
+    assert submission["view"]["id"] == opened["view"]["id"]
+    assert submission["view"]["state"] == {"values": values}
+
+
+async def test_app_home_events_and_home_clicks_over_socket_mode(fake: FakeSlack) -> None:
+    sm = await _socket_client(fake, None)
+    try:
+        await fake.async_wait_for_socket_connection(timeout=5)
+        opened = fake.app_home_opened_payload("U0001")
+        assert opened["type"] == "event_callback" and opened["team_id"] == fake.team_id
+        assert opened["event"]["type"] == "app_home_opened" and opened["event"]["tab"] == "home"
+        ack = await fake.async_send_event(opened)
+        assert ack.envelope["type"] == "events_api" and ack.latency is not None
+        assert ack.envelope["accepts_response_payload"] is False
+
+        click = fake.home_click_payload("U0001", action_id="home_refresh")
+        assert click["container"]["type"] == "view" and "response_url" not in click
+        assert "channel" not in click and click["view"]["type"] == "home"
+        await fake.async_send_interactive(click)
+        kinds = [r["request"].type for r in sm.seen if "request" in r]
+        assert kinds == ["events_api", "interactive"]
+    finally:
+        await sm.close()
