@@ -467,3 +467,45 @@ def test_socket_mode_publishes_the_home_and_handles_its_buttons(
     )
     answer = fake_slack.send_interactive(submit)
     assert answer["response_action"] == "errors" and "channel" in answer["errors"]
+
+
+@pytest.mark.parametrize(
+    "mutate",
+    [
+        pytest.param(lambda p: p.pop("user"), id="no-user"),
+        pytest.param(lambda p: p.update(user="U0001"), id="user-not-an-object"),
+        pytest.param(lambda p: p.pop("trigger_id"), id="no-trigger"),
+        pytest.param(lambda p: p.update(team=None), id="no-team"),
+        pytest.param(lambda p: p["actions"][0].update(value={"x": 1}), id="value-not-a-string"),
+    ],
+)
+async def test_a_malformed_home_click_is_acked_without_a_crash(
+    hbot: Scenario, fake_slack: FakeSlack, mutate: Any
+) -> None:
+    for action in (messages.UNWATCH_ACTION, messages.NEW_EXPORT_ACTION, messages.REFRESH_ACTION):
+        payload = fake_slack.home_click_payload(ALICE, action_id=action, value="1")
+        mutate(payload)
+        response = await hbot.interact(payload)
+        assert response.status == 200 and response.elapsed < 3.0
+        await hbot.settle()
+    assert hbot.tracebacks == []
+
+
+@pytest.mark.parametrize(
+    "state",
+    [{}, {"values": None}, {"values": {"organization": "x", "channel": []}}, None, "junk"],
+)
+async def test_a_malformed_submission_gets_errors_in_the_modal(
+    hbot: Scenario, fake_asana: FakeAsana, fake_slack: FakeSlack, state: Any
+) -> None:
+    payload = fake_slack.view_submission_payload(
+        {}, user_id=ADMIN, view=messages.render_new_export_modal(ORG).to_view()
+    )
+    payload["view"]["state"] = state
+    response = await hbot.interact(payload)
+    assert response.status == 200 and response.elapsed < 3.0
+    answer = response.json()
+    assert answer["response_action"] == "errors" and "channel" in answer["errors"]
+    await hbot.settle()
+    assert [r for r in fake_asana.requests if r.method == "POST"] == []
+    assert hbot.tracebacks == []
