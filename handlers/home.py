@@ -58,12 +58,13 @@ async def _refresh(runtime: Runtime, team_id: str, user_id: str, notice: str | N
 
 
 async def _after_click(
-    runtime: Runtime, body: dict[str, Any], work: Awaitable[str | None] | None
+    runtime: Runtime, body: dict[str, Any], work: Awaitable[str | None] | str | None
 ) -> None:
-    """Run a click's work and publish the home; a failure is logged and said, never raised."""
+    """Run a click's work (or take its notice) and publish the home with the outcome on top;
+    a failure is logged and said, never raised."""
     team_id, user_id = _team(body), _user(body)
     try:
-        notice = await work if work is not None else None
+        notice = work if work is None or isinstance(work, str) else await work
     except Exception:
         log.exception("home click failed")
         notice = messages.render_internal_error().text
@@ -121,7 +122,7 @@ def register(app: AsyncApp, runtime: Runtime) -> None:
             log.exception("opening the New export modal failed")
             notice = messages.render_internal_error().text
         if notice is not None:  # refused, or Slack would not open the modal: say so
-            await _after_click(runtime, body, _given(notice))
+            await _after_click(runtime, body, notice)
 
     @app.view(messages.NEW_EXPORT_CALLBACK)
     async def on_new_export_submitted(ack: AsyncAck, body: dict[str, Any]) -> None:
@@ -152,7 +153,3 @@ def register(app: AsyncApp, runtime: Runtime) -> None:
             )
         )
         await _after_click(runtime, body, work)
-
-
-async def _given(notice: str) -> str:
-    return notice

@@ -509,3 +509,18 @@ async def test_a_malformed_submission_gets_errors_in_the_modal(
     await hbot.settle()
     assert [r for r in fake_asana.requests if r.method == "POST"] == []
     assert hbot.tracebacks == []
+
+
+async def test_a_dead_bot_token_pauses_the_home_like_every_post(
+    hbot: Scenario, fake_slack: FakeSlack
+) -> None:
+    fake_slack.fail("views.publish", "token_revoked")  # auth.test (Bolt's) still passes
+    response = await hbot.event(fake_slack.app_home_opened_payload(ALICE))
+    assert response.status == 200
+    await hbot.settle()
+    assert hbot.runtime.notify.status().paused, "views.publish's token_revoked starts the pause"
+    tried = len(fake_slack.calls_to("views.publish"))
+    await hbot.event(fake_slack.app_home_opened_payload(ALICE))
+    await hbot.settle()
+    assert len(fake_slack.calls_to("views.publish")) == tried, "not tried again while paused"
+    assert hbot.tracebacks == []
