@@ -9,7 +9,6 @@ in the ack (`response_action: errors`) inside Slack's 3 s, and the export starts
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import Awaitable
 from typing import Any
@@ -68,8 +67,10 @@ async def _after_click(
     except Exception:
         log.exception("home click failed")
         notice = messages.render_internal_error().text
-    with contextlib.suppress(Exception):  # a failed publish was logged by the notifier
+    try:
         await _refresh(runtime, team_id, user_id, notice)
+    except Exception:  # Slack's own refusals were sorted by the notifier; this is ours
+        log.exception("publishing the home of user %s failed", user_id[:20])
 
 
 def register(app: AsyncApp, runtime: Runtime) -> None:
