@@ -39,8 +39,10 @@ log = logging.getLogger(__name__)
 
 #: How long the home waits for Slack's membership answers (an event has no 3 s answer to give).
 MEMBERSHIP_DEADLINE = 5.0
-#: Ended watches shown (newest first): the issue's "last 20".
+#: Ended watches shown (newest first): the issue's "last 20" that the viewer may see, found
+#: among the workspace's last ENDED_SCANNED (so other channels' ends do not crowd them out).
 ENDED_SHOWN = 20
+ENDED_SCANNED = 100
 _ID = re.compile(r"[0-9]{1,18}")
 _CHANNEL = re.compile(r"[CGD][A-Z0-9]{2,40}")
 
@@ -106,7 +108,7 @@ async def content(
     store, now = runtime.store, runtime.now()
     pairs = await store.list_subscriptions(team_id=team_id)
     schedules = await store.list_schedules(team_id, None)
-    ended = await ended_watches(runtime, team_id, limit=ENDED_SHOWN)
+    ended = await ended_watches(runtime, team_id, limit=ENDED_SCANNED)
     channels = [sub.channel_id for sub, _ in pairs]
     channels += [r.channel_id for r in schedules] + [sub.channel_id for sub, _ in ended]
     members, verdict = await asyncio.gather(
@@ -147,6 +149,10 @@ async def content(
         for r in schedules
         if visible(r.channel_id)
     ]
+    seen = [(sub, org) for sub, org in ended if visible(sub.channel_id)][:ENDED_SHOWN]
+    # Hidden ends are counted only down to the oldest one shown (older ones are not listed anyway).
+    oldest = seen[-1][0].id if len(seen) == ENDED_SHOWN else None
+    scanned = ended if oldest is None else ended[: [s.id for s, _ in ended].index(oldest) + 1]
     gone = [
         EndedWatch(
             gid=sub.export_gid,
@@ -156,11 +162,10 @@ async def content(
             ended_at=sub.ended_at or now,
             end_reason=sub.end_reason,
         )
-        for sub, org in ended
-        if visible(sub.channel_id)
+        for sub, org in seen
     ]
     withheld = (
-        (len(pairs) - len(watches)) + (len(schedules) - len(lines)) + (len(ended) - len(gone))
+        (len(pairs) - len(watches)) + (len(schedules) - len(lines)) + (len(scanned) - len(gone))
     )
     return HomeContent(
         watches=watches,

@@ -21,7 +21,7 @@ from bot import messages
 from bot.demo.fake_asana import FakeAsana
 from bot.demo.fake_slack import FakeSlack
 from bot.demo.signing import post_event, post_interactive
-from bot.models import Export, ExportState
+from bot.models import EndReason, Export, ExportState
 from bot.store import WatchCaps
 from bot.testing import BotProcess, command, posts, text_of, wait_until
 from bot.testing.process import SIGNING_SECRET
@@ -524,3 +524,27 @@ async def test_a_dead_bot_token_pauses_the_home_like_every_post(
     await hbot.settle()
     assert len(fake_slack.calls_to("views.publish")) == tried, "not tried again while paused"
     assert hbot.tracebacks == []
+
+
+async def test_the_last_ended_watches_are_those_the_viewer_may_see(
+    hbot: Scenario, fake_slack: FakeSlack
+) -> None:
+    """Many newer ends in a private channel do not crowd out the viewer's own channel's."""
+    store = hbot.runtime.store
+    for i, channel in enumerate(["C0001"] * 3 + ["C0PRIV"] * 25):
+        now = hbot.clock.advance(60)
+        sub, _ = await store.subscribe(
+            team_id="T0001",
+            channel_id=channel,
+            user_id=ALICE,
+            export=Export(gid=str(1400000000000000 + i), state=ExportState.PENDING),
+            now=now,
+            next_poll_at=now,
+            caps=WatchCaps(per_user=1000, per_channel=1000),
+        )
+        assert await store.end_subscription(sub.id, now=now, reason=EndReason.FINISHED)
+    text = shown(await hbot.open_home(ALICE))
+    assert all(f"`{1400000000000000 + i}`" in text for i in range(3)), text
+    assert "1400000000000003" not in text and "25 items not shown" in text
+    carol = shown(await hbot.open_home(CAROL))
+    assert carol.count(":white_check_mark: finished") == 20, "the last 20 Carol may see"
