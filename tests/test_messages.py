@@ -989,6 +989,14 @@ def test_messages_is_a_package_of_small_modules_that_import_only_models() -> Non
         # the ack of a schedule command whose answer needs a slow Slack: problems.py
         "render_working",
         "render_work_timeout",
+        # stall notes and expired links: bot/messages/followups.py
+        "carries_link",
+        "render_link_expired",
+        "render_stall_note",
+        # the audit trail: bot/messages/audit.py
+        "AuditAction",
+        "AuditEvent",
+        "render_audit_line",
     }
     assert all(hasattr(m, name) for name in m.__all__)
 
