@@ -216,13 +216,6 @@ async def new_for_person(
     now = runtime.now()
     match outcome:
         case Started(export):
-            audit.created_export(
-                runtime,
-                export.gid,
-                user_id=user_id,
-                channel_id=channel_id,
-                organization_gid=organization,
-            )
             watched = await watching.answer_for_export(
                 runtime,
                 export,
@@ -230,6 +223,14 @@ async def new_for_person(
                 channel_id=channel_id,
                 user_id=user_id,
                 audited=False,
+            )
+            # After the card: its thread is where the line goes.
+            audit.created_export(
+                runtime,
+                export.gid,
+                user_id=user_id,
+                channel_id=channel_id,
+                organization_gid=organization,
             )
             return messages.render_created(export, watched)
         case Running(creation, row):

@@ -46,6 +46,7 @@ from bot.testing import (
 )
 from bot.testing import finished_posts as finished_posts
 from bot.testing.scenario import Scenario
+from bot.testing.slack_view import AUDIT_EVENT
 from tests.conftest import ASANA_TOKEN, StartScenario, _sync_url
 
 FAST = {
@@ -111,8 +112,13 @@ def text_of(body: dict[str, Any]) -> str:
 
 
 def posts_to(slack: FakeSlack, channel: str) -> list[RecordedCall]:
-    """Every chat.postMessage attempt to `channel`, failed ones included."""
-    return [c for c in slack.calls_to("chat.postMessage") if c.body.get("channel") == channel]
+    """Every chat.postMessage attempt to `channel`, failed ones included (audit lines left out)."""
+    return [
+        c
+        for c in slack.calls_to("chat.postMessage")
+        if c.body.get("channel") == channel
+        and (c.body.get("metadata") or {}).get("event_type") != AUDIT_EVENT
+    ]
 
 
 def gets(asana: FakeAsana, gid: str | None = None) -> list[RecordedRequest]:
