@@ -66,6 +66,7 @@ class StallCandidate:
 
     subscription: Subscription
     export: ExportRow
+    stall_claimed_at: datetime | None
     stall_noted_at: datetime | None
     stall_notes: int
 
@@ -103,7 +104,9 @@ class FollowupStore:
         """Active watches with a card, of exports in `states`, with their nudge record."""
         s = subscriptions.c
         query = (
-            sa.select(subscriptions, exports, _f.stall_noted_at, _f.stall_notes)
+            sa.select(
+                subscriptions, exports, _f.stall_claimed_at, _f.stall_noted_at, _f.stall_notes
+            )
             .join(exports, exports.c.gid == s.export_gid)
             .outerjoin(subscription_followups, _f.subscription_id == s.id)
             .where(s.ended_at.is_(None), s.card_ts.is_not(None), exports.c.state.in_(states))
@@ -115,6 +118,7 @@ class FollowupStore:
             StallCandidate(
                 subscription=_subscription(r._mapping),
                 export=_export_row(r._mapping),
+                stall_claimed_at=r._mapping[_f.stall_claimed_at],
                 stall_noted_at=r._mapping[_f.stall_noted_at],
                 stall_notes=r._mapping[_f.stall_notes] or 0,
             )

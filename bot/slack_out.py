@@ -179,6 +179,40 @@ async def find_posted(
     return None
 
 
+async def find_reply(
+    client: AsyncWebClient,
+    channel: str,
+    thread_ts: str,
+    *,
+    event_type: str,
+    payload: dict[str, Any],
+) -> str | None:
+    """The ts of our reply in a thread whose metadata has `event_type` and `payload`'s values.
+
+    Thread replies are not in conversations.history; conversations.replies reads them. Raises
+    HistoryUnavailable when the thread could not be read; None only when it was.
+    """
+    cursor: str | None = None
+    for _ in range(10):  # at most 10 pages of 200 replies
+        try:
+            response = await client.conversations_replies(
+                channel=channel, ts=thread_ts, limit=200, include_all_metadata=True, cursor=cursor
+            )
+        except (SlackApiError, aiohttp.ClientError, TimeoutError) as exc:
+            raise HistoryUnavailable(type(exc).__name__) from None
+        for message in response.get("messages") or []:
+            meta = message.get("metadata") or {}
+            found = meta.get("event_payload") or {}
+            if meta.get("event_type") == event_type and all(
+                str(found.get(key)) == str(value) for key, value in payload.items()
+            ):
+                return str(message.get("ts"))
+        cursor = (response.get("response_metadata") or {}).get("next_cursor") or None
+        if not cursor:
+            return None
+    return None
+
+
 class HistoryUnavailable(Exception):
     """The channel history could not be read, so whether we posted is unknown."""
 

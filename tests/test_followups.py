@@ -298,3 +298,57 @@ def test_stall_after_reads_seconds_or_a_unit(value: str) -> None:
     from bot.config import Settings
 
     assert Settings(STALL_AFTER=value).STALL_AFTER == 21600
+
+
+# -- a replica that died around its stall note ----------------------------------------------
+
+
+async def claimed_then_crashed(bot: Scenario) -> tuple[int, str]:
+    """A watch whose stall note a dead replica claimed; (subscription id, card ts)."""
+    card = await watch(bot)
+    (sub,) = await bot.runtime.store.active_subscriptions(GID)
+    bot.clock.advance(STALL + 1)
+    every = timedelta(seconds=STALL)
+    assert await FollowupStore(bot.runtime.store).claim_stall(sub.id, now=bot.clock(), every=every)
+    return sub.id, card
+
+
+async def test_a_stall_note_posted_but_not_recorded_is_found_in_its_thread(
+    fake_asana: FakeAsana, fake_slack: FakeSlack, start_scenario: StartScenario
+) -> None:
+    fake_asana.set_export(GID, "started")
+    bot = await bot_on(start_scenario, NOTIFY_GRACE_SECONDS="60")
+    sub_id, card = await claimed_then_crashed(bot)
+    # Slack had accepted the dead replica's note:
+    fake_slack.add_message(
+        "C1",
+        "stalled",
+        bot=True,
+        thread_ts=card,
+        metadata={
+            "event_type": "asana_export_stalled",
+            "event_payload": {"gid": GID, "subscription_id": sub_id, "note": 1},
+        },
+    )
+    assert await run(bot, after=30) == (0, 0), "within the grace: its poster may be at work"
+    assert fake_slack.calls_to("conversations.replies") == []
+    assert await run(bot, after=31) == (0, 0)
+    assert fake_slack.calls_to("conversations.replies"), "the thread was read"
+    row = await FollowupStore(bot.runtime.store).followup(sub_id)
+    assert row["stall_notes"] == 1 and row["stall_noted_at"] == row["stall_claimed_at"]
+    assert stall_notes(fake_slack) == [], "found in the thread, so not posted again"
+    assert await run(bot, after=STALL) == (1, 0), "the next note comes a period later"
+    assert [n["metadata"]["event_payload"]["note"] for n in stall_notes(fake_slack)] == [2]
+
+
+async def test_a_stall_note_claimed_but_never_posted_is_posted_once_after_the_grace(
+    fake_asana: FakeAsana, fake_slack: FakeSlack, start_scenario: StartScenario
+) -> None:
+    fake_asana.set_export(GID, "started")
+    bot = await bot_on(start_scenario, NOTIFY_GRACE_SECONDS="60")
+    await claimed_then_crashed(bot)
+    assert await run(bot, after=30) == (0, 0)
+    assert await run(bot, after=31) == (1, 0)
+    assert await run(bot, after=1) == (0, 0)
+    (note,) = stall_notes(fake_slack)
+    assert note["metadata"]["event_payload"]["note"] == 1
