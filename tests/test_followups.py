@@ -10,23 +10,24 @@ from __future__ import annotations
 
 import asyncio
 import json
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 
 from bot.demo.fake_asana import FakeAsana
-from bot.demo.fake_slack import FakeSlack
+from bot.demo.fake_slack import FakeSlack, validate_blocks
 from bot.followup_store import FollowupStore
 from bot.followups import Followups
 from bot.link_expiry import EditOutcome, edit_outcome
-from bot.messages import FRESH_LINK_ACTION
-from bot.models import LINK_VALIDITY
+from bot.messages import FRESH_LINK_ACTION, Message, carries_link, render_finished_post
+from bot.models import LINK_VALIDITY, Export, ExportState
 from bot.slack_out import Failure, SlackResult
 from bot.stall import stall_due
 from bot.testing import event_posts, finished_posts, posts, text_of
 from bot.testing.scenario import Scenario
 from tests.conftest import StartScenario
+from tests.golden_messages import renderings
 
 GID = "1200000000001301"
 STALL = 600.0  # STALL_AFTER of these tests, in seconds
@@ -67,8 +68,6 @@ async def run(bot: Scenario, after: float = 0.0) -> tuple[int, int]:
 
 
 def test_stall_is_due_after_stall_after_and_then_once_per_stall_after() -> None:
-    from datetime import UTC, datetime
-
     t0 = datetime(2026, 1, 1, tzinfo=UTC)
     every = timedelta(hours=6)
     due = lambda now, last=None: stall_due(since=t0, last_noted=last, now=now, every=every)  # noqa: E731
@@ -150,8 +149,8 @@ async def race_stall(
     fake_asana.set_export(GID, "started")
     await watch(replicas[0], "C1")
     await watch(replicas[0], "C2")
-    for bot in replicas:
-        bot.clock.advance(STALL + 1)
+    for bot in replicas:  # well past: the export was made after the replicas' clocks started
+        bot.clock.advance(STALL + 120)
     await asyncio.gather(*(Followups(bot.runtime).run() for bot in replicas))
     await asyncio.gather(*(Followups(bot.runtime).run() for bot in replicas))
     assert sorted(n["channel"] for n in stall_notes(fake_slack)) == ["C1", "C2"]
@@ -352,3 +351,26 @@ async def test_a_stall_note_claimed_but_never_posted_is_posted_once_after_the_gr
     assert await run(bot, after=1) == (0, 0)
     (note,) = stall_notes(fake_slack)
     assert note["metadata"]["event_payload"]["note"] == 1
+
+
+# -- what is said ---------------------------------------------------------------------------
+
+
+def test_the_new_renderings_are_valid_block_kit_and_only_link_posts_count_as_carrying_one() -> None:
+    made = {
+        k: v
+        for k, v in renderings().items()
+        if k.split("/")[0] in ("stall_note", "link_expired", "audit")
+    }
+    assert len(made) > 300
+    for key, rendered in made.items():
+        assert validate_blocks(rendered["blocks"]) == [], key
+        assert "X-Amz" not in json.dumps(rendered), key
+    now = datetime(2026, 11, 29, 10, 0, tzinfo=UTC)
+    done = Export(gid="1205", state=ExportState.FINISHED, download_url=CANARY)
+    with_link = render_finished_post(done, now=now, requester_user_id=None, link_valid_until=now)
+    without = render_finished_post(
+        done, now=now, requester_user_id=None, link_valid_until=now, include_link=False
+    )
+    assert carries_link(with_link) and not carries_link(without)
+    assert not carries_link(Message("x", []))
