@@ -175,6 +175,8 @@ def fresh_link(runtime: Runtime, gid: str, *, user_id: str, channel_id: str) -> 
 
 
 async def archived(runtime: Runtime, gid: str, location: str, *, user_id: str | None = None) -> int:
-    """The archiver stored export `gid` at `location` (no credentials in it: it is shown)."""
+    """The archiver stored export `gid` at `location`, shown to the team: a query string (where a
+    presigned URL keeps its credentials) is cut off first."""
+    location = location.split("?", 1)[0]
     event = AuditEvent(AuditAction.ARCHIVED, gid, runtime.now(), user_id=user_id, detail=location)
     return await record(runtime, event)

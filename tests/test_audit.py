@@ -140,11 +140,14 @@ async def test_archived_is_audited_with_the_location_escaped(
     fake_asana.set_export(GID, "started")
     await scenario.command(GID, channel="C0A1")
     await scenario.settle()
-    posted = await audit.archived(scenario.runtime, GID, "s3://bucket/<!channel>/export.json")
+    posted = await audit.archived(
+        scenario.runtime, GID, "s3://bucket/<!channel>/export.json?X-Amz-Signature=secret"
+    )
     assert posted == 1
     (line,) = [p for p in audit_lines(fake_slack) if "archived" in p["text"]]
     assert "<!channel>" not in line["text"] and "&lt;!channel&gt;" in line["text"]
     assert "This export was archived to `s3://bucket/" in line["text"]
+    assert "secret" not in json.dumps(line) and "secret" not in scenario.logs()
     (record,) = audit_records(scenario, AuditAction.ARCHIVED)
     assert as_json(record)["detail"] == "s3://bucket/<!channel>/export.json"
 
