@@ -106,6 +106,12 @@ def later(runtime: Runtime, event: AuditEvent, **options: object) -> None:
     task.add_done_callback(_pending.discard)
 
 
+async def drain(grace: float) -> None:
+    """At shutdown, after the listeners: let the audit lines they started finish (or give up)."""
+    if _pending:
+        await asyncio.wait(set(_pending), timeout=grace)
+
+
 # -- one function per audited action ------------------------------------------------------
 
 

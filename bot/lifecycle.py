@@ -23,7 +23,7 @@ from slack_bolt.async_app import AsyncApp
 from slack_sdk.errors import SlackApiError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from bot import log_context
+from bot import audit, log_context
 from bot.config import Settings
 from bot.db import open_database
 from bot.followups import FOLLOWUP_SECONDS, Followups
@@ -213,6 +213,7 @@ async def _teardown(
     await stop_scheduler(scheduler, watcher, grace=settings.LEASE_SECONDS / 2)
     await transport.close()
     await runner.cleanup()
+    await audit.drain(grace=5.0)  # lines the listeners started still need the Slack client
     await runtime.asana.aclose()
     if runtime.slack.session is not None:
         await runtime.slack.session.close()
