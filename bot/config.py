@@ -44,8 +44,21 @@ HOW_TO_GET: dict[str, str] = {
     "ASANA_ORGANIZATION_GID": "the gid of your Asana organization (a number: Asana's GET /users/me?opt_fields=workspaces lists it), or empty to name it in each `new`",
     "ADMIN_USERS": "Slack user IDs separated by commas (U0123ABCD,U0456EFGH) who may start exports, or empty for the workspace's admins and owners",
     "SCHEDULE_TIMEZONE": "an IANA time zone name such as Europe/Berlin or America/New_York (default UTC): the zone `schedule` reads times in unless the command names one with `tz`",
+    "STALL_AFTER": "a duration in seconds (21600) or with a unit (6h, 90m, 1d): how long an export may stay pending or started before its watchers get a note (default 6h)",
     "POLL_RESERVED_SHARE": "a fraction between 0 and 0.9 of POLL_BUDGET_PER_MINUTE kept for polling (default 0.5)",
 }
+
+_DURATION = re.compile(r"^\s*([0-9]+(?:\.[0-9]+)?)\s*([smhd]?)\s*$", re.IGNORECASE)
+_UNIT_SECONDS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def parse_duration(text: str) -> float | str:
+    """ "21600", "6h", "90m", "1.5d" -> seconds; anything else is left for pydantic to refuse."""
+    found = _DURATION.match(text)
+    if not found:
+        return text
+    return float(found.group(1)) * _UNIT_SECONDS[found.group(2).lower()]
+
 
 _URL = re.compile(r"^https?://[^\s/]+(/\S*)?$")
 
@@ -121,6 +134,14 @@ class Settings(BaseSettings):
     SCHEDULE_TIMEZONE: str = "UTC"
     # How long after its time an occurrence refused transiently (429, 5xx) is still retried.
     SCHEDULE_RETRY_WINDOW_SECONDS: float = Field(default=3600.0, ge=0, le=86400)
+    # An export pending or started this long (seconds; "6h", "90m" accepted) gets a note in its
+    # cards' threads, repeated at most once per this long while it runs.
+    STALL_AFTER: float = Field(default=6 * 3600.0, ge=60, le=30 * 86400)
+
+    @field_validator("STALL_AFTER", mode="before")
+    @classmethod
+    def _duration(cls, value: object) -> object:
+        return parse_duration(value) if isinstance(value, str) else value
 
     @field_validator("LOG_LEVEL", mode="before")
     @classmethod

@@ -14,7 +14,7 @@ import hashlib
 import logging
 from dataclasses import dataclass
 
-from bot import messages, watching
+from bot import audit, messages, watching
 from bot.access import may_create_export
 from bot.asana import AsanaError
 from bot.fair_use import Refusal
@@ -217,7 +217,20 @@ async def new_for_person(
     match outcome:
         case Started(export):
             watched = await watching.answer_for_export(
-                runtime, export, team_id=team_id, channel_id=channel_id, user_id=user_id
+                runtime,
+                export,
+                team_id=team_id,
+                channel_id=channel_id,
+                user_id=user_id,
+                audited=False,
+            )
+            # After the card: its thread is where the line goes.
+            audit.created_export(
+                runtime,
+                export.gid,
+                user_id=user_id,
+                channel_id=channel_id,
+                organization_gid=organization,
             )
             return messages.render_created(export, watched)
         case Running(creation, row):

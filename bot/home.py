@@ -26,7 +26,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from bot import creating, messages, scheduling, slack_org, slack_out
+from bot import audit, creating, messages, scheduling, slack_org, slack_out
 from bot.access import is_allowed, may_list_watch
 from bot.command_parser import New, parse_command
 from bot.messages import ArchiveSummary, EndedWatch, HomeContent, HomeWatch, ScheduleLine
@@ -233,6 +233,7 @@ async def unwatch(runtime: Runtime, value: Any, *, team_id: str, user_id: str) -
         return messages.unwatch_notice(None, None, "not_found")
     log.info("user %s stopped channel %s watching %s", user_id[:20], sub.channel_id, sub.export_gid)
     await runtime.notify.mark_unwatched(ended)
+    audit.stopped_watching(runtime, ended, user_id=user_id, via="button")
     return messages.unwatch_notice(sub.export_gid, sub.channel_id, "stopped")
 
 

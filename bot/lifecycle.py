@@ -23,15 +23,16 @@ from slack_bolt.async_app import AsyncApp
 from slack_sdk.errors import SlackApiError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from bot import log_context
+from bot import audit, log_context
 from bot.config import Settings
 from bot.db import open_database
+from bot.followups import FOLLOWUP_SECONDS, Followups
 from bot.http_limits import HttpLimits, LimitedSite, bind_listener, files_warning
 from bot.http_routes import EVENTS_PATH, build_web_app
 from bot.readiness import Readiness, SlackCheck
 from bot.runtime import Runtime, replica_id
 from bot.schedule_firing import ScheduleFirer
-from bot.scheduler import add_schedule_job, build_scheduler, stop_scheduler
+from bot.scheduler import add_followup_job, add_schedule_job, build_scheduler, stop_scheduler
 from bot.store import Store
 from bot.watcher import Watcher
 
@@ -105,6 +106,7 @@ async def _serve(settings: Settings, sock: socket.socket) -> None:
         watcher, tick_seconds=settings.TICK_SECONDS, recover_seconds=settings.RECOVER_SECONDS
     )
     add_schedule_job(scheduler, ScheduleFirer(runtime).tick)
+    add_followup_job(scheduler, Followups(runtime).run, seconds=FOLLOWUP_SECONDS)
     # Readiness re-asks Slack: /readyz turns 503 when the token stops working and back after.
     scheduler.add_job(
         slack_check.run, IntervalTrigger(seconds=settings.SLACK_CHECK_SECONDS), id="slack_check"
@@ -211,6 +213,7 @@ async def _teardown(
     await stop_scheduler(scheduler, watcher, grace=settings.LEASE_SECONDS / 2)
     await transport.close()
     await runner.cleanup()
+    await audit.drain(grace=5.0)  # lines the listeners started still need the Slack client
     await runtime.asana.aclose()
     if runtime.slack.session is not None:
         await runtime.slack.session.close()

@@ -77,7 +77,10 @@ class RedactFilter(logging.Filter):
             record.exc_text = redact(record.exc_text, self._secrets)
         if record.stack_info:
             record.stack_info = redact(record.stack_info, self._secrets)
-        record.fields = {k: redact(v, self._secrets) for k, v in log_context.current().items()}
+        # A line's own fields (`extra={"fields": {...}}`, e.g. an audit event) after the bound ones.
+        given = getattr(record, "fields", None) or {}
+        merged = {**log_context.current(), **{str(k): str(v) for k, v in given.items()}}
+        record.fields = {k: redact(v, self._secrets) for k, v in merged.items()}
         return True
 
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 
-from bot import messages, slack_out, watching
+from bot import audit, messages, slack_out, watching
 from bot.access import ClickVerdict, LinkPolicy, may_give_link
 from bot.asana import AsanaError
 from bot.log_context import bind
@@ -99,6 +99,7 @@ async def fresh_link(
         return export
     now = runtime.now()
     if export.state is ExportState.FINISHED and export.download_url:
+        audit.fresh_link(runtime, gid, user_id=user_id, channel_id=channel_id)
         return messages.render_fresh_link(export, now=now, link_valid_until=now + LINK_VALIDITY)
     answer = messages.render_export(export, now=now)
     return Message(answer.text, answer.blocks, "ephemeral")

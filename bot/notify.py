@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 from bot import messages, slack_out
 from bot.decisions import END_REASONS, Outcome
+from bot.followup_store import FollowupStore
 from bot.models import LINK_VALIDITY, EndReason, Export, ProblemKind, Subscription
 from bot.slack_out import Failure, LinkGate, SlackResult
 
@@ -61,6 +62,7 @@ class Notifier:
     ) -> None:
         self._rt = runtime
         self.links = LinkGate(runtime.slack, runtime.settings.LINK_POLICY)
+        self._followups = FollowupStore(runtime.store)
         self._pause_initial = pause_initial
         self._pause_cap = pause_cap
         self._pause = pause_initial
@@ -103,12 +105,20 @@ class Notifier:
     # -- delivery: every post and edit ---------------------------------------------------
 
     async def post(
-        self, channel: str, message: messages.Message, *, metadata: dict[str, Any] | None = None
+        self,
+        channel: str,
+        message: messages.Message,
+        *,
+        metadata: dict[str, Any] | None = None,
+        thread_ts: str | None = None,
     ) -> SlackResult:
-        """chat.postMessage, unless posting is paused; the answer may start or end a pause."""
+        """chat.postMessage (in a thread when `thread_ts`), unless posting is paused; the
+        answer may start or end a pause."""
         if self.paused():
             return self._refused()
-        result = await slack_out.post(self._rt.slack, channel, message, metadata=metadata)
+        result = await slack_out.post(
+            self._rt.slack, channel, message, metadata=metadata, thread_ts=thread_ts
+        )
         self._note(result)
         return result
 
@@ -171,6 +181,14 @@ class Notifier:
                 return
             await self._end_if_channel_lost(sub, await self.post(sub.channel_id, message))
 
+    async def post_in_thread(
+        self, sub: Subscription, message: messages.Message, *, metadata: dict[str, Any]
+    ) -> SlackResult:
+        """A reply under a watch's card (a stall note); a lost channel ends the watch."""
+        result = await self.post(sub.channel_id, message, metadata=metadata, thread_ts=sub.card_ts)
+        await self._end_if_channel_lost(sub, result)
+        return result
+
     async def mark_unwatched(self, sub: Subscription) -> None:
         """Edit an ended watch's card, so everyone in the channel sees the watch stopped."""
         row = await self._rt.store.get_export_row(sub.export_gid)
@@ -200,6 +218,10 @@ class Notifier:
             "event_payload": {"gid": export.gid, "subscription_id": sub.id},
         }
         message = await self._notification(sub, export, outcome)
+        if outcome is Outcome.FINISHED:
+            # Before the post: the link expiry job edits only posts that carried a link.
+            link_until = now() + LINK_VALIDITY if messages.carries_link(message) else None
+            await self._followups.record_link(sub.id, link_until=link_until)
         # The claim works as a lease: recovery takes over a claim older than the grace, so
         # this post must be over well before then (slack_sdk may be sleeping out a 429), or
         # both would post. Cut short, its outcome is unknown: recovery reads the history.

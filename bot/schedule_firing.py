@@ -174,6 +174,7 @@ class ScheduleFirer:
                         team_id=row.team_id,
                         channel_id=row.channel_id,
                         user_id=row.created_by,
+                        audited=False,  # the schedule's post names it; nobody acted now
                     )
             case Refused(kind, _message, retry_after) if kind.is_transient:
                 decision = after_transient(

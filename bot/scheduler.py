@@ -56,6 +56,18 @@ def add_schedule_job(
     )
 
 
+def add_followup_job(
+    scheduler: AsyncIOScheduler, run: Callable[[], Awaitable[object]], *, seconds: float
+) -> None:
+    """Stall notes and link expiry (bot.followups); first run shortly after start-up."""
+    scheduler.add_job(
+        run,
+        IntervalTrigger(seconds=seconds),
+        id="followups",
+        next_run_time=datetime.now(UTC) + timedelta(seconds=min(seconds, 5.0)),
+    )
+
+
 async def stop_scheduler(scheduler: AsyncIOScheduler, watcher: Watcher, *, grace: float) -> None:
     """Stop starting jobs, let an in-flight tick finish, then give back any lease still held.
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 
-from bot import messages, slack_org
+from bot import audit, messages, slack_org
 from bot.access import may_list_watch
 from bot.creating import may_create
 from bot.messages import Message, ScheduleLine
@@ -70,6 +70,13 @@ async def create_schedule(
         spec.timezone,
         organization,
         channel_id[:20],
+    )
+    audit.created_schedule(
+        runtime,
+        row.id,
+        user_id=user_id,
+        channel_id=channel_id,
+        summary=f"{spec.when} ({spec.timezone}), organization {organization}",
     )
     return messages.render_scheduled(
         row.id,

@@ -112,11 +112,15 @@ async def post(
     message: Message,
     *,
     metadata: dict[str, Any] | None = None,
+    thread_ts: str | None = None,
 ) -> SlackResult:
-    """chat.postMessage; if Slack refuses the blocks, post the plain text instead."""
+    """chat.postMessage (a reply when `thread_ts`); if Slack refuses the blocks, post the plain
+    text instead."""
     kwargs: dict[str, Any] = {"channel": channel, "unfurl_links": False, "unfurl_media": False}
     if metadata is not None:
         kwargs["metadata"] = metadata
+    if thread_ts is not None:
+        kwargs["thread_ts"] = thread_ts
     result = await _call("chat.postMessage", client.chat_postMessage, **kwargs, **message.to_post())
     if result.failure is Failure.CONTENT:
         result = await _call(
@@ -182,6 +186,40 @@ async def find_posted(
             payload = meta.get("event_payload") or {}
             if meta.get("event_type") == event_type and str(payload.get("subscription_id")) == str(
                 subscription_id
+            ):
+                return str(message.get("ts"))
+        cursor = (response.get("response_metadata") or {}).get("next_cursor") or None
+        if not cursor:
+            return None
+    return None
+
+
+async def find_reply(
+    client: AsyncWebClient,
+    channel: str,
+    thread_ts: str,
+    *,
+    event_type: str,
+    payload: dict[str, Any],
+) -> str | None:
+    """The ts of our reply in a thread whose metadata has `event_type` and `payload`'s values.
+
+    Thread replies are not in conversations.history; conversations.replies reads them. Raises
+    HistoryUnavailable when the thread could not be read; None only when it was.
+    """
+    cursor: str | None = None
+    for _ in range(10):  # at most 10 pages of 200 replies
+        try:
+            response = await client.conversations_replies(
+                channel=channel, ts=thread_ts, limit=200, include_all_metadata=True, cursor=cursor
+            )
+        except (SlackApiError, aiohttp.ClientError, TimeoutError) as exc:
+            raise HistoryUnavailable(type(exc).__name__) from None
+        for message in response.get("messages") or []:
+            meta = message.get("metadata") or {}
+            found = meta.get("event_payload") or {}
+            if meta.get("event_type") == event_type and all(
+                str(found.get(key)) == str(value) for key, value in payload.items()
             ):
                 return str(message.get("ts"))
         cursor = (response.get("response_metadata") or {}).get("next_cursor") or None

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 from datetime import timedelta
 
-from bot import messages, slack_org
+from bot import audit, messages, slack_org
 from bot.access import may_list_watch
 from bot.messages import Message, WatchRow
 from bot.models import LINK_VALIDITY, EndReason, Export, ExportState, Subscription
@@ -17,9 +17,19 @@ log = logging.getLogger(__name__)
 
 
 async def answer_for_export(
-    runtime: Runtime, export: Export, *, team_id: str, channel_id: str, user_id: str
+    runtime: Runtime,
+    export: Export,
+    *,
+    team_id: str,
+    channel_id: str,
+    user_id: str,
+    audited: bool = True,
 ) -> Message:
-    """A looked-up export: finished/error are shown; anything else is watched in this channel."""
+    """A looked-up export: finished/error are shown; anything else is watched in this channel.
+
+    A watch started gets an audit line in the card's thread unless `audited` is False (the
+    caller audits what the person did: `new`; a schedule's run is nobody's action).
+    """
     now = runtime.now()
     if export.state.is_terminal:
         include_link = export.state is ExportState.FINISHED and await runtime.notify.links.allowed(
@@ -63,6 +73,8 @@ async def answer_for_export(
     if result.ts is not None:
         await runtime.store.set_card_ts(sub.id, result.ts)
         log.info("channel %s now watches export %s", channel_id, export.gid)
+        if audited:
+            audit.started_watching(runtime, export.gid, user_id=user_id, channel_id=channel_id)
         return messages.render_watch_started(export, now=now, next_check_at=next_poll_at)
     if result.failure in (Failure.CHANNEL, Failure.TOKEN):
         await runtime.store.unwatch(

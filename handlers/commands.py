@@ -11,7 +11,7 @@ from typing import Any
 from slack_bolt.async_app import AsyncAck, AsyncApp, AsyncRespond
 from slack_bolt.request.async_request import AsyncBoltRequest
 
-from bot import creating, lookup, messages, scheduling, watching
+from bot import audit, creating, lookup, messages, scheduling, watching
 from bot.command_parser import (
     Command,
     Help,
@@ -141,6 +141,7 @@ def register(app: AsyncApp, runtime: Runtime) -> None:
                     await ack(**answer.to_ack())
                     if ended is not None:
                         await runtime.notify.mark_unwatched(ended)
+                        audit.stopped_watching(runtime, ended, user_id=user_id)
                 case ListWatches(workspace):
                     answer = await watching.list_watches(
                         runtime,

@@ -376,6 +376,44 @@ def renderings() -> dict[str, Any]:
     add("home_stale_button", m.stale_button_notice())
     for org in (None, "4200000000000042"):
         add(f"new_export_modal/{org}", m.render_new_export_modal(org).to_view())
+    # Follow-ups: stall notes and expired links (bot/messages/followups.py).
+    for e_key, export in _exports():
+        for requester in ("U123ABC", "<!here>", None):
+            add(
+                f"stall_note/{e_key}/{requester}",
+                m.render_stall_note(
+                    export,
+                    running_since=NOW - timedelta(hours=6, minutes=5),
+                    now=NOW,
+                    every_seconds=6 * 3600.0,
+                    requester_user_id=requester,
+                ),
+            )
+            add(
+                f"link_expired/{e_key}/{requester}",
+                m.render_link_expired(
+                    export, requester_user_id=requester, expired_at=NOW - timedelta(minutes=3)
+                ),
+            )
+    # The audit trail (bot/messages/audit.py).
+    for action in m.AuditAction:
+        for user, channel in (("U123ABC", "C0123"), ("<!here>", "bad id"), (None, None)):
+            for detail in (None, "s3://bucket/org/1.json.gz", HOSTILE, LONG):
+                for gid in ("1205", None):
+                    add(
+                        f"audit/{action.value}/{user}/{channel}/{detail and detail[:8]}/{gid}",
+                        m.render_audit_line(
+                            m.AuditEvent(
+                                action,
+                                gid,
+                                NOW,
+                                user_id=user,
+                                channel_id=channel,
+                                detail=detail,
+                                via="button" if detail is None else None,
+                            )
+                        ),
+                    )
     # The text helpers that are part of the public face.
     for s in ("", "plain", HOSTILE, LONG):
         add(f"escape/{s[:10]}", m.escape_mrkdwn(s))

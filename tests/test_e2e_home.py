@@ -17,13 +17,13 @@ from typing import Any
 import pytest
 from slack_sdk.models.views import View
 
-from bot import messages
+from bot import audit, messages
 from bot.demo.fake_asana import FakeAsana
 from bot.demo.fake_slack import FakeSlack
 from bot.demo.signing import post_event, post_interactive
 from bot.models import EndReason, Export, ExportState
 from bot.store import WatchCaps
-from bot.testing import BotProcess, command, posts, text_of, wait_until
+from bot.testing import BotProcess, command, event_posts, posts, text_of, wait_until
 from bot.testing.process import SIGNING_SECRET
 from bot.testing.scenario import Scenario
 from tests.conftest import StartScenario
@@ -243,6 +243,11 @@ async def test_unwatch_is_allowed_to_its_requester_a_member_or_an_admin(
         assert f"Stopped watching export `{GID}` in <#C0002>" in text
         updates = [c.body for c in fake_slack.calls_to("chat.update") if c.ok]
         assert any("No longer watching" in text_of(u) for u in updates), "the card says so"
+        await bot.settle()
+        (line,) = [
+            p for p in event_posts(fake_slack, audit.AUDIT_EVENT_TYPE) if "stopped" in p["text"]
+        ]
+        assert f"<@{clicker}> stopped watching this export in <#C0002>" in line["text"]
     else:
         assert len(active) == 1, "a stranger's click changes nothing"
         assert ":lock: Only the person who asked" in text

@@ -16,7 +16,7 @@ import pytest
 from bot.demo.fake_asana import FakeAsana
 from bot.demo.fake_slack import FakeSlack
 from bot.demo.signing import SignedResponse, form_body, sign, slash_command_form
-from bot.testing import SIGNING_SECRET, BotProcess, async_wait_until
+from bot.testing import SIGNING_SECRET, BotProcess, async_wait_until, posts
 from bot.testing.scenario import Scenario
 from tests.conftest import ASANA_TOKEN, StartScenario
 
@@ -60,7 +60,7 @@ async def test_each_state_is_shown_to_the_channel(
         answer = ack
     else:  # still going: the channel gets a status card, the asker a private confirmation
         assert ack["response_type"] == "ephemeral" and "Watching" in ack["text"]
-        (card,) = [c.body for c in fake_slack.calls_to("chat.postMessage")]
+        (card,) = posts(fake_slack)
         assert card["channel"] == "C0001"
         answer = card
     assert answer["text"], "a plain text fallback is always sent"
@@ -227,7 +227,7 @@ def test_socket_mode_lookup_and_slow_respond(
     answer = fake_slack.send_slash_command(text=GID, timeout=3.0)
     assert fake_slack.socket_acks[-1].latency < 3.0
     assert answer["response_type"] == "ephemeral" and "Watching" in answer["text"]
-    (card,) = [c.body for c in fake_slack.calls_to("chat.postMessage")]
+    (card,) = posts(fake_slack)
     assert "Socket Org" in all_text(card)
 
     fake_asana.set_state(GID, "finished")

@@ -170,6 +170,30 @@ async def test_chat_update_edits_in_place_and_needs_an_existing_message(
     assert _error(exc) == "message_not_found"
 
 
+async def test_replies_are_a_thread_oldest_first_kept_out_of_history(
+    fake: FakeSlack, client: AsyncWebClient
+) -> None:
+    parent = await client.chat_postMessage(channel="C0001", text="card")
+    reply = await client.chat_postMessage(
+        channel="C0001", text="note", thread_ts=parent["ts"], metadata=METADATA
+    )
+    seeded = fake.add_message("C0001", "seeded", bot=True, thread_ts=parent["ts"])
+    history = await client.conversations_history(channel="C0001")
+    assert [m["ts"] for m in history["messages"]] == [parent["ts"]], "replies stay in threads"
+
+    thread = await client.conversations_replies(
+        channel="C0001", ts=parent["ts"], include_all_metadata=True
+    )
+    assert [m["ts"] for m in thread["messages"]] == [parent["ts"], reply["ts"], seeded["ts"]]
+    assert thread["messages"][1]["metadata"] == METADATA
+    assert thread["messages"][1]["thread_ts"] == parent["ts"]
+    page = await client.conversations_replies(channel="C0001", ts=parent["ts"], limit=2)
+    assert page["has_more"] is True and "metadata" not in page["messages"][1]
+    with pytest.raises(SlackApiError) as exc:
+        await client.conversations_replies(channel="C0001", ts="1.000001")
+    assert _error(exc) == "thread_not_found"
+
+
 async def test_history_is_newest_first_and_hides_metadata_unless_asked(
     fake: FakeSlack, client: AsyncWebClient
 ) -> None:

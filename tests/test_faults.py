@@ -46,6 +46,7 @@ from bot.testing import (
 )
 from bot.testing import finished_posts as finished_posts
 from bot.testing.scenario import Scenario
+from bot.testing.slack_view import AUDIT_EVENT, event_posts
 from tests.conftest import ASANA_TOKEN, StartScenario, _sync_url
 
 FAST = {
@@ -111,8 +112,13 @@ def text_of(body: dict[str, Any]) -> str:
 
 
 def posts_to(slack: FakeSlack, channel: str) -> list[RecordedCall]:
-    """Every chat.postMessage attempt to `channel`, failed ones included."""
-    return [c for c in slack.calls_to("chat.postMessage") if c.body.get("channel") == channel]
+    """Every chat.postMessage attempt to `channel`, failed ones included (audit lines left out)."""
+    return [
+        c
+        for c in slack.calls_to("chat.postMessage")
+        if c.body.get("channel") == channel
+        and (c.body.get("metadata") or {}).get("event_type") != AUDIT_EVENT
+    ]
 
 
 def gets(asana: FakeAsana, gid: str | None = None) -> list[RecordedRequest]:
@@ -421,6 +427,7 @@ async def test_slack_faults_at_subscribe_and_notification(
     for name in names:
         fake_asana.set_export(gid[name], "pending")
         assert "Watching" in (await ask_in(bot, fake_slack, gid[name], channel[name]))["text"]
+    await bot.settle()  # the watches' audit lines are out: the faults below are for the posts
 
     # Channel-specific faults on the finished post, all at once.
     for name in ("channel_not_found", "is_archived"):
@@ -482,6 +489,8 @@ def test_slack_wait_longer_than_notify_grace_still_posts_once(
     try:
         fake_asana.set_export("1200000000003500", "pending")
         assert "Watching" in ask(bot, fake_slack, "1200000000003500", "CSLOW")["text"]
+        # The watch's audit line goes out after the ack: the 429 is for the finished post.
+        wait_until(lambda: event_posts(fake_slack, AUDIT_EVENT, "CSLOW"), 10, "the audit line")
         fake_slack.rate_limit("chat.postMessage", retry_after=3)
         fake_asana.set_state("1200000000003500", "finished")
         wait_posted(fake_slack, ["CSLOW"])

@@ -1008,6 +1008,14 @@ def test_messages_is_a_package_of_small_modules_that_import_only_models() -> Non
         "NEW_EXPORT_CALLBACK",
         "ORG_INPUT",
         "CHANNEL_INPUT",
+        # stall notes and expired links: bot/messages/followups.py
+        "carries_link",
+        "render_link_expired",
+        "render_stall_note",
+        # the audit trail: bot/messages/audit.py
+        "AuditAction",
+        "AuditEvent",
+        "render_audit_line",
     }
     assert all(hasattr(m, name) for name in m.__all__)
 

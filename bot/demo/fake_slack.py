@@ -637,8 +637,10 @@ class FakeSlack:
         metadata: dict[str, Any] | None = None,
         ts: str | None = None,
         bot: bool = False,
+        thread_ts: str | None = None,
     ) -> dict[str, Any]:
-        """Seed history with a message (by a human, or by the bot when `bot=True`)."""
+        """Seed history with a message (by a human, or by the bot when `bot=True`), or a reply
+        in the thread of `thread_ts`."""
         with self._lock:
             if channel_id not in self._channels:
                 self.add_channel(channel_id)
@@ -648,7 +650,7 @@ class FakeSlack:
                 blocks=blocks,
                 attachments=None,
                 metadata=metadata,
-                thread_ts=None,
+                thread_ts=thread_ts,
                 user=self.bot_user_id if bot else user,
                 ts=ts,
             )
@@ -1086,6 +1088,7 @@ class FakeSlack:
             "chat.delete": self._m_delete,
             "conversations.info": self._m_conversations_info,
             "conversations.history": self._m_conversations_history,
+            "conversations.replies": self._m_conversations_replies,
             "conversations.members": self._m_conversations_members,
             "apps.connections.open": self._m_connections_open,
             "views.publish": self._m_views_publish,
@@ -1338,6 +1341,33 @@ class FakeSlack:
             "pin_count": 0,
             "channel_actions_ts": None,
             "channel_actions_count": 0,
+            "response_metadata": {"next_cursor": str(offset + limit) if has_more else ""},
+        }
+
+    def _m_conversations_replies(self, body: dict[str, Any]) -> dict[str, Any]:
+        """A thread: its parent first, then the replies oldest first (Slack's order)."""
+        channel = self._channel_for(body)
+        if not channel.is_member:
+            raise ApiError("not_in_channel")
+        parent = self._find_message(channel.id, str(body.get("ts") or ""))
+        if parent is None or parent["deleted"]:
+            raise ApiError("thread_not_found")
+        try:
+            limit = max(1, min(int(body.get("limit") or 100), 999))
+            offset = int(body.get("cursor") or 0)
+        except ValueError as exc:
+            raise ApiError("invalid_arguments") from exc
+        with_metadata = _truthy(body.get("include_all_metadata", False))
+        thread = [parent] + [
+            m
+            for m in self._messages.get(channel.id, [])
+            if not m["deleted"] and m["thread_ts"] == parent["ts"] and m["ts"] != parent["ts"]
+        ]
+        page = thread[offset : offset + limit]
+        has_more = offset + limit < len(thread)
+        return {
+            "messages": [self._wire(m, include_metadata=with_metadata) for m in page],
+            "has_more": has_more,
             "response_metadata": {"next_cursor": str(offset + limit) if has_more else ""},
         }
 

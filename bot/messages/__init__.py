@@ -17,10 +17,14 @@ Safety rules, applied everywhere (so handlers never have to think about them):
 The modules, each with one job: `mrkdwn` (escaping, links, mentions, clipping), `timefmt` (times
 as people read them), `blocks` (the `Message` type and Block Kit builders), `parts` (how an export
 is named and linked), and the renderers: `exports` (lookup answer, status card, posts), `watches`
-(watching and the list), `creating` (starting an export), `schedules` (recurring exports), `views` (the View type), `home` (the App Home tab), `new_export` (its modal), `problems` (errors and refusals), `help` (usage and help). This package
+(watching and the list), `creating` (starting an export), `schedules` (recurring exports),
+`views` (the View type), `home` (the App Home tab), `new_export` (its modal), `followups` (stall
+notes, expired links), `audit` (who did what, in a card's thread), `problems` (errors and
+refusals), `help` (usage and help). This package
 imports nothing of ours but `bot.models`. Callers import from `bot.messages`, never a module.
 """
 
+from bot.messages.audit import AuditAction, AuditEvent, render_audit_line
 from bot.messages.blocks import (
     MAX_BLOCKS,
     MAX_BUTTON_TEXT,
@@ -55,6 +59,7 @@ from bot.messages.exports import (
     render_looking_up,
     render_status_card,
 )
+from bot.messages.followups import carries_link, render_link_expired, render_stall_note
 from bot.messages.help import render_help, render_usage
 from bot.messages.home import (
     NEW_EXPORT_ACTION,
@@ -156,6 +161,8 @@ __all__ = [
     "UNWATCH_ACTION",
     "WATCH_INSTEAD_ACTION",
     "ArchiveSummary",
+    "AuditAction",
+    "AuditEvent",
     "EndedWatch",
     "FairUseRefusal",
     "HomeContent",
@@ -165,6 +172,7 @@ __all__ = [
     "View",
     "WatchRow",
     "archive_section",
+    "carries_link",
     "channel_mention",
     "escape_mrkdwn",
     "format_absolute",
@@ -173,6 +181,7 @@ __all__ = [
     "format_timestamp",
     "render_already_handled",
     "render_already_watching",
+    "render_audit_line",
     "render_cannot_post",
     "render_card_unwatched",
     "render_create_refused",
@@ -190,6 +199,7 @@ __all__ = [
     "render_help",
     "render_home",
     "render_internal_error",
+    "render_link_expired",
     "render_link_withheld",
     "render_looking_up",
     "render_lookup_timeout",
@@ -207,6 +217,7 @@ __all__ = [
     "render_schedule_usage",
     "render_scheduled",
     "render_slow_down",
+    "render_stall_note",
     "render_status_card",
     "render_unscheduled",
     "render_unwatched",

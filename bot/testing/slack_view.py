@@ -10,6 +10,9 @@ from bot.demo.signing import SignedResponse, post_slash_command
 from bot.testing.process import SIGNING_SECRET, BotProcess
 
 FINISHED_EVENT = "asana_export_finished"
+#: Audit lines (bot.audit) and stall notes (bot.stall): `posts` leaves them out.
+AUDIT_EVENT = "asana_export_audit"
+STALL_EVENT = "asana_export_stalled"
 #: Slack's own deadline for an ack.
 ACK_SECONDS = 3.0
 
@@ -35,18 +38,25 @@ def command(
 
 
 def posts(slack: FakeSlack, channel: str | None = None) -> list[dict[str, Any]]:
-    """Bodies of the chat.postMessage calls Slack accepted, oldest first."""
+    """Bodies of the chat.postMessage calls Slack accepted, oldest first; audit lines and stall
+    notes (thread replies about a watch) are left out: see `event_posts`."""
     return [
         c.body
         for c in slack.calls_to("chat.postMessage")
-        if c.ok and (channel is None or c.body.get("channel") == channel)
+        if c.ok
+        and (channel is None or c.body.get("channel") == channel)
+        and (c.body.get("metadata") or {}).get("event_type") not in (AUDIT_EVENT, STALL_EVENT)
     ]
 
 
 def event_posts(slack: FakeSlack, event: str, channel: str | None = None) -> list[dict[str, Any]]:
     """Accepted posts whose message metadata names `event` (asana_export_finished, ...)."""
     return [
-        p for p in posts(slack, channel) if (p.get("metadata") or {}).get("event_type") == event
+        c.body
+        for c in slack.calls_to("chat.postMessage")
+        if c.ok
+        and (channel is None or c.body.get("channel") == channel)
+        and (c.body.get("metadata") or {}).get("event_type") == event
     ]
 
 
