@@ -722,7 +722,7 @@ async def test_list_subscriptions_active_oldest_first(store: Store) -> None:
         channel_id="C1", export=_export("c"), now=T0 + timedelta(seconds=5), **kw
     )
     await store.subscribe(
-        channel_id="C1", export=_export("z"), now=T0, **{**kw, "team_id": "OTHER"}
+        channel_id="C9", export=_export("z"), now=T0, **{**kw, "team_id": "OTHER"}
     )
     await store.end_subscription(c.id, now=T0, reason="finished")
     everything = await store.list_subscriptions(team_id="T1")
@@ -730,6 +730,26 @@ async def test_list_subscriptions_active_oldest_first(store: Store) -> None:
     assert all(isinstance(r, ExportRow) and r.organization_name == "Acme" for _, r in everything)
     in_c1 = await store.list_subscriptions(team_id="T1", channel_id="C1")
     assert [s.id for s, _ in in_c1] == [a.id]
+
+
+async def test_a_channel_shared_by_two_workspaces_has_one_watch(store: Store) -> None:
+    """Enterprise Grid: one channel id is one conversation in every workspace sharing it."""
+    kw: dict[str, Any] = {"channel_id": "CSHARED", "next_poll_at": T0, "now": T0}
+    first, created = await store.subscribe(team_id="TA", user_id="UA", export=_export("s"), **kw)
+    again, created_again = await store.subscribe(
+        team_id="TB", user_id="UB", export=_export("s"), **kw
+    )
+    assert created and not created_again and again.id == first.id and again.team_id == "TA"
+    # The channel's list is the same from both workspaces; each workspace's list has its own.
+    for team in ("TA", "TB"):
+        shown = await store.list_subscriptions(team_id=team, channel_id="CSHARED")
+        assert [s.id for s, _ in shown] == [first.id]
+    assert [s.id for s, _ in await store.list_subscriptions(team_id="TA")] == [first.id]
+    assert await store.list_subscriptions(team_id="TB") == []
+    # Either workspace's members may end it, as any member of the channel may.
+    ended = await store.unwatch(team_id="TB", channel_id="CSHARED", gid="s", now=T0)
+    assert ended is not None and ended.id == first.id
+    assert await store.unwatch(team_id="TA", channel_id="CSHARED", gid="s", now=T0) is None
 
 
 async def test_card_ts_and_end(store: Store) -> None:
