@@ -659,9 +659,17 @@ class FakeSlack:
             return self._user_teams.get(user_id, self.team_id)
 
     def _payload_team(self, fields: Mapping[str, Any]) -> tuple[str, str]:
-        """The (team_id, domain) a payload comes from: given, else the user's workspace."""
-        team_id = fields.get("team_id") or self.user_team(str(fields.get("user_id") or "U0001"))
+        """The (team_id, domain) a payload comes from: given, else where it was typed or
+        clicked: the channel's workspace (the user's own, in a channel their workspace shares),
+        else the user's workspace."""
+        user_team = self.user_team(str(fields.get("user_id") or "U0001"))
         with self._lock:
+            channel = self._channels.get(str(fields.get("channel_id") or "C0001"))
+            team_id = fields.get("team_id")
+            if not team_id and channel is not None and channel.team_id:
+                shared = (channel.team_id, *channel.shared_with)
+                team_id = user_team if user_team in shared else channel.team_id
+            team_id = team_id or user_team
             domain = self._workspaces.get(team_id, (self.team_domain, ""))[0]
         return team_id, domain
 
