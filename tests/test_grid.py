@@ -4,9 +4,11 @@ where, which workspace a payload comes from, and the fake Slack's org-wide insta
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.access import (
@@ -19,6 +21,7 @@ from bot.access import (
     payload_team_id,
 )
 from bot.demo.fake_slack import FakeSlack
+from bot.doctor.checks import SlackAnswer, Status, slack_auth_result
 from bot.slack_org import Installation, WorkspaceAdmins, identity_from_auth
 
 ORG_WIDE = OrgIdentity("E1", "E1", org_wide=True)
@@ -171,3 +174,20 @@ def test_fake_single_workspace_payloads_unchanged() -> None:
         assert click["enterprise"] is None and click["is_enterprise_install"] is False
     with pytest.raises(ValueError, match="enterprise_id"):
         FakeSlack(org_wide=True)
+
+
+def test_manifest_allows_an_org_wide_install() -> None:
+    manifest = yaml.safe_load((Path(__file__).parent.parent / "manifest.yml").read_text())
+    assert manifest["settings"]["org_deploy_enabled"] is True
+
+
+def test_doctor_names_an_org_wide_install() -> None:
+    auth = {"ok": True, "team": "Grid Org", "team_id": "E1", "user": "bot", "user_id": "U1"}
+    org_wide = slack_auth_result(
+        SlackAnswer({**auth, "enterprise_id": "E1", "is_enterprise_install": True}), "x"
+    )
+    assert (
+        org_wide.status is Status.PASS and "installed org-wide on Grid Org (E1)" in org_wide.detail
+    )
+    one = slack_auth_result(SlackAnswer({**auth, "team_id": "T1", "enterprise_id": "E1"}), "x")
+    assert "workspace Grid Org (T1), Enterprise org E1" in one.detail
