@@ -10,6 +10,7 @@ process.
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import Iterator
 from pathlib import Path
@@ -119,6 +120,27 @@ async def test_a_channel_shared_by_two_workspaces_is_watched_once(
     await bot.ticks(3)
     assert len(finished_posts(fake_slack, "CBOTH")) == 1
     assert bot.tracebacks == []
+
+
+async def test_both_sides_of_a_shared_channel_at_once_on_two_replicas(
+    fake_asana: FakeAsana,
+    fake_slack: FakeSlack,
+    start_scenario: StartScenario,
+    fresh_postgres_url: str,
+) -> None:
+    """Both workspaces ask in the same instant, each through its own replica: one watch."""
+    fake_asana.set_export(GID_S, "started")
+    one = await start_scenario(fresh_postgres_url, LINK_POLICY="anywhere")
+    two = await start_scenario(fresh_postgres_url, LINK_POLICY="anywhere")
+    for _ in range(5):
+        answers = await asyncio.gather(
+            one.command(GID_S, "CBOTH", user_id=ALICE), two.command(GID_S, "CBOTH", user_id=BOB)
+        )
+        assert sorted("already" in a["text"] for a in answers) == [False, True], answers
+        assert len(posts(fake_slack, "CBOTH")) == 1
+        assert "Stopped" in (await one.command(f"unwatch {GID_S}", "CBOTH", user_id=BOB))["text"]
+        fake_slack.clear()
+    assert one.tracebacks == [] and two.tracebacks == []
 
 
 async def click_fresh_link(
