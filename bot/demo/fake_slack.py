@@ -1432,8 +1432,7 @@ class FakeSlack:
                 raise ApiError("invalid_blocks", response_metadata={"messages": errors})
         view_id = "V" + uuid.uuid4().hex[:10].upper()
         self._views.append({"user_id": body["user_id"], "view": view, "id": view_id})
-        team_id = self.user_team(str(body["user_id"]))
-        return {"view": {"id": view_id, "team_id": team_id, **view}}
+        return {"view": {"id": view_id, "team_id": self.team_id, **view}}
 
     # ------------------------------------------------------------------ response_url
 
