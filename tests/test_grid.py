@@ -23,6 +23,7 @@ from bot.access import (
 from bot.demo.fake_slack import FakeSlack
 from bot.doctor.checks import SlackAnswer, Status, slack_auth_result
 from bot.slack_org import Installation, WorkspaceAdmins, identity_from_auth
+from tests.conftest import StartScenario
 
 ORG_WIDE = OrgIdentity("E1", "E1", org_wide=True)
 WORKSPACE_OF_GRID = OrgIdentity("T1", "E1")  # installed on one workspace of a Grid org
@@ -191,3 +192,15 @@ def test_doctor_names_an_org_wide_install() -> None:
     )
     one = slack_auth_result(SlackAnswer({**auth, "team_id": "T1", "enterprise_id": "E1"}), "x")
     assert "workspace Grid Org (T1), Enterprise org E1" in one.detail
+
+
+async def test_single_workspace_install_on_grid_keeps_its_admins(
+    fake_slack: FakeSlack, start_scenario: StartScenario
+) -> None:
+    """Installed on one workspace of a Grid org, users.info's admin flags count as before,
+    whichever workspace of the org Slack names as the admin's own."""
+    fake_slack.enterprise_id = "E1"
+    fake_slack.set_user("W1", team_id="T0OTHER", is_admin=True)
+    bot = await start_scenario(ASANA_ORGANIZATION_GID="4200000000000042")
+    answer = await bot.command("schedule daily 03:30", user_id="W1", team_id="T0001")
+    assert "Schedule #1" in answer["text"], answer

@@ -661,7 +661,7 @@ class FakeSlack:
     def _payload_team(self, fields: Mapping[str, Any]) -> tuple[str, str]:
         """The (team_id, domain) a payload comes from: given, else where it was typed or
         clicked: the channel's workspace (the user's own, in a channel their workspace shares),
-        else the user's workspace."""
+        else the user's workspace if the app is in it, else the fake's."""
         user_team = self.user_team(str(fields.get("user_id") or "U0001"))
         with self._lock:
             channel = self._channels.get(str(fields.get("channel_id") or "C0001"))
@@ -669,7 +669,7 @@ class FakeSlack:
             if not team_id and channel is not None and channel.team_id:
                 shared = (channel.team_id, *channel.shared_with)
                 team_id = user_team if user_team in shared else channel.team_id
-            team_id = team_id or user_team
+            team_id = team_id or (user_team if user_team in self._workspaces else self.team_id)
             domain = self._workspaces.get(team_id, (self.team_domain, ""))[0]
         return team_id, domain
 
