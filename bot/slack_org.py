@@ -37,10 +37,9 @@ def identity_from_auth(auth: Mapping[str, Any] | None) -> OrgIdentity | None:
     org_wide = auth.get("is_enterprise_install") is True and enterprise_id is not None
     team_id = auth.get("team_id")
     if not isinstance(team_id, str) or not team_id:
-        if not org_wide:
-            return None
-        team_id = enterprise_id
-    assert team_id is not None
+        team_id = enterprise_id if org_wide else None
+    if team_id is None:
+        return None
     return OrgIdentity(team_id, enterprise_id, org_wide=org_wide)
 
 
