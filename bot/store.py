@@ -128,6 +128,15 @@ subscriptions = sa.Table(
         sqlite_where=sa.text("ended_at IS NULL"),
         postgresql_where=sa.text("ended_at IS NULL"),
     ),
+    # A channel's watches whichever workspace started them (Enterprise Grid): migration 0009.
+    sa.Index(
+        "ix_subscriptions_active_channel",
+        "channel_id",
+        "export_gid",
+        "ended_at",
+        sqlite_where=sa.text("ended_at IS NULL"),
+        postgresql_where=sa.text("ended_at IS NULL"),
+    ),
 )
 
 
