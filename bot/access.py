@@ -78,10 +78,16 @@ def may_post_link(policy: LinkPolicy, channel: Mapping[str, Any] | None) -> bool
 
 @dataclass(frozen=True, slots=True)
 class OrgIdentity:
-    """Who installed the bot, from auth.test: the workspace and, on Enterprise Grid, the org."""
+    """Who installed the bot, from auth.test: the workspace and, on Enterprise Grid, the org.
+
+    Installed org-wide on a Grid org (`org_wide`), the token is the org's: `team_id` is what
+    auth.test says (the org's E... id) and the org's workspaces are asked separately
+    (auth.teams.list), since each click names only the clicker's own workspace.
+    """
 
     team_id: str
     enterprise_id: str | None = None
+    org_wide: bool = False
 
 
 def clicker_team_id(body: Mapping[str, Any]) -> str | None:
@@ -95,16 +101,41 @@ def clicker_team_id(body: Mapping[str, Any]) -> str | None:
     return team if isinstance(team, str) and team else None
 
 
-def is_our_member(user_team_id: str | None, org: OrgIdentity | None) -> bool:
+def payload_team_id(body: Mapping[str, Any]) -> str | None:
+    """The workspace an interaction payload comes from.
+
+    `team.id` where Slack sends it; an org-wide install on Enterprise Grid may get `team: null`,
+    and then the acting user's workspace (`user.team_id`) or the view's is the one.
+    """
+    if not isinstance(body, Mapping):
+        return None
+    for holder, key in (("team", "id"), ("user", "team_id"), ("view", "team_id")):
+        part = body.get(holder)
+        value = part.get(key) if isinstance(part, Mapping) else None
+        if isinstance(value, str) and value:
+            return value
+    top = body.get("team_id")
+    return top if isinstance(top, str) and top else None
+
+
+def is_our_member(
+    user_team_id: str | None,
+    org: OrgIdentity | None,
+    workspaces: frozenset[str] = frozenset(),
+) -> bool:
     """Whether a user whose home is `user_team_id` belongs to the installing organization.
 
-    Our workspace, or our Enterprise org (a member of another workspace of the same org is one of
-    us). Anything unknown (no team in the payload, installation not known yet) is foreign.
+    Our workspace, or our Enterprise org: its id, or one of its workspaces that the org-wide
+    install was granted (`workspaces`, from auth.teams.list), so a member of another workspace
+    of the same org is one of us. Anything unknown (no team in the payload, installation not
+    known yet) is foreign.
     """
     if org is None or not user_team_id:
         return False
-    return user_team_id == org.team_id or (
-        bool(org.enterprise_id) and user_team_id == org.enterprise_id
+    return (
+        user_team_id == org.team_id
+        or (bool(org.enterprise_id) and user_team_id == org.enterprise_id)
+        or (org.org_wide and user_team_id in workspaces)
     )
 
 
@@ -122,16 +153,18 @@ def may_give_link(
     clicker_team: str | None,
     org: OrgIdentity | None,
     channel: Mapping[str, Any] | None,
+    workspaces: frozenset[str] = frozenset(),
 ) -> ClickVerdict:
     """Whether the clicker of "Get a fresh link" may receive the link (ephemerally).
 
     Under `anywhere` everyone may (the link is posted in the channel anyway). Under `private` and
     `button` only a member of our organization, and only in a channel that no other organization
     shares (`channel` is conversations.info's object; None, Slack would not say, is refused).
+    `workspaces` are the workspaces of our Enterprise org (an org-wide install's).
     """
     if policy is LinkPolicy.ANYWHERE:
         return ClickVerdict.GIVE
-    if not is_our_member(clicker_team, org):
+    if not is_our_member(clicker_team, org, workspaces):
         return ClickVerdict.FOREIGN_USER
     if is_shared_outside(channel):
         return ClickVerdict.SHARED_CHANNEL
@@ -147,6 +180,27 @@ def may_list_watch(watch_channel: str, *, asked_in: str, asker_is_member: bool |
     guest from another organization learns nothing about channels of ours.
     """
     return watch_channel == asked_in or asker_is_member is True
+
+
+def is_admin_here(user: Mapping[str, Any], team_id: str | None = None) -> bool:
+    """Whether users.info's `user` is an admin or owner of workspace `team_id` (any: None).
+
+    On Enterprise Grid one user id spans the org's workspaces, and users.info's flags are the
+    user's own workspace's (`user.team_id`): they count where that workspace asks, and an org
+    admin or owner (`enterprise_user`) counts in every workspace of the org.
+    """
+    if user.get("deleted"):
+        return False
+    admin = bool(user.get("is_admin") or user.get("is_owner") or user.get("is_primary_owner"))
+    org = user.get("enterprise_user")
+    if isinstance(org, Mapping) and (
+        org.get("is_admin") or org.get("is_owner") or org.get("is_primary_owner")
+    ):
+        return True
+    home = user.get("team_id")
+    if not admin or not team_id or not isinstance(home, str) or not home:
+        return admin
+    return home == team_id or not isinstance(org, Mapping)
 
 
 def may_create_export(

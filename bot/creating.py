@@ -174,12 +174,19 @@ async def start_export(runtime: Runtime, request: CreateRequest) -> Outcome:
     return Started(export)
 
 
-async def may_create(runtime: Runtime, user_id: str) -> bool | None:
-    """Whether this person may start exports: True, False, or None when Slack would not say."""
+async def may_create(runtime: Runtime, user_id: str, team_id: str | None = None) -> bool | None:
+    """Whether this person may start exports (from workspace `team_id`): True, False, or None
+    when Slack would not say.
+
+    The workspace matters only to an org-wide install on Enterprise Grid, where one bot serves
+    several workspaces and a workspace's admins are admins there only.
+    """
     admin_users = runtime.settings.admin_users
     if admin_users:
         return may_create_export(user_id, admin_users=admin_users, workspace_admin=None)
-    workspace_admin = await runtime.admins.is_admin(runtime.slack, user_id)
+    installation = await runtime.installation.get(runtime.slack)
+    where = team_id if installation is not None and installation.org_wide else None
+    workspace_admin = await runtime.admins.is_admin(runtime.slack, user_id, where)
     if workspace_admin is None:
         return None
     return may_create_export(user_id, admin_users=admin_users, workspace_admin=workspace_admin)
@@ -197,7 +204,7 @@ async def new_for_person(
 ) -> Message:
     """`/asana-export new`: authorize, start the export, watch it here; the answer to show."""
     settings = runtime.settings
-    verdict = await may_create(runtime, user_id)
+    verdict = await may_create(runtime, user_id, team_id)
     if not verdict:
         log.warning("refused `new` to user %s (not an admin: %s)", user_id[:20], verdict)
         return messages.render_not_admin(sorted(settings.admin_users), unknown=verdict is None)

@@ -115,7 +115,7 @@ async def content(
         slack_org.memberships(runtime.slack, channels, user_id, deadline=MEMBERSHIP_DEADLINE)
         if channels and user_id
         else _nothing(),
-        creating.may_create(runtime, user_id),
+        creating.may_create(runtime, user_id, team_id),
     )
 
     def visible(channel: str) -> bool:
@@ -222,7 +222,7 @@ async def unwatch(runtime: Runtime, value: Any, *, team_id: str, user_id: str) -
     if not allowed:
         allowed = await slack_org.is_member(runtime.slack, sub.channel_id, user_id) is True
     if not allowed:
-        allowed = await creating.may_create(runtime, user_id) is True
+        allowed = await creating.may_create(runtime, user_id, team_id) is True
     if not allowed:
         log.warning("refused an unwatch of subscription %s to user %s", sub.id, user_id[:20])
         return messages.unwatch_notice(sub.export_gid, sub.channel_id, "not_allowed")
@@ -248,9 +248,11 @@ async def remove_schedule(runtime: Runtime, value: Any, *, team_id: str, user_id
     return answer.text
 
 
-async def new_export_clicked(runtime: Runtime, trigger_id: str, *, user_id: str) -> str | None:
+async def new_export_clicked(
+    runtime: Runtime, trigger_id: str, *, team_id: str, user_id: str
+) -> str | None:
     """The "New export" button: admins get the modal (None); anyone else a notice why not."""
-    verdict = await creating.may_create(runtime, user_id)
+    verdict = await creating.may_create(runtime, user_id, team_id)
     if not verdict:
         log.warning("refused the New export modal to user %s (%s)", user_id[:20], verdict)
         admins = sorted(runtime.settings.admin_users)
@@ -280,7 +282,7 @@ def _input(view: Mapping[str, Any], where: tuple[str, str]) -> Mapping[str, Any]
 
 
 async def check_submission(
-    runtime: Runtime, view: Mapping[str, Any], *, user_id: str
+    runtime: Runtime, view: Mapping[str, Any], *, team_id: str, user_id: str
 ) -> NewExport | dict[str, str]:
     """The modal's inputs, validated; or the errors to show in it (block_id -> message)."""
     org_block, channel_block = messages.ORG_INPUT[0], messages.CHANNEL_INPUT[0]
@@ -303,7 +305,8 @@ async def check_submission(
         return errors
     assert isinstance(channel, str) and isinstance(parsed, New) and parsed.org_gid
     info, verdict = await asyncio.gather(
-        slack_out.channel_info(runtime.slack, channel), creating.may_create(runtime, user_id)
+        slack_out.channel_info(runtime.slack, channel),
+        creating.may_create(runtime, user_id, team_id),
     )
     if not verdict:
         errors[org_block] = (

@@ -65,8 +65,11 @@ async def link_verdict(
     if policy is LinkPolicy.ANYWHERE:
         return ClickVerdict.GIVE
     org = await runtime.installation.get(runtime.slack)
+    workspaces = await runtime.installation.workspaces(runtime.slack)
     channel = await slack_out.channel_info(runtime.slack, channel_id) if channel_id else None
-    return may_give_link(policy, clicker_team=clicker_team, org=org, channel=channel)
+    return may_give_link(
+        policy, clicker_team=clicker_team, org=org, channel=channel, workspaces=workspaces
+    )
 
 
 async def fresh_link(

@@ -40,6 +40,7 @@ SCRAPE_DB_TIMEOUT = 1.0
 SLACK_METHODS = frozenset(
     {
         "auth.test",
+        "auth.teams.list",
         "apps.connections.open",
         "chat.postMessage",
         "chat.postEphemeral",

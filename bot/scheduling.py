@@ -46,7 +46,7 @@ async def create_schedule(
     if isinstance(spec, SpecError):
         problem = spec.reason if text.strip() else None
         return messages.render_schedule_usage(problem, USAGE_EXAMPLES, command=command)
-    verdict = await may_create(runtime, user_id)
+    verdict = await may_create(runtime, user_id, team_id)
     if not verdict:
         log.warning("refused `schedule` to user %s (not an admin: %s)", user_id[:20], verdict)
         return messages.render_not_admin(sorted(settings.admin_users), unknown=verdict is None)
@@ -142,7 +142,7 @@ async def remove_schedule(
     row = await runtime.store.schedule(schedule_id)
     if row is None or row.team_id != team_id or row.ended_at is not None:
         return messages.render_unscheduled(schedule_id, "not_found")
-    if row.created_by != user_id and not await may_create(runtime, user_id):
+    if row.created_by != user_id and not await may_create(runtime, user_id, team_id):
         log.warning("refused `unschedule %s` to user %s", schedule_id, user_id[:20])
         return messages.render_unscheduled(schedule_id, "not_allowed")
     await runtime.store.end_schedule(

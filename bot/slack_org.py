@@ -17,7 +17,7 @@ import aiohttp
 from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
-from bot.access import OrgIdentity
+from bot.access import OrgIdentity, is_admin_here
 
 log = logging.getLogger(__name__)
 
@@ -25,16 +25,28 @@ _SLACK_ERRORS = (SlackApiError, aiohttp.ClientError, TimeoutError)
 
 
 def identity_from_auth(auth: Mapping[str, Any] | None) -> OrgIdentity | None:
-    """auth.test's answer -> our team and Enterprise org (None when it names no team)."""
+    """auth.test's answer -> our team and Enterprise org (None when it names neither).
+
+    An org-wide install on Enterprise Grid (`is_enterprise_install`) is the org's: auth.test
+    may name no workspace, and the org stands in for it.
+    """
     if not auth:
         return None
+    enterprise_id = auth.get("enterprise_id")
+    enterprise_id = enterprise_id if isinstance(enterprise_id, str) and enterprise_id else None
+    org_wide = auth.get("is_enterprise_install") is True and enterprise_id is not None
     team_id = auth.get("team_id")
     if not isinstance(team_id, str) or not team_id:
+        team_id = enterprise_id if org_wide else None
+    if team_id is None:
         return None
-    enterprise_id = auth.get("enterprise_id")
-    return OrgIdentity(
-        team_id, enterprise_id if isinstance(enterprise_id, str) and enterprise_id else None
-    )
+    return OrgIdentity(team_id, enterprise_id, org_wide=org_wide)
+
+
+#: How long the list of an org-wide install's workspaces (auth.teams.list) is trusted. A
+#: workspace granted the app since is "not ours" for at most this long: the safe direction.
+WORKSPACES_CACHE_SECONDS = 300.0
+_WORKSPACES_MAX_PAGES = 20
 
 
 class Installation:
@@ -43,9 +55,18 @@ class Installation:
     While Slack has not said who we are, `get` returns None and every clicker is foreign.
     """
 
-    def __init__(self) -> None:
+    def __init__(
+        self,
+        *,
+        workspaces_ttl: float = WORKSPACES_CACHE_SECONDS,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self._identity: OrgIdentity | None = None
         self._lock = asyncio.Lock()
+        self._workspaces: frozenset[str] = frozenset()
+        self._workspaces_at: float | None = None
+        self._workspaces_ttl = workspaces_ttl
+        self._clock = clock
 
     def remember(self, auth: Mapping[str, Any] | None) -> None:
         """Keep what auth.test said (a failed auth.test leaves it unknown)."""
@@ -64,6 +85,49 @@ class Installation:
                 except _SLACK_ERRORS as exc:
                     log.info("auth.test failed (%s): clickers count as foreign", type(exc).__name__)
         return self._identity
+
+    async def workspaces(self, client: AsyncWebClient) -> frozenset[str]:
+        """The workspaces of our Enterprise org that an org-wide install was granted.
+
+        Empty unless we are installed org-wide. Asked from auth.teams.list and kept for
+        WORKSPACES_CACHE_SECONDS; a failure keeps the last answer (or none: foreign).
+        """
+        identity = await self.get(client)
+        if identity is None or not identity.org_wide:
+            return frozenset()
+        now = self._clock()
+        if self._workspaces_at is not None and now - self._workspaces_at < self._workspaces_ttl:
+            return self._workspaces
+        async with self._lock:
+            if self._workspaces_at is None or self._clock() - self._workspaces_at >= (
+                self._workspaces_ttl
+            ):
+                found = await _granted_workspaces(client)
+                if found is not None:
+                    self._workspaces, self._workspaces_at = found, self._clock()
+        return self._workspaces
+
+
+async def _granted_workspaces(client: AsyncWebClient) -> frozenset[str] | None:
+    """Every workspace auth.teams.list names (all pages); None when Slack will not say."""
+    teams: set[str] = set()
+    cursor: str | None = None
+    for _ in range(_WORKSPACES_MAX_PAGES):
+        try:
+            response = await client.auth_teams_list(cursor=cursor, limit=1000)
+        except _SLACK_ERRORS as exc:
+            error = (
+                exc.response.get("error") if isinstance(exc, SlackApiError) else type(exc).__name__
+            )
+            log.info("auth.teams.list failed: %s (other workspaces count as foreign)", error)
+            return None
+        for team in response.get("teams") or []:
+            if isinstance(team, Mapping) and isinstance(team.get("id"), str):
+                teams.add(team["id"])
+        cursor = (response.get("response_metadata") or {}).get("next_cursor") or None
+        if not cursor:
+            break
+    return frozenset(teams)
 
 
 async def is_member(
@@ -140,10 +204,14 @@ class WorkspaceAdmins:
         self._clock = clock
         self._refused: OrderedDict[str, float] = OrderedDict()
 
-    async def is_admin(self, client: AsyncWebClient, user_id: str) -> bool | None:
-        """True for an admin or owner, False for anyone else, None when Slack will not say."""
+    async def is_admin(
+        self, client: AsyncWebClient, user_id: str, team_id: str | None = None
+    ) -> bool | None:
+        """True for an admin or owner (of workspace `team_id` on Enterprise Grid: see
+        `bot.access.is_admin_here`), False for anyone else, None when Slack will not say."""
         now = self._clock()
-        refused_at = self._refused.get(user_id)
+        key = f"{team_id or ''}:{user_id}"
+        refused_at = self._refused.get(key)
         if refused_at is not None and now - refused_at < self._ttl:
             return False
         try:
@@ -157,15 +225,11 @@ class WorkspaceAdmins:
         user = response.get("user")
         if not isinstance(user, Mapping):
             return None
-        admin = bool(
-            not user.get("deleted")
-            and (user.get("is_admin") or user.get("is_owner") or user.get("is_primary_owner"))
-        )
-        if admin:
-            self._refused.pop(user_id, None)
+        if is_admin_here(user, team_id):
+            self._refused.pop(key, None)
             return True
-        self._refused[user_id] = now
-        self._refused.move_to_end(user_id)
+        self._refused[key] = now
+        self._refused.move_to_end(key)
         while len(self._refused) > _ADMIN_CACHE_MAX:
             self._refused.popitem(last=False)
         return False

@@ -128,6 +128,15 @@ subscriptions = sa.Table(
         sqlite_where=sa.text("ended_at IS NULL"),
         postgresql_where=sa.text("ended_at IS NULL"),
     ),
+    # A channel's watches whichever workspace started them (Enterprise Grid): migration 0009.
+    sa.Index(
+        "ix_subscriptions_active_channel",
+        "channel_id",
+        "export_gid",
+        "ended_at",
+        sqlite_where=sa.text("ended_at IS NULL"),
+        postgresql_where=sa.text("ended_at IS NULL"),
+    ),
 )
 
 
@@ -546,6 +555,9 @@ class Store:
     ) -> tuple[Subscription, bool]:
         """Watch `export` in a channel; returns (subscription, created), one active per channel.
 
+        A channel id names one conversation in every workspace of an Enterprise Grid org that
+        shares it: a watch there is the channel's, whichever workspace (`team_id`) asked.
+
         Two racing calls create one row. The export upsert already serialises callers for one
         gid (row lock on PostgreSQL, BEGIN IMMEDIATE on SQLite); should anything else insert
         first, the partial unique index refuses the duplicate and we re-read the winner.
@@ -554,7 +566,7 @@ class Store:
         person in different channels may pass the cap by one).
         """
         async with self._read() as conn:  # asking again is common: answer it without a write
-            existing = await self._active_subscription(conn, team_id, channel_id, export.gid)
+            existing = await self._active_subscription(conn, channel_id, export.gid)
         if existing is not None:
             return existing, False
         try:
@@ -562,7 +574,7 @@ class Store:
                 if caps is not None:
                     await self._check_caps(conn, caps, team_id, channel_id, user_id)
                 await self._upsert_export(conn, export, now=now, next_poll_at=next_poll_at)
-                existing = await self._active_subscription(conn, team_id, channel_id, export.gid)
+                existing = await self._active_subscription(conn, channel_id, export.gid)
                 if existing is not None:
                     return existing, False
                 result = await conn.execute(
@@ -579,7 +591,7 @@ class Store:
                 return _subscription(result.one()._mapping), True
         except IntegrityError:
             async with self._read() as conn:
-                existing = await self._active_subscription(conn, team_id, channel_id, export.gid)
+                existing = await self._active_subscription(conn, channel_id, export.gid)
             if existing is None:
                 raise
             return existing, False
@@ -589,26 +601,24 @@ class Store:
         conn: AsyncConnection, caps: WatchCaps, team_id: str, channel_id: str, user_id: str
     ) -> None:
         s = subscriptions.c
+        # A channel's watches are the channel's (see subscribe); a person's, per workspace.
         counts: tuple[tuple[Literal["user", "channel"], int, sa.ColumnElement[bool]], ...] = (
             ("channel", caps.per_channel, s.channel_id == channel_id),
-            ("user", caps.per_user, s.user_id == user_id),
+            ("user", caps.per_user, (s.team_id == team_id) & (s.user_id == user_id)),
         )
         for scope, cap, which in counts:
-            query = sa.select(sa.func.count()).where(
-                s.team_id == team_id, which, s.ended_at.is_(None)
-            )
+            query = sa.select(sa.func.count()).where(which, s.ended_at.is_(None))
             if int((await conn.execute(query)).scalar_one()) >= cap:
                 raise WatchCapReached(scope, cap)
 
     @staticmethod
     async def _active_subscription(
-        conn: AsyncConnection, team_id: str, channel_id: str, gid: str
+        conn: AsyncConnection, channel_id: str, gid: str
     ) -> Subscription | None:
         s = subscriptions.c
         row = (
             await conn.execute(
                 sa.select(subscriptions).where(
-                    s.team_id == team_id,
                     s.channel_id == channel_id,
                     s.export_gid == gid,
                     s.ended_at.is_(None),
@@ -626,14 +636,16 @@ class Store:
         now: datetime,
         reason: EndReason = EndReason.UNWATCHED,
     ) -> Subscription | None:
-        """End the channel's active watch of `gid`; None when it was not watching."""
+        """End the channel's active watch of `gid`; None when it was not watching.
+
+        `team_id` (the asking workspace) is not part of the key: see `subscribe`.
+        """
         s = subscriptions.c
         async with self._write() as conn:
             row = (
                 await conn.execute(
                     subscriptions.update()
                     .where(
-                        s.team_id == team_id,
                         s.channel_id == channel_id,
                         s.export_gid == gid,
                         s.ended_at.is_(None),
@@ -647,16 +659,16 @@ class Store:
     async def list_subscriptions(
         self, *, team_id: str, channel_id: str | None = None
     ) -> list[tuple[Subscription, ExportRow]]:
-        """Active watches of a team (or one channel), oldest first, with their export."""
+        """Active watches of a workspace (or of one channel, whichever workspace started them:
+        see `subscribe`), oldest first, with their export."""
         s = subscriptions.c
+        which = s.team_id == team_id if channel_id is None else s.channel_id == channel_id
         query = (
             sa.select(subscriptions, exports)
             .join(exports, exports.c.gid == s.export_gid)
-            .where(s.team_id == team_id, s.ended_at.is_(None))
+            .where(which, s.ended_at.is_(None))
             .order_by(s.created_at, s.id)
         )
-        if channel_id is not None:
-            query = query.where(s.channel_id == channel_id)
         async with self._read() as conn:
             rows = (await conn.execute(query)).all()
         return [(_subscription(r._mapping), _export_row(r._mapping)) for r in rows]

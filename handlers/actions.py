@@ -14,7 +14,7 @@ from slack_bolt.middleware.async_middleware import AsyncMiddleware
 from slack_bolt.request.async_request import AsyncBoltRequest
 
 from bot import lookup, messages
-from bot.access import clicker_team_id
+from bot.access import clicker_team_id, payload_team_id
 from bot.command_parser import Lookup, parse_command
 from bot.runtime import Runtime
 
@@ -93,8 +93,7 @@ async def fresh_link(runtime: Runtime, body: dict[str, Any], respond: AsyncRespo
 async def watch_instead(runtime: Runtime, body: dict[str, Any], respond: AsyncRespond) -> None:
     """ "Watch it instead" (offered by `new`): watch the running export here, as `watch` would."""
     user_id, channel_id = _clicker(body)
-    team = body.get("team")
-    team_id = str((team.get("id") if isinstance(team, dict) else None) or "")
+    team_id = payload_team_id(body) or ""  # org-wide installs may get `team: null`
     if not runtime.settings.allows(user_id, channel_id):
         log.warning("refused a watch to user %s in channel %s", user_id[:20], channel_id[:20])
         answer = messages.render_refused(what="watch exports")

@@ -16,6 +16,7 @@ from typing import Any
 from slack_bolt.async_app import AsyncAck, AsyncApp
 
 from bot import home, messages
+from bot.access import payload_team_id
 from bot.runtime import Runtime
 
 log = logging.getLogger(__name__)
@@ -31,15 +32,8 @@ def _user(body: dict[str, Any]) -> str:
 
 
 def _team(body: dict[str, Any]) -> str:
-    """The workspace the click or event came from (`team.id`; an event's `team_id`)."""
-    team = body.get("team")
-    found = team.get("id") if isinstance(team, dict) else None
-    if not found:
-        found = body.get("team_id")
-    if not found:
-        user = body.get("user")
-        found = user.get("team_id") if isinstance(user, dict) else None
-    return _str(found)
+    """The workspace the click or event came from (Grid's org-wide payloads included)."""
+    return _str(payload_team_id(body))
 
 
 def _value(body: dict[str, Any]) -> Any:
@@ -114,7 +108,7 @@ def register(app: AsyncApp, runtime: Runtime) -> None:
         try:
             # A trigger_id is good for 3 s: a slow users.info must not outlive it.
             notice = await asyncio.wait_for(
-                home.new_export_clicked(runtime, trigger_id, user_id=user_id),
+                home.new_export_clicked(runtime, trigger_id, team_id=_team(body), user_id=user_id),
                 settings.ACK_DEADLINE_SECONDS,
             )
         except TimeoutError:
@@ -132,7 +126,7 @@ def register(app: AsyncApp, runtime: Runtime) -> None:
         org_block = messages.ORG_INPUT[0]
         try:
             checked = await asyncio.wait_for(
-                home.check_submission(runtime, view, user_id=user_id),
+                home.check_submission(runtime, view, team_id=team_id, user_id=user_id),
                 settings.ACK_DEADLINE_SECONDS,
             )
         except TimeoutError:

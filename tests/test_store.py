@@ -47,7 +47,7 @@ from bot.store import (
 
 POSTGRES_URL_VAR = "ASANA_BOT_TEST_POSTGRES_URL"
 #: The newest migration: every start-up brings the database here.
-HEAD_REVISION = "0008"
+HEAD_REVISION = "0009"
 T0 = datetime(2025, 3, 1, 12, 0, 0, tzinfo=UTC)
 LEASE = timedelta(seconds=60)
 CANARY_URL = "https://exports.example.invalid/org.zip?X-Amz-Signature=canary-7d1f0b9e42"
@@ -698,19 +698,21 @@ async def test_active_watch_counts_use_partial_indexes(backend: Backend, store: 
     """The counts on the command path read an index, never the table's ended rows."""
     if backend.name != "sqlite":
         pytest.skip("the plan is checked on SQLite; PostgreSQL picks by statistics")
-    queries = {
-        "ix_subscriptions_active_user": "team_id = 'T1' AND user_id = 'U1'",
-        "ix_subscriptions_active_export": "export_gid = '7'",
-        "uq_subscriptions_active": "team_id = 'T1' AND channel_id = 'C1'",
-    }
+    queries = [
+        ("ix_subscriptions_active_user", "team_id = 'T1' AND user_id = 'U1'"),
+        ("ix_subscriptions_active_export", "export_gid = '7'"),
+        # A channel's, whichever workspace started them (Enterprise Grid): the cap's count and
+        # "does this channel watch it", never a walk through a popular export's watchers.
+        ("ix_subscriptions_active_channel", "channel_id = 'C1'"),
+        ("ix_subscriptions_active_channel", "channel_id = 'C1' AND export_gid = '7'"),
+    ]
     async with store.engine.connect() as conn:
-        for index, where in queries.items():
+        for index, where in queries:
             sql = f"EXPLAIN QUERY PLAN SELECT count(*) FROM subscriptions WHERE {where}"
             plan = " ".join(
                 str(r) for r in await conn.exec_driver_sql(sql + " AND ended_at IS NULL")
             )
-            covering = "uq_" not in index  # the channel count is bounded by its cap
-            assert f"{'COVERING ' if covering else ''}INDEX {index}" in plan, plan
+            assert f"COVERING INDEX {index}" in plan, plan
 
 
 async def test_list_subscriptions_active_oldest_first(store: Store) -> None:
@@ -723,7 +725,7 @@ async def test_list_subscriptions_active_oldest_first(store: Store) -> None:
         channel_id="C1", export=_export("c"), now=T0 + timedelta(seconds=5), **kw
     )
     await store.subscribe(
-        channel_id="C1", export=_export("z"), now=T0, **{**kw, "team_id": "OTHER"}
+        channel_id="C9", export=_export("z"), now=T0, **{**kw, "team_id": "OTHER"}
     )
     await store.end_subscription(c.id, now=T0, reason="finished")
     everything = await store.list_subscriptions(team_id="T1")
@@ -731,6 +733,26 @@ async def test_list_subscriptions_active_oldest_first(store: Store) -> None:
     assert all(isinstance(r, ExportRow) and r.organization_name == "Acme" for _, r in everything)
     in_c1 = await store.list_subscriptions(team_id="T1", channel_id="C1")
     assert [s.id for s, _ in in_c1] == [a.id]
+
+
+async def test_a_channel_shared_by_two_workspaces_has_one_watch(store: Store) -> None:
+    """Enterprise Grid: one channel id is one conversation in every workspace sharing it."""
+    kw: dict[str, Any] = {"channel_id": "CSHARED", "next_poll_at": T0, "now": T0}
+    first, created = await store.subscribe(team_id="TA", user_id="UA", export=_export("s"), **kw)
+    again, created_again = await store.subscribe(
+        team_id="TB", user_id="UB", export=_export("s"), **kw
+    )
+    assert created and not created_again and again.id == first.id and again.team_id == "TA"
+    # The channel's list is the same from both workspaces; each workspace's list has its own.
+    for team in ("TA", "TB"):
+        shown = await store.list_subscriptions(team_id=team, channel_id="CSHARED")
+        assert [s.id for s, _ in shown] == [first.id]
+    assert [s.id for s, _ in await store.list_subscriptions(team_id="TA")] == [first.id]
+    assert await store.list_subscriptions(team_id="TB") == []
+    # Either workspace's members may end it, as any member of the channel may.
+    ended = await store.unwatch(team_id="TB", channel_id="CSHARED", gid="s", now=T0)
+    assert ended is not None and ended.id == first.id
+    assert await store.unwatch(team_id="TA", channel_id="CSHARED", gid="s", now=T0) is None
 
 
 async def test_card_ts_and_end(store: Store) -> None:

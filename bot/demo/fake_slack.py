@@ -191,10 +191,15 @@ class Channel:
     #: Users in the conversation besides the bot (conversations.members adds the bot if a member).
     members: list[str] = field(default_factory=list)
     created: int = field(default_factory=lambda: int(time.time()))
+    #: On Enterprise Grid: the workspace the channel was created in (None: the fake's team).
+    team_id: str | None = None
+    #: On Enterprise Grid: the other workspaces of the org it is shared with (is_org_shared).
+    shared_with: tuple[str, ...] = ()
 
     def wire(self, team_id: str) -> dict[str, Any]:
         """The conversation object Slack returns from conversations.info."""
         grouped = self.is_im or self.is_mpim
+        home = self.team_id or team_id
         return {
             "id": self.id,
             "name": self.name,
@@ -213,8 +218,8 @@ class Channel:
             "is_org_shared": self.is_org_shared,
             "is_pending_ext_shared": False,
             "is_member": self.is_member,
-            "context_team_id": team_id,
-            "shared_team_ids": [team_id],
+            "context_team_id": home,
+            "shared_team_ids": [home, *self.shared_with],
             "topic": {"value": "", "creator": "", "last_set": 0},
             "purpose": {"value": "", "creator": "", "last_set": 0},
         }
@@ -394,6 +399,8 @@ class FakeSlack:
         team_domain: str = "example",
         team_name: str = "Example",
         enterprise_id: str | None = None,
+        enterprise_name: str = "Example Org",
+        org_wide: bool = False,
         auto_channels: bool = True,
         validate_blocks: bool = True,
     ) -> None:
@@ -407,6 +414,16 @@ class FakeSlack:
         self.team_name = team_name
         #: The Enterprise org the workspace belongs to (auth.test's `enterprise_id`), if any.
         self.enterprise_id = enterprise_id
+        self.enterprise_name = enterprise_name
+        #: Installed org-wide on the Enterprise org (`is_enterprise_install`): one bot token for
+        #: every workspace of the org that was granted the app (`add_workspace`).
+        self.org_wide = org_wide
+        if org_wide and not enterprise_id:
+            raise ValueError("an org-wide install needs an enterprise_id")
+        #: Workspaces of the Enterprise org the app was granted: team_id -> (domain, name).
+        self._workspaces: dict[str, tuple[str, str]] = {team_id: (team_domain, team_name)}
+        #: Each user's home workspace (users.info's `team_id`); others are in `team_id`.
+        self._user_teams: dict[str, str] = {}
         self.auto_channels = auto_channels
         self.validate_blocks = validate_blocks
 
@@ -573,8 +590,17 @@ class FakeSlack:
         is_archived: bool = False,
         is_member: bool = True,
         members: Iterable[str] = (),
+        team_id: str | None = None,
+        shared_with: Iterable[str] = (),
     ) -> Channel:
-        """Create (or replace) a conversation; keeps its messages. `members`: users besides us."""
+        """Create (or replace) a conversation; keeps its messages. `members`: users besides us.
+
+        On Enterprise Grid, `team_id` is the workspace it belongs to and `shared_with` the other
+        workspaces of the org it is shared with (Slack then says is_shared and is_org_shared).
+        """
+        shared_with = tuple(shared_with)
+        if shared_with:
+            is_shared = is_org_shared = True
         channel = Channel(
             id=channel_id,
             name=name or channel_id.lower(),
@@ -587,6 +613,8 @@ class FakeSlack:
             is_archived=is_archived,
             is_member=is_member,
             members=list(members),
+            team_id=team_id,
+            shared_with=shared_with,
         )
         with self._lock:
             self._channels[channel_id] = channel
@@ -611,15 +639,54 @@ class FakeSlack:
         is_owner: bool = False,
         is_primary_owner: bool = False,
         deleted: bool = False,
+        team_id: str | None = None,
+        is_org_admin: bool = False,
     ) -> None:
-        """Name a workspace member's role, as users.info reports it."""
+        """Name a workspace member's role, as users.info reports it (and, on Enterprise Grid,
+        the workspace they belong to: `team_id`)."""
         with self._lock:
+            if team_id is not None:
+                self._user_teams[user_id] = team_id
             self._users[user_id] = {
                 "is_admin": is_admin or is_owner,  # Slack: owners are admins too
                 "is_owner": is_owner or is_primary_owner,
                 "is_primary_owner": is_primary_owner,
                 "deleted": deleted,
+                "is_org_admin": is_org_admin,
             }
+
+    # ------------------------------------------------------------------ Enterprise Grid
+
+    def add_workspace(self, team_id: str, *, domain: str | None = None, name: str = "") -> None:
+        """Grant an org-wide install one more workspace of the Enterprise org (auth.teams.list)."""
+        with self._lock:
+            self._workspaces[team_id] = (domain or team_id.lower(), name or team_id)
+
+    @property
+    def workspaces(self) -> list[str]:
+        """The workspaces the bot is in: one, or every granted one of an org-wide install."""
+        with self._lock:
+            return list(self._workspaces)
+
+    def user_team(self, user_id: str) -> str:
+        """The workspace a user belongs to (set_user's `team_id`, else the fake's team)."""
+        with self._lock:
+            return self._user_teams.get(user_id, self.team_id)
+
+    def _payload_team(self, fields: Mapping[str, Any]) -> tuple[str, str]:
+        """The (team_id, domain) a payload comes from: given, else where it was typed or
+        clicked: the channel's workspace (the user's own, in a channel their workspace shares),
+        else the user's workspace if the app is in it, else the fake's."""
+        user_team = self.user_team(str(fields.get("user_id") or "U0001"))
+        with self._lock:
+            channel = self._channels.get(str(fields.get("channel_id") or "C0001"))
+            team_id = fields.get("team_id")
+            if not team_id and channel is not None and channel.team_id:
+                shared = (channel.team_id, *channel.shared_with)
+                team_id = user_team if user_team in shared else channel.team_id
+            team_id = team_id or (user_team if user_team in self._workspaces else self.team_id)
+            domain = self._workspaces.get(team_id, (self.team_domain, ""))[0]
+        return team_id, domain
 
     def channel(self, channel_id: str) -> Channel | None:
         """A copy of a known channel, or None."""
@@ -1082,6 +1149,7 @@ class FakeSlack:
     def _handlers(self) -> dict[str, Callable[[dict[str, Any]], dict[str, Any]]]:
         return {
             "auth.test": self._m_auth_test,
+            "auth.teams.list": self._m_auth_teams_list,
             "chat.postMessage": self._m_post_message,
             "chat.update": self._m_update,
             "chat.postEphemeral": self._m_post_ephemeral,
@@ -1151,6 +1219,18 @@ class FakeSlack:
         return payload
 
     def _m_auth_test(self, body: dict[str, Any]) -> dict[str, Any]:
+        if self.org_wide:
+            # An org-wide token belongs to the org, not to one of its workspaces.
+            return {
+                "url": f"https://{self.team_domain}.enterprise.slack.com/",
+                "team": self.enterprise_name,
+                "user": "asana-export-bot",
+                "team_id": self.enterprise_id,
+                "user_id": self.bot_user_id,
+                "bot_id": self.bot_id,
+                "enterprise_id": self.enterprise_id,
+                "is_enterprise_install": True,
+            }
         answer: dict[str, Any] = {
             "url": f"https://{self.team_domain}.slack.com/",
             "team": self.team_name,
@@ -1163,6 +1243,14 @@ class FakeSlack:
         if self.enterprise_id:  # a workspace of an Enterprise org names the org
             answer["enterprise_id"] = self.enterprise_id
         return answer
+
+    def _m_auth_teams_list(self, body: dict[str, Any]) -> dict[str, Any]:
+        """The workspaces the token may act in (all granted ones for an org-wide install)."""
+        with self._lock:
+            teams = [{"id": t, "name": name or t} for t, (_, name) in self._workspaces.items()]
+        if not self.org_wide:
+            teams = teams[:1]
+        return {"teams": teams, "response_metadata": {"next_cursor": ""}}
 
     def _m_post_message(self, body: dict[str, Any]) -> dict[str, Any]:
         channel = self._channel_for(body)
@@ -1265,21 +1353,35 @@ class FakeSlack:
         user_id = body.get("user")
         if not isinstance(user_id, str) or not user_id:
             raise ApiError("user_not_found")
-        flags = self._users.get(user_id) or {
-            "is_admin": False,
-            "is_owner": False,
-            "is_primary_owner": False,
-            "deleted": False,
-        }
-        return {
-            "user": {
-                "id": user_id,
-                "team_id": self.team_id,
-                "name": user_id.lower(),
-                "is_bot": False,
-                **flags,
+        flags = dict(
+            self._users.get(user_id)
+            or {
+                "is_admin": False,
+                "is_owner": False,
+                "is_primary_owner": False,
+                "deleted": False,
+                "is_org_admin": False,
             }
+        )
+        org_admin = bool(flags.pop("is_org_admin", False))
+        user: dict[str, Any] = {
+            "id": user_id,
+            "team_id": self.user_team(user_id),
+            "name": user_id.lower(),
+            "is_bot": False,
+            **flags,
         }
+        if self.enterprise_id:  # a member of an Enterprise org, as Slack describes one
+            user["enterprise_user"] = {
+                "id": user_id,
+                "enterprise_id": self.enterprise_id,
+                "enterprise_name": self.enterprise_name,
+                "is_admin": org_admin,
+                "is_owner": False,
+                "is_primary_owner": False,
+                "teams": [self.user_team(user_id)],
+            }
+        return {"user": user}
 
     def _m_conversations_info(self, body: dict[str, Any]) -> dict[str, Any]:
         channel = self._channel_for(body)
@@ -1625,10 +1727,16 @@ class FakeSlack:
     def slash_command_payload(self, **fields: Any) -> dict[str, str]:
         """Slack's slash command fields, with a fresh response_url of this fake by default."""
         fields.setdefault("response_url", self.new_response_url())
-        fields.setdefault("team_id", self.team_id)
-        fields.setdefault("team_domain", self.team_domain)
+        team_id, domain = self._payload_team(fields)
+        fields.setdefault("team_id", team_id)
+        fields.setdefault("team_domain", domain)
         fields.setdefault("api_app_id", self.app_id)
         fields.setdefault("text", "")
+        if self.enterprise_id:  # a workspace of an Enterprise org: Slack names the org
+            fields.setdefault("enterprise_id", self.enterprise_id)
+            fields.setdefault("enterprise_name", self.enterprise_name)
+        if self.org_wide:
+            fields.setdefault("is_enterprise_install", "true")
         return slash_command_form(**fields)
 
     async def async_send_envelope(
@@ -1701,9 +1809,14 @@ class FakeSlack:
     def block_actions_payload(self, **fields: Any) -> dict[str, Any]:
         """A button-click payload with this fake's team/app and a fresh response_url."""
         fields.setdefault("response_url", self.new_response_url())
-        fields.setdefault("team_id", self.team_id)
-        fields.setdefault("team_domain", self.team_domain)
+        team_id, domain = self._payload_team(fields)
+        fields.setdefault("team_id", team_id)
+        fields.setdefault("team_domain", domain)
         fields.setdefault("api_app_id", self.app_id)
+        if self.enterprise_id:
+            fields.setdefault("enterprise_id", self.enterprise_id)
+        if self.org_wide:
+            fields.setdefault("is_enterprise_install", True)
         return block_actions_payload(**fields)
 
     def home_click_payload(self, user_id: str, **fields: Any) -> dict[str, Any]:

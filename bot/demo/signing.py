@@ -118,6 +118,7 @@ def block_actions_payload(
     trigger_id: str | None = None,
     enterprise_id: str | None = None,
     user_team_id: str | None = None,
+    is_enterprise_install: bool = False,
     token: str = VERIFICATION_TOKEN,
 ) -> dict[str, Any]:
     """The payload Slack sends when a user clicks a button in a message (`block_actions`).
@@ -127,6 +128,9 @@ def block_actions_payload(
     lives in (`team.id`); `user_team_id` is the clicker's home (`user.team_id`, default
     `team_id`): another workspace's T... for a Slack Connect guest, or an Enterprise org's E...
     for a member of an Enterprise org.
+
+    For an org-wide install (`is_enterprise_install`) the payload's `team` is null, as Slack may
+    send it: the clicker's workspace is then only in `user.team_id`.
     """
     if message is None:
         ts = message_ts or new_action_ts()
@@ -159,9 +163,9 @@ def block_actions_payload(
             "is_ephemeral": False,
         },
         "trigger_id": trigger_id or new_trigger_id(),
-        "team": {"id": team_id, "domain": team_domain},
+        "team": None if is_enterprise_install else {"id": team_id, "domain": team_domain},
         "enterprise": None if enterprise_id is None else {"id": enterprise_id, "name": "Ent"},
-        "is_enterprise_install": False,
+        "is_enterprise_install": is_enterprise_install,
         "channel": {"id": channel_id, "name": channel_name},
         "message": msg,
         "state": {"values": {}},

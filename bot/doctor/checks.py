@@ -113,6 +113,8 @@ def slack_auth_result(answer: SlackAnswer, api_url: str) -> CheckResult:
     body = answer.body
     team = f"{body.get('team') or '?'} ({body.get('team_id') or '?'})"
     user = f"{body.get('user') or '?'} ({body.get('user_id') or '?'})"
+    if body.get("is_enterprise_install") is True:  # one token for the whole Grid org
+        return CheckResult(name, Status.PASS, f"installed org-wide on {team}, bot user {user}")
     if body.get("enterprise_id"):
         team += f", Enterprise org {body.get('enterprise_id')}"
     return CheckResult(name, Status.PASS, f"workspace {team}, bot user {user}")

@@ -38,11 +38,9 @@ from bot.db import open_database
 from bot.demo.fake_slack import FakeSlack
 from bot.demo.signing import (
     SignedResponse,
-    block_actions_form,
     form_body,
     interactive_form,
     signed_headers,
-    slash_command_form,
 )
 from bot.logging_setup import RedactFilter, TextFormatter
 from bot.runtime import Runtime
@@ -252,9 +250,10 @@ class Scenario:
         )
 
     async def slash(self, text: str, **fields: Any) -> SignedResponse:
-        """One signed slash command; `fields` go to `slash_command_form`."""
+        """One signed slash command; `fields` go to `slash_command_form` (the fake Slack fills
+        in the workspace, and on Enterprise Grid the org, as Slack would)."""
         fields["response_url"] = fields.get("response_url") or self.slack.new_response_url()
-        return await self.signed(form_body(slash_command_form(text=text, **fields)))
+        return await self.signed(form_body(self.slack.slash_command_payload(text=text, **fields)))
 
     async def command(self, text: str, channel: str = "C0001", **fields: Any) -> dict[str, Any]:
         """A slash command that must be acked with 200 inside Slack's 3 seconds; the ack's JSON."""
@@ -264,9 +263,11 @@ class Scenario:
         return json.loads(response.body_text)
 
     async def click(self, **fields: Any) -> SignedResponse:
-        """One signed button click; `fields` go to `block_actions_payload`."""
+        """One signed button click; `fields` go to `block_actions_payload` (through the fake
+        Slack, as `slash`)."""
         fields["response_url"] = fields.get("response_url") or self.slack.new_response_url()
-        return await self.signed(form_body(block_actions_form(**fields)))
+        payload = self.slack.block_actions_payload(**fields)
+        return await self.signed(form_body(interactive_form(payload)))
 
     async def interact(self, payload: dict[str, Any]) -> SignedResponse:
         """One signed interactive payload (a home click, a view_submission) as Slack sends it."""
