@@ -190,7 +190,10 @@ def _open(url: str) -> Any:
     parts = urlsplit(url)
     if parts.scheme == "file":
         # LocalStore, not from_url: the directory is created when missing.
-        return LocalStore(Path(parts.path), mkdir=True)
+        try:
+            return LocalStore(Path(parts.path), mkdir=True)
+        except Exception as exc:
+            raise StorageError(f"ARCHIVE_URL is not usable: {_describe(exc)}") from None
     options: dict[str, Any] = {}
     endpoint = os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
     if parts.scheme == "s3" and endpoint and endpoint.startswith("http://"):
