@@ -8,6 +8,7 @@ import hashlib
 import json
 import sqlite3
 from contextlib import closing
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -243,3 +244,66 @@ async def test_archiving_off_queues_nothing(
     await _finish(bot, fake_asana, fake_slack, "C0001")
     assert await bot.archive() == 0
     assert await bot.archiver.records.recent() == []
+
+
+async def test_a_dead_replicas_archive_is_taken_over_after_its_lease(
+    fake_asana: FakeAsana, fake_slack: FakeSlack, start_scenario: StartScenario, tmp_path: Path
+) -> None:
+    root = tmp_path / "archive"
+    bot = await start_scenario(**_settings(root, ARCHIVE_ATTEMPTS="3"))
+    await _finish(bot, fake_asana, fake_slack, "C0001")
+    served = fake_asana.serve_file(GID, SIZE)
+    records = bot.archiver.records
+    lease = bot.settings.LEASE_SECONDS
+    # A replica claimed it and died mid-stream, leaving a local store's staging file.
+    dead = await records.claim(
+        owner="dead-replica", now=bot.clock(), lease=timedelta(seconds=lease), max_runs=3
+    )
+    assert dead is not None and dead.gid == GID
+    (root / ORG).mkdir(parents=True)
+    staging = root / ORG / f"2026-11-28-{GID}.json.gz#1"
+    staging.write_bytes(b"half an export")
+    assert await bot.archive() == 0, "its lease still holds"
+    assert await bot.archive(after=lease + 1) == 1
+    assert not staging.exists(), "the leftover is removed by the replica that takes over"
+    assert _stored(root) == [f"2026-11-28-{GID}.json.gz", f"2026-11-28-{GID}.manifest.json"]
+    data = (root / ORG / f"2026-11-28-{GID}.json.gz").read_bytes()
+    assert hashlib.sha256(data).hexdigest() == served.sha256
+    row = await records.get(GID)
+    assert row is not None and row.state is ArchiveState.DONE and row.runs == 2
+    assert len(replies(fake_slack, "C0001")) == 1
+
+
+async def test_replicas_that_keep_dying_end_in_one_failure_post(
+    fake_asana: FakeAsana, fake_slack: FakeSlack, start_scenario: StartScenario, tmp_path: Path
+) -> None:
+    bot = await start_scenario(**_settings(tmp_path / "archive", ARCHIVE_ATTEMPTS="2"))
+    await _finish(bot, fake_asana, fake_slack, "C0001")
+    lease = timedelta(seconds=bot.settings.LEASE_SECONDS)
+    for _ in range(2):
+        bot.clock.advance(lease.total_seconds() + 1)
+        assert await bot.archiver.records.claim(
+            owner="dead", now=bot.clock(), lease=lease, max_runs=2
+        )
+    assert await bot.archive(after=lease.total_seconds() + 1) == 0
+    assert await bot.archive(after=1) == 0
+    (failed,) = failure_posts(fake_slack, "C0001")
+    assert "stopped 2 times" in failed["text"]
+
+
+async def test_shutdown_aborts_the_upload_and_gives_the_lease_back(
+    fake_asana: FakeAsana, fake_slack: FakeSlack, start_scenario: StartScenario, tmp_path: Path
+) -> None:
+    root = tmp_path / "archive"
+    bot = await start_scenario(**_settings(root, ARCHIVE_STALL_SECONDS="30"))
+    await _finish(bot, fake_asana, fake_slack, "C0001")
+    fake_asana.serve_file(GID, 8 * 1024 * 1024)
+    fake_asana.file_fault(GID, stall_after=3 * 1024 * 1024, stall_seconds=5)
+    job = asyncio.create_task(bot.archive())
+    await async_wait_until(lambda: fake_asana.file_requests(GID), timeout=10)
+    await bot.archiver.stop(grace=20)
+    assert await job == 1
+    row = await bot.archiver.records.get(GID)
+    assert row is not None and row.state is ArchiveState.RUNNING and row.lease_owner is None
+    assert _stored(root) == [], "no object, no staging file"
+    assert failure_posts(fake_slack) == [] and replies(fake_slack, "C0001") == []
