@@ -18,7 +18,15 @@ from bot.archive.records import ArchiveState
 from bot.demo.fake_asana import DEFAULT_ORGANIZATION_GID as ORG
 from bot.demo.fake_asana import FakeAsana
 from bot.demo.fake_slack import FakeSlack
-from bot.testing import async_wait_until, finished_posts, posts, text_of
+from bot.testing import (
+    FAST_WATCH,
+    BotProcess,
+    async_wait_until,
+    command,
+    finished_posts,
+    posts,
+    text_of,
+)
 from bot.testing.scenario import Scenario
 from tests.conftest import StartScenario
 
@@ -307,3 +315,31 @@ async def test_shutdown_aborts_the_upload_and_gives_the_lease_back(
     assert row is not None and row.state is ArchiveState.RUNNING and row.lease_owner is None
     assert _stored(root) == [], "no object, no staging file"
     assert failure_posts(fake_slack) == [] and replies(fake_slack, "C0001") == []
+
+
+# ------------------------------------------------------------------------------ real process
+
+
+def test_a_real_bot_process_archives_what_it_watched(
+    fake_asana: FakeAsana, fake_slack: FakeSlack, bot_env: dict[str, str], tmp_path: Path
+) -> None:
+    """The wiring: `run` schedules the archive job, which streams while the process serves;
+    SIGTERM afterwards still exits 0 (obstore's threads included), and no link is logged."""
+    root = tmp_path / "archive"
+    env = {**bot_env, **FAST_WATCH, **_settings(root)}
+    fake_asana.set_export(GID, "started", created_at=CREATED)
+    served = fake_asana.serve_file(GID, SIZE)
+    bot = BotProcess(tmp_path, env).start()
+    try:
+        command(bot, fake_slack, GID)
+        fake_asana.set_state(GID, "finished")
+        fake_slack.wait_for(lambda: replies(fake_slack, "C0001"), timeout=30)
+        assert bot.stop() == 0
+    finally:
+        bot.stop()
+    data = (root / ORG / f"2026-11-28-{GID}.json.gz").read_bytes()
+    assert hashlib.sha256(data).hexdigest() == served.sha256
+    logs = bot.logs()
+    assert "Traceback" not in logs and f"export {GID} archived to file://" in logs
+    for link in fake_asana.download_urls(GID):
+        assert link.split("X-Amz-Signature=")[1].split("&")[0] not in logs
