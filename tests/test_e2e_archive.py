@@ -119,12 +119,19 @@ async def test_a_finished_export_is_archived_once_with_progress_and_a_thread_rep
     assert bot.tracebacks == []
 
 
+@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
 async def test_two_channels_and_two_replicas_make_one_archive(
-    fake_asana: FakeAsana, fake_slack: FakeSlack, start_scenario: StartScenario, tmp_path: Path
+    fake_asana: FakeAsana,
+    fake_slack: FakeSlack,
+    start_scenario: StartScenario,
+    tmp_path: Path,
+    request: pytest.FixtureRequest,
+    backend: str,
 ) -> None:
+    url = request.getfixturevalue("fresh_postgres_url") if backend == "postgresql" else None
     root = tmp_path / "archive"
-    first = await start_scenario(**_settings(root))
-    second = await start_scenario(**_settings(root))
+    first = await start_scenario(url, **_settings(root))
+    second = await start_scenario(url, **_settings(root))
     await _finish(first, fake_asana, fake_slack, "C1", "C2")
     await second.run_until(lambda: True)  # the second replica polls too: still one queue row
     served = fake_asana.serve_file(GID, SIZE)
@@ -312,7 +319,8 @@ async def test_shutdown_aborts_the_upload_and_gives_the_lease_back(
     await bot.archiver.stop(grace=20)
     assert await job == 1
     row = await bot.archiver.records.get(GID)
-    assert row is not None and row.state is ArchiveState.RUNNING and row.lease_owner is None
+    assert row is not None and row.state is ArchiveState.QUEUED and row.lease_owner is None
+    assert row.runs == 0, "a shutdown does not count as a run"
     assert _stored(root) == [], "no object, no staging file"
     assert failure_posts(fake_slack) == [] and replies(fake_slack, "C0001") == []
 
@@ -343,3 +351,23 @@ def test_a_real_bot_process_archives_what_it_watched(
     assert "Traceback" not in logs and f"export {GID} archived to file://" in logs
     for link in fake_asana.download_urls(GID):
         assert link.split("X-Amz-Signature=")[1].split("&")[0] not in logs
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
+async def test_a_run_postponed_or_stopped_is_not_counted(
+    fake_asana: FakeAsana,
+    fake_slack: FakeSlack,
+    start_scenario: StartScenario,
+    tmp_path: Path,
+    request: pytest.FixtureRequest,
+    backend: str,
+) -> None:
+    url = request.getfixturevalue("fresh_postgres_url") if backend == "postgresql" else None
+    bot = await start_scenario(url, **_settings(tmp_path / "archive", ARCHIVE_ATTEMPTS="2"))
+    await _finish(bot, fake_asana, fake_slack, "C0001")
+    fake_asana.fail(503, gid=GID, times=20)  # Asana down whenever the job asks
+    for _ in range(4):
+        assert await bot.archive() == 1
+    row = await bot.archiver.records.get(GID)
+    assert row is not None and row.state is ArchiveState.QUEUED and row.runs == 0
+    assert row.lease_owner is None and failure_posts(fake_slack) == []
