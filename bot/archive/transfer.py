@@ -2,8 +2,9 @@
 
 Nothing is held whole: bytes go from the HTTP response to obstore's multipart upload in pieces of
 `buffer_bytes`, and obstore keeps at most (concurrency + 1) parts (`storage.ArchiveStorage`). So
-the memory one archive takes is bounded by buffer_bytes + (concurrency + 1) x part_size, whatever
-the file's size (40 MiB + 1 MiB with the defaults).
+the memory one archive takes is bounded by 2 x buffer_bytes (one filling, one being hashed in a
+worker thread) + (concurrency + 1) x part_size, whatever the file's size (40 MiB + 2 MiB with
+the defaults).
 
 The link is a presigned URL with credentials in it: it is requested through an httpx transport
 directly, not an httpx client, since the client logs every URL it requests; it is never logged,
@@ -106,6 +107,7 @@ class Download:
         self.headers: dict[str, str] = {}
         self._validator: str | None = None
         self._hashes = _Hashes()
+        self._hashing: asyncio.Future[list[None]] | None = None
 
     def restart(self) -> None:
         """Forget what was received: the next `open()` asks for the file from its start."""
@@ -196,8 +198,10 @@ class Download:
                     self._take(piece)
                     buffer += piece
                     if len(buffer) >= self.config.buffer_bytes:
-                        yield bytes(buffer)
+                        data = bytes(buffer)
                         buffer.clear()
+                        await self._digest(data)
+                        yield data
                         await progress(self.done, self.total)
             except httpx.HTTPError as exc:
                 await self._close_response()
@@ -210,6 +214,9 @@ class Download:
                 await self._failed(f"the download ended after {self.done} of {self.total} bytes")
                 continue
             break
+        last = bytes(buffer)
+        await self._digest(last)
+        await self._digested()
         problem = resume.mismatch(
             size=self.done,
             total=self.total,
@@ -221,17 +228,30 @@ class Download:
         if problem is not None:
             await self._failed(f"the file arrived damaged: {problem}")
             raise StartOver(problem)
-        if buffer:
-            yield bytes(buffer)
+        if last:
+            yield last
         await progress(self.done, self.total)
 
     def _take(self, piece: bytes) -> None:
         self.done += len(piece)
         if self.total is not None and self.done > self.total:
             raise httpx.RemoteProtocolError("more bytes than Content-Length")
-        self._hashes.sha256.update(piece)
-        if self._hashes.md5 is not None:
-            self._hashes.md5.update(piece)
+
+    async def _digest(self, data: bytes) -> None:
+        """Hash `data` in a worker thread (hashlib lets go of the GIL), overlapping the next
+        reads; one piece at a time and in order, so at most one extra buffer is held."""
+        await self._digested()
+        if data:
+            loop, hashes = asyncio.get_running_loop(), self._hashes
+            jobs = [loop.run_in_executor(None, hashes.sha256.update, data)]
+            if hashes.md5 is not None:  # MD5 beside SHA-256, in a second thread
+                jobs.append(loop.run_in_executor(None, hashes.md5.update, data))
+            self._hashing = asyncio.gather(*jobs)
+
+    async def _digested(self) -> None:
+        pending, self._hashing = self._hashing, None
+        if pending is not None:
+            await pending
 
     def received(self) -> Received:
         return Received(
