@@ -125,7 +125,7 @@ class Settings(BaseSettings):
     SCHEDULE_RETRY_WINDOW_SECONDS: float = Field(default=3600.0, ge=0, le=86400)
     # Archiving (bot/archive): where finished exports are kept (empty: off), how many per
     # organization (0: all), and the bounds of one transfer. Memory per transfer is about
-    # (ARCHIVE_CONCURRENCY + 1) x ARCHIVE_PART_MB MiB + 1 MiB, whatever the file's size.
+    # (ARCHIVE_CONCURRENCY + 1) x ARCHIVE_PART_MB MiB + 2 MiB, whatever the file's size.
     ARCHIVE_URL: str = ""
     ARCHIVE_KEEP: int = Field(default=0, ge=0, le=100_000)
     ARCHIVE_ATTEMPTS: int = Field(default=5, ge=1, le=50)
