@@ -642,10 +642,10 @@ def test_a_stall_sends_nothing_more(fake: FakeAsana) -> None:
 
 def test_links_expire_after_their_time_and_on_demand(fake: FakeAsana) -> None:
     fake.set_export("80", "finished")
-    fake.serve_file("80", 1_000, expires_after=0.2)
+    fake.serve_file("80", 1_000, expires_after=0.5)
     url = _download_url(fake, "80")
-    assert httpx.get(url).status_code == 200
-    wait_until(lambda: httpx.get(url).status_code == 403, timeout=5)
+    wait_until(lambda: httpx.get(url).status_code == 403, timeout=10)
+    assert fake.file_requests("80")[-1].expired
     expired = httpx.get(url)
     assert "<Code>AccessDenied</Code>" in expired.text and "expired" in expired.text
     fake.serve_file("80", 1_000)
