@@ -20,7 +20,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -28,6 +28,7 @@ import sqlalchemy as sa
 
 from bot import audit, creating, messages, scheduling, slack_org, slack_out
 from bot.access import is_allowed, may_list_watch
+from bot.archive.records import Archives
 from bot.command_parser import New, parse_command
 from bot.messages import ArchiveSummary, EndedWatch, HomeContent, HomeWatch, ScheduleLine
 from bot.models import Subscription
@@ -43,6 +44,8 @@ MEMBERSHIP_DEADLINE = 5.0
 #: among the workspace's last ENDED_SCANNED (so other channels' ends do not crowd them out).
 ENDED_SHOWN = 20
 ENDED_SCANNED = 100
+#: Archives shown on the home (the newest of the exports its reader may see).
+ARCHIVES_SHOWN = 10
 _ID = re.compile(r"[0-9]{1,18}")
 _CHANNEL = re.compile(r"[CGD][A-Z0-9]{2,40}")
 
@@ -57,14 +60,16 @@ def user_allowed(runtime: Runtime, user_id: str) -> bool:
     )
 
 
-async def archive_summaries(runtime: Runtime, team_id: str) -> list[ArchiveSummary] | None:
-    """The home's Archive section: None while archiving is off (no ARCHIVE_URL) or not wired.
-
-    HOOK: the archiving part's "recent archives of this workspace" query is wired here (when
-    ARCHIVE_URL is set), mapped to `ArchiveSummary`; the renderer (`messages.archive_section`)
-    shows nothing for None or an empty list.
-    """
-    return None
+async def archive_summaries(runtime: Runtime, gids: Iterable[str]) -> list[ArchiveSummary] | None:
+    """The home's Archive section: None while archiving is off (no ARCHIVE_URL); else the latest
+    archives of the exports this person sees watched here (list all's privacy rule holds)."""
+    if not runtime.settings.ARCHIVE_URL:
+        return None
+    rows = await Archives(runtime.store).recent(ARCHIVES_SHOWN, gids=gids)
+    return [
+        ArchiveSummary(gid=r.gid, state=r.state.value, at=r.updated_at, location=r.location)
+        for r in rows
+    ]
 
 
 async def ended_watches(
@@ -171,7 +176,9 @@ async def content(
         watches=watches,
         schedules=lines,
         ended=gone,
-        archives=await archive_summaries(runtime, team_id),
+        archives=await archive_summaries(
+            runtime, {w.gid for w in watches} | {sub.export_gid for sub, _ in seen}
+        ),
         withheld=withheld,
         may_create=bool(verdict),
         notice=notice,

@@ -24,6 +24,7 @@ from slack_sdk.errors import SlackApiError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from bot import audit, log_context
+from bot.archive.job import ARCHIVE_TICK_SECONDS, Archiver
 from bot.config import Settings
 from bot.db import open_database
 from bot.followups import FOLLOWUP_SECONDS, Followups
@@ -32,7 +33,13 @@ from bot.http_routes import EVENTS_PATH, build_web_app
 from bot.readiness import Readiness, SlackCheck
 from bot.runtime import Runtime, replica_id
 from bot.schedule_firing import ScheduleFirer
-from bot.scheduler import add_followup_job, add_schedule_job, build_scheduler, stop_scheduler
+from bot.scheduler import (
+    add_archive_job,
+    add_followup_job,
+    add_schedule_job,
+    build_scheduler,
+    stop_scheduler,
+)
 from bot.store import Store
 from bot.watcher import Watcher
 
@@ -107,6 +114,9 @@ async def _serve(settings: Settings, sock: socket.socket) -> None:
     )
     add_schedule_job(scheduler, ScheduleFirer(runtime).tick)
     add_followup_job(scheduler, Followups(runtime).run, seconds=FOLLOWUP_SECONDS)
+    archiver = Archiver(runtime)
+    if archiver.enabled:
+        add_archive_job(scheduler, archiver.tick, seconds=ARCHIVE_TICK_SECONDS)
     # Readiness re-asks Slack: /readyz turns 503 when the token stops working and back after.
     scheduler.add_job(
         slack_check.run, IntervalTrigger(seconds=settings.SLACK_CHECK_SECONDS), id="slack_check"
@@ -147,6 +157,7 @@ async def _serve(settings: Settings, sock: socket.socket) -> None:
         await stop.wait()
         log.info("shutting down")
     finally:
+        await archiver.stop(grace=settings.LEASE_SECONDS / 2)  # aborts its upload, not cancelled
         await _teardown(
             settings, scheduler, watcher, transport, runner, runtime=runtime, engine=engine
         )

@@ -27,6 +27,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import IntegrityError, StatementError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+import bot.archive.records
 import bot.followup_store  # noqa: F401 - its table is on `metadata`
 from bot.db import create_engine, normalize_database_url, upgrade
 from bot.models import EndReason, Export, ExportState, Subscription

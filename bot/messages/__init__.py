@@ -19,11 +19,19 @@ as people read them), `blocks` (the `Message` type and Block Kit builders), `par
 is named and linked), and the renderers: `exports` (lookup answer, status card, posts), `watches`
 (watching and the list), `creating` (starting an export), `schedules` (recurring exports),
 `views` (the View type), `home` (the App Home tab), `new_export` (its modal), `followups` (stall
-notes, expired links), `audit` (who did what, in a card's thread), `problems` (errors and
-refusals), `help` (usage and help). This package
+notes, expired links), `audit` (who did what, in a card's thread), `archives` (archiving),
+`problems` (errors and refusals), `help` (usage and help). This package
 imports nothing of ours but `bot.models`. Callers import from `bot.messages`, never a module.
 """
 
+from bot.messages.archives import (
+    format_size,
+    progress_text,
+    render_archive_failed,
+    render_archived,
+    render_card_archived,
+    render_card_archiving,
+)
 from bot.messages.audit import AuditAction, AuditEvent, render_audit_line
 from bot.messages.blocks import (
     MAX_BLOCKS,
@@ -178,11 +186,17 @@ __all__ = [
     "format_absolute",
     "format_duration",
     "format_relative",
+    "format_size",
     "format_timestamp",
+    "progress_text",
     "render_already_handled",
     "render_already_watching",
+    "render_archive_failed",
+    "render_archived",
     "render_audit_line",
     "render_cannot_post",
+    "render_card_archived",
+    "render_card_archiving",
     "render_card_unwatched",
     "render_create_refused",
     "render_create_timeout",

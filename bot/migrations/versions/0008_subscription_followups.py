@@ -1,7 +1,7 @@
 """Follow-ups of a watch: stall notes and the finished post's link expiry.
 
 Revision ID: 0008
-Revises: 0005
+Revises: 0007
 Create Date: 2026-11-29
 
 One `subscription_followups` row per subscription that needed one. Each follow-up is claimed by
@@ -17,7 +17,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "0008"
-down_revision = "0005"
+down_revision = "0007"
 branch_labels = None
 depends_on = None
 
