@@ -982,7 +982,8 @@ def test_messages_is_a_package_of_small_modules_that_import_only_models() -> Non
         "render_schedule_usage",
         "render_scheduled",
         "render_unscheduled",
-        "render_schedule_started",
+        "render_schedule_resumed",
+        "CardOrigin",
         "render_schedule_failed",
         "render_schedule_paused",
         "render_schedule_unknown",
@@ -1045,7 +1046,15 @@ def test_what_schedules_say_escapes_everything_foreign() -> None:
         ),
         m.render_schedule_list([row], now=NOW, scope="workspace", command=hostile),
         m.render_schedule_list([], now=NOW, scope="channel", command=hostile),
-        m.render_schedule_started(1, hostile, occurrence_at=NOW, now=NOW, late=True),
+        m.render_schedule_resumed(1, hostile),
+        *(
+            render(
+                Export("12", ExportState.STARTED),
+                now=NOW,
+                origin=m.CardOrigin(1, hostile, hostile, NOW, late=True, coalesced=3),
+            )
+            for render in (m.render_status_card, m.render_card_unwatched)
+        ),
         m.render_schedule_failed(
             1, ProblemKind.NOT_FOUND, occurrence_at=NOW, organization_gid=hostile
         ),

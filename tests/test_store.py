@@ -46,7 +46,7 @@ from bot.store import (
 
 POSTGRES_URL_VAR = "ASANA_BOT_TEST_POSTGRES_URL"
 #: The newest migration: every start-up brings the database here.
-HEAD_REVISION = "0005"
+HEAD_REVISION = "0006"
 T0 = datetime(2025, 3, 1, 12, 0, 0, tzinfo=UTC)
 LEASE = timedelta(seconds=60)
 CANARY_URL = "https://exports.example.invalid/org.zip?X-Amz-Signature=canary-7d1f0b9e42"

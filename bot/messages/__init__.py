@@ -17,7 +17,8 @@ Safety rules, applied everywhere (so handlers never have to think about them):
 The modules, each with one job: `mrkdwn` (escaping, links, mentions, clipping), `timefmt` (times
 as people read them), `blocks` (the `Message` type and Block Kit builders), `parts` (how an export
 is named and linked), and the renderers: `exports` (lookup answer, status card, posts), `watches`
-(watching and the list), `creating` (starting an export), `schedules` (recurring exports), `problems` (errors and refusals), `help` (usage and help). This package
+(watching and the list), `creating` (starting an export), `schedules` (recurring exports), `schedule_posts` and `origin` (a schedule's runs and
+the card line naming the schedule), `problems` (errors and refusals), `help` (usage and help). This package
 imports nothing of ours but `bot.models`. Callers import from `bot.messages`, never a module.
 """
 
@@ -64,6 +65,7 @@ from bot.messages.mrkdwn import (
     truncate,
     user_mention,
 )
+from bot.messages.origin import CardOrigin
 from bot.messages.parts import DEFAULT_COMMAND, DOWNLOAD_ACTION, FRESH_LINK_ACTION
 from bot.messages.problems import (
     FairUseRefusal,
@@ -82,7 +84,7 @@ from bot.messages.problems import (
 from bot.messages.schedule_posts import (
     render_schedule_failed,
     render_schedule_paused,
-    render_schedule_started,
+    render_schedule_resumed,
     render_schedule_unknown,
 )
 from bot.messages.schedules import (
@@ -126,6 +128,7 @@ __all__ = [
     "MAX_LIST_ROWS",
     "MAX_SECTION_TEXT",
     "WATCH_INSTEAD_ACTION",
+    "CardOrigin",
     "FairUseRefusal",
     "Message",
     "ScheduleLine",
@@ -165,7 +168,7 @@ __all__ = [
     "render_schedule_failed",
     "render_schedule_list",
     "render_schedule_paused",
-    "render_schedule_started",
+    "render_schedule_resumed",
     "render_schedule_unknown",
     "render_schedule_usage",
     "render_scheduled",
