@@ -60,8 +60,14 @@ class ScheduleFirer:
 
     @property
     def _stale(self) -> timedelta:
-        """An attempt older than this was left by a replica that died (its call is long over)."""
-        return timedelta(seconds=self._rt.settings.LEASE_SECONDS)
+        """An attempt older than this was left by a replica that died: its call to Asana (with
+        the client's own 429 retries) is long over, and a lease's time more for what follows
+        the answer (the watch and its card) has passed too. Shorter, and a live but slow
+        replica would be declared dead while it still could hear Asana's answer."""
+        s = self._rt.settings
+        return timedelta(
+            seconds=s.LEASE_SECONDS + s.ASANA_TIMEOUT_SECONDS + s.ASANA_MAX_RETRY_SECONDS
+        )
 
     async def tick(self) -> int:
         """One pass; how many attempts it made. Overlapping ticks return at once."""
