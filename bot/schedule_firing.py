@@ -119,9 +119,12 @@ class ScheduleFirer:
     async def _resume(self, run: RunRow) -> int:
         store = self._rt.store
         row = await store.schedule(run.schedule_id)
-        if row is None or row.ended_at is not None:
+        if row is None:
+            return 0
+        if row.ended_at is not None and run.outcome is not RunOutcome.ATTEMPTING:
             await store.record_run(run.id, outcome=RunOutcome.SKIPPED, now=self._rt.now())
             return 0
+        # An attempt may have reached Asana even if the schedule ended since: settle it as any.
         if run.outcome is RunOutcome.ATTEMPTING:
             taken = await take_over(store, run, now=self._rt.now())
             if taken is None:

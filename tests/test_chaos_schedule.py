@@ -203,7 +203,10 @@ def test_a_schedule_every_minute_on_killed_replicas_creates_once_per_occurrence(
         response_url=fake_slack.new_response_url(),
     )
     require(answer.status == 200 and "Schedule #1" in answer.body_text, answer.body_text)
-    first = (datetime.now(UTC) + timedelta(minutes=1)).replace(second=0, microsecond=0)
+    engine = sa.create_engine(fresh_postgres_url)
+    with engine.connect() as conn:
+        created = conn.execute(sa.text("SELECT created_at FROM schedules")).scalar_one()
+    first = (created.astimezone(UTC) + timedelta(minutes=1)).replace(second=0, microsecond=0)
     occurrences = [first + timedelta(minutes=k) for k in range(OCCURRENCES)]
 
     finisher = threading.Thread(target=run.finisher, daemon=True)
@@ -230,9 +233,18 @@ def test_a_schedule_every_minute_on_killed_replicas_creates_once_per_occurrence(
                 run.aimed_kill(occurrence)
         sleep_until(occurrences[-1].timestamp() + 15)
         fleet.wait_restarts(timeout=60)
+        (_, bot), *_ = fleet.live()
+        removed = post_slash_command(  # no occurrence after the last one counted
+            bot.events_url,
+            secret=SIGNING_SECRET,
+            text="unschedule 1",
+            channel_id=CHANNEL,
+            user_id=ADMIN,
+            response_url=fake_slack.new_response_url(),
+        )
+        require("removed" in removed.body_text.lower(), removed.body_text)
 
         # Drain: every export the bot recorded finished and told; then a quiet spell.
-        engine = sa.create_engine(fresh_postgres_url)
         try:
 
             def settled() -> bool:

@@ -271,10 +271,12 @@ async def test_an_unknown_outcome_is_said_and_never_repeated(
     assert run.outcome is RunOutcome.UNKNOWN
 
 
+@pytest.mark.parametrize("removed", [False, True])
 async def test_an_attempt_left_by_a_dead_replica_is_unknown_not_repeated(
-    fake_asana: FakeAsana, fake_slack: FakeSlack, sbot: Scenario
+    fake_asana: FakeAsana, fake_slack: FakeSlack, sbot: Scenario, removed: bool
 ) -> None:
-    """The aimed kill, in process: a replica marked the attempt, then died before recording."""
+    """The aimed kill, in process: a replica marked the attempt, then died before recording.
+    Removing the schedule meanwhile does not silence it: the request may have reached Asana."""
     await scheduled(sbot, "schedule daily 08:01")
     store = sbot.runtime.store
     occurrence = START.replace(second=0) + timedelta(minutes=1)
@@ -282,6 +284,8 @@ async def test_an_attempt_left_by_a_dead_replica_is_unknown_not_repeated(
     run = await store.claim_run(1, occurrence, now=sbot.clock())
     assert run is not None and await store.start_run_attempt(run, now=sbot.clock()) is not None
     assert await sbot.fire_schedules() == 0, "its own replica may still be asking"
+    if removed:
+        await store.end_schedule(1, now=sbot.clock(), reason="removed by U0ADMIN")
     await sbot.fire_schedules(after=91)  # past LEASE_SECONDS + the Asana call: it is gone
     assert creates(fake_asana) == [], "never asked again blind"
     (unknown,) = schedule_posts(fake_slack)
