@@ -209,7 +209,8 @@ def test_a_schedule_every_minute_on_killed_replicas_creates_once_per_occurrence(
         response_url=fake_slack.new_response_url(),
     )
     require(answer.status == 200 and "Schedule #1" in answer.body_text, answer.body_text)
-    engine = sa.create_engine(fresh_postgres_url)
+    # pool_pre_ping: the shared server may be restarted by another test meanwhile.
+    engine = sa.create_engine(fresh_postgres_url, pool_pre_ping=True)
     with engine.connect() as conn:
         created = conn.execute(sa.text("SELECT created_at FROM schedules")).scalar_one()
     first = (created.astimezone(UTC) + timedelta(minutes=1)).replace(second=0, microsecond=0)
@@ -262,6 +263,12 @@ def test_a_schedule_every_minute_on_killed_replicas_creates_once_per_occurrence(
         try:
 
             def settled() -> bool:
+                try:
+                    return counts_settled()
+                except sa.exc.OperationalError:
+                    return False
+
+            def counts_settled() -> bool:
                 with engine.connect() as conn:
                     open_runs = conn.execute(
                         sa.text(
