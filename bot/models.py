@@ -165,3 +165,5 @@ class Subscription:
     notified_ts: str | None = None
     ended_at: datetime | None = None
     end_reason: str | None = None
+    #: The schedule occurrence that started the export (None: a person asked to watch it).
+    schedule_run_id: int | None = None

@@ -26,6 +26,7 @@ from bot import messages, slack_out
 from bot.decisions import END_REASONS, Outcome
 from bot.followup_store import FollowupStore
 from bot.models import LINK_VALIDITY, EndReason, Export, ProblemKind, Subscription
+from bot.schedule_cards import card_origins
 from bot.slack_out import Failure, LinkGate, SlackResult
 
 if TYPE_CHECKING:
@@ -165,11 +166,17 @@ class Notifier:
         """Edit every watching channel's status card to show `export` as it is now."""
         store = self._rt.store
         subs = await store.active_subscriptions(export.gid)
-        card = messages.render_status_card(
-            export, now=self._rt.now(), watchers=len(subs), next_check_at=next_check_at
-        )
+        origins = await card_origins(store, (sub.schedule_run_id for sub in subs))
+        now = self._rt.now()
         for sub in subs:
             if sub.card_ts and not self.paused():
+                card = messages.render_status_card(
+                    export,
+                    now=now,
+                    watchers=len(subs),
+                    next_check_at=next_check_at,
+                    origin=origins.get(sub.schedule_run_id or 0),
+                )
                 result = await self.update(sub.channel_id, sub.card_ts, card)
                 await self._end_if_channel_lost(sub, result)
 
@@ -193,7 +200,10 @@ class Notifier:
         """Edit an ended watch's card, so everyone in the channel sees the watch stopped."""
         row = await self._rt.store.get_export_row(sub.export_gid)
         if sub.card_ts and row is not None:
-            card = messages.render_card_unwatched(row.to_export(), now=self._rt.now())
+            origins = await card_origins(self._rt.store, [sub.schedule_run_id])
+            card = messages.render_card_unwatched(
+                row.to_export(), now=self._rt.now(), origin=origins.get(sub.schedule_run_id or 0)
+            )
             await self.update(sub.channel_id, sub.card_ts, card)
 
     # -- exactly-once notification ---------------------------------------------------------

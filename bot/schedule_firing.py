@@ -19,7 +19,7 @@ from datetime import datetime, timedelta
 
 from sqlalchemy.exc import OperationalError
 
-from bot import messages, watching
+from bot import messages, slack_out, watching
 from bot.creating import (
     AlreadyHandled,
     CreateRequest,
@@ -32,8 +32,9 @@ from bot.creating import (
 )
 from bot.db import DatabaseUnavailable, describe_operational_error
 from bot.messages import Message
-from bot.models import EndReason
+from bot.models import EndReason, Export, ExportState
 from bot.runtime import Runtime
+from bot.schedule_cards import creation_of, run_origin, run_subscription, take_over
 from bot.schedule_decisions import GiveUp, after_transient, due_occurrence, is_late
 from bot.scheduling import spec_of
 from bot.slack_out import Failure
@@ -59,8 +60,14 @@ class ScheduleFirer:
 
     @property
     def _stale(self) -> timedelta:
-        """An attempt older than this was left by a replica that died (its call is long over)."""
-        return timedelta(seconds=self._rt.settings.LEASE_SECONDS)
+        """An attempt older than this was left by a replica that died: its call to Asana (with
+        the client's own 429 retries) is long over, and a lease's time more for what follows
+        the answer (the watch and its card) has passed too. Shorter, and a live but slow
+        replica would be declared dead while it still could hear Asana's answer."""
+        s = self._rt.settings
+        return timedelta(
+            seconds=s.LEASE_SECONDS + s.ASANA_TIMEOUT_SECONDS + s.ASANA_MAX_RETRY_SECONDS
+        )
 
     async def tick(self) -> int:
         """One pass; how many attempts it made. Overlapping ticks return at once."""
@@ -112,11 +119,22 @@ class ScheduleFirer:
     async def _resume(self, run: RunRow) -> int:
         store = self._rt.store
         row = await store.schedule(run.schedule_id)
-        if row is None or row.ended_at is not None:
+        if row is None:
+            return 0
+        if row.ended_at is not None and run.outcome is not RunOutcome.ATTEMPTING:
             await store.record_run(run.id, outcome=RunOutcome.SKIPPED, now=self._rt.now())
             return 0
+        # An attempt may have reached Asana even if the schedule ended since: settle it as any.
         if run.outcome is RunOutcome.ATTEMPTING:
-            if await store.settle_run(run, RunOutcome.UNKNOWN, now=self._rt.now()):
+            taken = await take_over(store, run, now=self._rt.now())
+            if taken is None:
+                return 0  # another replica took it over
+            creation = await creation_of(store, run_key(row.id, run.occurrence_at, run.attempts))
+            if creation is not None and creation.export_gid is not None:
+                # Asana answered and the gid was recorded; the replica died before the watch.
+                await self._adopt(row, taken, creation.export_gid)
+                return 0
+            if await store.settle_run(taken, RunOutcome.UNKNOWN, now=self._rt.now()):
                 log.warning(
                     "schedule %s: the attempt of %s was left by a replica that stopped;"
                     " its outcome is unknown and it is not repeated",
@@ -134,7 +152,9 @@ class ScheduleFirer:
     async def _attempt(self, row: ScheduleRow, run: RunRow, *, late: bool, coalesced: int) -> int:
         """Mark the attempt, then ask Asana once through `start_export`, then act on the answer."""
         store = self._rt.store
-        attempt = await store.start_run_attempt(run, now=self._rt.now())
+        attempt = await store.start_run_attempt(
+            run, now=self._rt.now(), late=late, coalesced=coalesced
+        )
         if attempt is None:
             return 0  # another replica took this attempt
         outcome = await start_export(
@@ -152,30 +172,27 @@ class ScheduleFirer:
         now = self._rt.now()
         match outcome:
             case Started(export):
-                await store.record_run(
-                    run.id, outcome=RunOutcome.CREATED, now=now, export_gid=export.gid
-                )
                 resumed = row.paused_reason is not None and await store.set_schedule_paused(
                     row.id, None
                 )
-                started = messages.render_schedule_started(
-                    row.id,
-                    export.gid,
-                    occurrence_at=run.occurrence_at,
-                    now=now,
-                    late=late,
-                    coalesced=coalesced,
-                    resumed=resumed,
-                )
-                if await self._post(row, started):
+                if not resumed or await self._post(
+                    row, messages.render_schedule_resumed(row.id, export.gid)
+                ):
                     await watching.answer_for_export(
                         self._rt,
                         export,
                         team_id=row.team_id,
                         channel_id=row.channel_id,
                         user_id=row.created_by,
-                        audited=False,  # the schedule's post names it; nobody acted now
+                        audited=False,  # a run is nobody's action: its card names the schedule
+                        origin=run_origin(row, attempt),
                     )
+                    await self._end_if_card_failed(row, attempt)
+                # Recorded after the watch: a replica that dies before this leaves the run
+                # "attempting", and the one that takes it over finds the gid and the card.
+                await store.record_run(
+                    run.id, outcome=RunOutcome.CREATED, now=self._rt.now(), export_gid=export.gid
+                )
             case Refused(kind, _message, retry_after) if kind.is_transient:
                 decision = after_transient(
                     attempts=attempt.attempts,
@@ -232,6 +249,68 @@ class ScheduleFirer:
                     row, messages.render_schedule_unknown(row.id, occurrence_at=run.occurrence_at)
                 )
         return 1
+
+    async def _adopt(self, row: ScheduleRow, run: RunRow, export_gid: str) -> None:
+        """Finish what a dead replica began after Asana's answer was recorded: the export is
+        watched in the channel with one card (the history says whether the dead replica had
+        already posted it), then the run is recorded as created. Nothing is asked of Asana."""
+        rt, store = self._rt, self._rt.store
+        sub = await run_subscription(store, run.id)
+        origin = run_origin(row, run)
+        if sub is None:
+            kept = await store.get_export_row(export_gid)
+            export = (
+                kept.to_export()
+                if kept is not None
+                else Export(export_gid, ExportState.PENDING, organization_gid=row.organization_gid)
+            )
+            await watching.answer_for_export(
+                rt,
+                export,
+                team_id=row.team_id,
+                channel_id=row.channel_id,
+                user_id=row.created_by,
+                origin=origin,
+            )
+            await self._end_if_card_failed(row, run)
+        elif sub.card_ts is None and sub.ended_at is None:
+            try:
+                ts = await slack_out.find_posted(
+                    rt.slack,
+                    sub.channel_id,
+                    event_type=watching.CARD_EVENT,
+                    subscription_id=sub.id,
+                    oldest=(sub.created_at - timedelta(minutes=5)).timestamp(),
+                )
+            except slack_out.HistoryUnavailable:
+                return  # unknown whether the card is there: the next take-over looks again
+            kept = await store.get_export_row(export_gid)
+            if ts is not None:
+                await store.set_card_ts(sub.id, ts)
+            elif kept is not None:
+                next_check = kept.next_poll_at
+                await watching.post_card(
+                    rt, sub, kept.to_export(), next_check_at=next_check, origin=origin
+                )
+        await store.record_run(
+            run.id, outcome=RunOutcome.CREATED, now=rt.now(), export_gid=export_gid
+        )
+        log.warning(
+            "schedule %s: the run of %s was left by a replica that stopped after Asana started"
+            " export %s; it is watched now",
+            row.id,
+            run.occurrence_at.isoformat(),
+            export_gid,
+        )
+
+    async def _end_if_card_failed(self, row: ScheduleRow, run: RunRow) -> None:
+        """A channel that refused the run's card is unusable: the schedule ends (as its posts)."""
+        sub = await run_subscription(self._rt.store, run.id)
+        reason = sub.end_reason if sub is not None else None
+        if not reason or slack_out.classify(reason.removeprefix("slack_")) is not Failure.CHANNEL:
+            return
+        if await self._rt.store.end_schedule(row.id, now=self._rt.now(), reason=reason):
+            log.warning("schedule %s ended: its channel is unusable (%s)", row.id, reason)
 
     async def _post(self, row: ScheduleRow, message: Message) -> bool:
         """Post in the schedule's channel; False when the channel is unusable, which ends the

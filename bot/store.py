@@ -103,6 +103,12 @@ subscriptions = sa.Table(
     sa.Column("notified_ts", sa.String(32)),
     sa.Column("ended_at", UTCDateTime()),
     sa.Column("end_reason", sa.String(_END_REASON_MAX)),
+    # The schedule occurrence that started this export, for its card (null: a person asked).
+    sa.Column(
+        "schedule_run_id",
+        sa.Integer(),
+        sa.ForeignKey("schedule_runs.id", name="fk_subscriptions_schedule_run_id"),
+    ),
     sa.Index(
         "uq_subscriptions_active",
         "team_id",
@@ -234,6 +240,9 @@ schedule_runs = sa.Table(
     sa.Column("next_attempt_at", UTCDateTime()),
     sa.Column("export_gid", sa.String(64)),
     sa.Column("updated_at", UTCDateTime(), nullable=False),
+    # Whether it fired late, standing for how many missed occurrences (its card says so).
+    sa.Column("late", sa.Boolean(), nullable=False, server_default=sa.false()),
+    sa.Column("coalesced", sa.Integer(), nullable=False, server_default="1"),
     sa.UniqueConstraint("schedule_id", "occurrence_at", name="uq_schedule_runs_occurrence"),
 )
 
@@ -281,6 +290,8 @@ class RunRow:
     next_attempt_at: datetime | None
     export_gid: str | None
     updated_at: datetime
+    late: bool = False
+    coalesced: int = 1
 
 
 def _schedule_row(m: Mapping[Any, Any]) -> ScheduleRow:
@@ -403,6 +414,7 @@ def _subscription(m: Mapping[Any, Any]) -> Subscription:
         notified_ts=m[c.notified_ts],
         ended_at=m[c.ended_at],
         end_reason=m[c.end_reason],
+        schedule_run_id=m[c.schedule_run_id],
     )
 
 
@@ -552,6 +564,7 @@ class Store:
         now: datetime,
         next_poll_at: datetime | None,
         caps: WatchCaps | None = None,
+        schedule_run_id: int | None = None,
     ) -> tuple[Subscription, bool]:
         """Watch `export` in a channel; returns (subscription, created), one active per channel.
 
@@ -585,6 +598,7 @@ class Store:
                         channel_id=channel_id,
                         user_id=user_id,
                         created_at=now,
+                        schedule_run_id=schedule_run_id,
                     )
                     .returning(*subscriptions.c)
                 )
@@ -1102,9 +1116,12 @@ class Store:
         except IntegrityError:
             return None
 
-    async def start_run_attempt(self, run: RunRow, *, now: datetime) -> RunRow | None:
+    async def start_run_attempt(
+        self, run: RunRow, *, now: datetime, late: bool = False, coalesced: int = 1
+    ) -> RunRow | None:
         """Mark the run as being attempted BEFORE Asana is called (compare-and-set on its
-        outcome and attempt count): the new row, or None if another caller got there first."""
+        outcome and attempt count): the new row, or None if another caller got there first.
+        Whether it is late, for how many occurrences, is kept for the export's card."""
         c = schedule_runs.c
         async with self._write() as conn:
             result = await conn.execute(
@@ -1119,6 +1136,8 @@ class Store:
                     attempts=run.attempts + 1,
                     next_attempt_at=None,
                     updated_at=now,
+                    late=late,
+                    coalesced=max(1, coalesced),
                 )
                 .returning(*schedule_runs.c)
             )

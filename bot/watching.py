@@ -3,17 +3,22 @@
 from __future__ import annotations
 
 import logging
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from bot import audit, messages, slack_org
 from bot.access import may_list_watch
 from bot.messages import Message, WatchRow
 from bot.models import LINK_VALIDITY, EndReason, Export, ExportState, Subscription
 from bot.runtime import Runtime
-from bot.slack_out import Failure
+from bot.schedule_cards import RunOrigin
+from bot.slack_out import Failure, SlackResult
 from bot.store import WatchCapReached, WatchCaps
 
 log = logging.getLogger(__name__)
+
+
+#: Message metadata of a schedule's card: how a replica finds a card it may have posted.
+CARD_EVENT = "asana_export_card"
 
 
 async def answer_for_export(
@@ -24,11 +29,13 @@ async def answer_for_export(
     channel_id: str,
     user_id: str,
     audited: bool = True,
+    origin: RunOrigin | None = None,
 ) -> Message:
     """A looked-up export: finished/error are shown; anything else is watched in this channel.
 
     A watch started gets an audit line in the card's thread unless `audited` is False (the
-    caller audits what the person did: `new`; a schedule's run is nobody's action).
+    caller audits what the person did: `new`; a schedule's run is nobody's action). A schedule's
+    export (`origin`) is watched with the run it came from, which its card names.
     """
     now = runtime.now()
     if export.state.is_terminal:
@@ -56,6 +63,7 @@ async def answer_for_export(
                 per_user=settings.MAX_WATCHES_PER_USER,
                 per_channel=settings.MAX_WATCHES_PER_CHANNEL,
             ),
+            schedule_run_id=origin.run_id if origin else None,
         )
     except WatchCapReached as full:
         log.info("refused a new watch of export %s: %s", export.gid, full)
@@ -64,14 +72,8 @@ async def answer_for_export(
         )
     if not created:
         return messages.render_already_watching(export, now=now, command=settings.SLACK_COMMAND)
-    watchers = await runtime.store.count_watchers(export.gid)
-    card = messages.render_status_card(
-        export, now=now, watchers=watchers, next_check_at=next_poll_at
-    )
-    # Through the notifier: a paused token is not tried again, and a dead one starts the pause.
-    result = await runtime.notify.post(channel_id, card)
+    result = await post_card(runtime, sub, export, next_check_at=next_poll_at, origin=origin)
     if result.ts is not None:
-        await runtime.store.set_card_ts(sub.id, result.ts)
         log.info("channel %s now watches export %s", channel_id, export.gid)
         if audited:
             audit.started_watching(runtime, export.gid, user_id=user_id, channel_id=channel_id)
@@ -87,6 +89,39 @@ async def answer_for_export(
         return messages.render_cannot_post(export, now=now, error=result.error)
     # Slack hiccuped: the watch stands (the link post will come); only the card is missing.
     return messages.render_watch_started(export, now=now, next_check_at=next_poll_at)
+
+
+async def post_card(
+    runtime: Runtime,
+    sub: Subscription,
+    export: Export,
+    *,
+    next_check_at: datetime | None,
+    origin: RunOrigin | None = None,
+) -> SlackResult:
+    """Post a new watch's status card and remember its ts.
+
+    A schedule's card carries metadata naming its watch, so a replica that takes over a run
+    whose replica died can tell from the history whether the card was already posted.
+    """
+    watchers = await runtime.store.count_watchers(export.gid)
+    card = messages.render_status_card(
+        export,
+        now=runtime.now(),
+        watchers=watchers,
+        next_check_at=next_check_at,
+        origin=origin.card if origin else None,
+    )
+    metadata = (
+        {"event_type": CARD_EVENT, "event_payload": {"gid": export.gid, "subscription_id": sub.id}}
+        if origin
+        else None
+    )
+    # Through the notifier: a paused token is not tried again, and a dead one starts the pause.
+    result = await runtime.notify.post(sub.channel_id, card, metadata=metadata)
+    if result.ts is not None:
+        await runtime.store.set_card_ts(sub.id, result.ts)
+    return result
 
 
 async def stop_watching(

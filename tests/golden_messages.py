@@ -312,18 +312,25 @@ def renderings() -> dict[str, Any]:
     for outcome in ("removed", "not_found", "not_allowed"):
         add(f"unscheduled/{outcome}", m.render_unscheduled(3, outcome))
     add("database_unavailable/schedule", m.render_database_unavailable("schedule"))
-    for late, coalesced, resumed in ((False, 1, False), (True, 1, False), (True, 12, True)):
+    add("schedule_resumed", m.render_schedule_resumed(7, "12`<x>"))
+    scheduled_export = Export("1200000000000042", ExportState.STARTED, organization_name=HOSTILE)
+    for late, coalesced, when in (
+        (False, 1, "weekly mon 02:00"),
+        (True, 1, 'cron "0 2 * * 1"'),
+        (True, 12, HOSTILE),
+    ):
+        origin = m.CardOrigin(
+            3, when, "Europe/Berlin", NOW - timedelta(minutes=90), late=late, coalesced=coalesced
+        )
         add(
-            f"schedule_started/{late}/{coalesced}/{resumed}",
-            m.render_schedule_started(
-                7,
-                "12`<x>",
-                occurrence_at=NOW - timedelta(minutes=90),
-                now=NOW,
-                late=late,
-                coalesced=coalesced,
-                resumed=resumed,
+            f"status_card/scheduled/{late}/{coalesced}",
+            m.render_status_card(
+                scheduled_export, now=NOW, watchers=1, next_check_at=NOW, origin=origin
             ),
+        )
+        add(
+            f"card_unwatched/scheduled/{late}/{coalesced}",
+            m.render_card_unwatched(scheduled_export, now=NOW, origin=origin),
         )
     for kind in ProblemKind:
         for gave_up in (None, 3600.0):

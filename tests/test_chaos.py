@@ -170,6 +170,8 @@ class Fleet:
     retired: list[BotProcess] = field(default_factory=list)
     generations: list[int] = field(default_factory=lambda: [0] * REPLICAS)
     errors: list[str] = field(default_factory=list)
+    #: How long a replica may take to serve (a loaded machine starts Python slowly).
+    start_timeout: float = 40.0
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _restarts: list[threading.Thread] = field(default_factory=list)
 
@@ -179,7 +181,7 @@ class Fleet:
             self.generations[slot] += 1
         process = BotProcess(self.workdir, {**self.env, "PORT": ""}, name=f"r{slot}-{generation}")
         try:
-            process.start(timeout=40)
+            process.start(timeout=self.start_timeout)
         except RuntimeError as exc:
             self.errors.append(f"replica {slot} did not start: {str(exc)[-2000:]}")
             return

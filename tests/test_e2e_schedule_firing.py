@@ -41,6 +41,26 @@ def schedule_posts(slack: FakeSlack, channel: str = "C0001") -> list[str]:
     return [text_of(p) for p in posts(slack, channel) if "Schedule #" in str(p.get("text"))]
 
 
+def cards(slack: FakeSlack, channel: str = "C0001") -> list[str]:
+    """The status cards of exports a schedule started, as posted (the card names the schedule)."""
+    return [card_text(p) for p in posts(slack, channel) if "From schedule #" in str(p.get("text"))]
+
+
+def the_card(slack: FakeSlack, channel: str = "C0001") -> dict[str, Any]:
+    """The schedule's export card as it stands now (edits applied); the schedule's audit line
+    is the channel's first message."""
+    (card,) = [m for m in slack.messages(channel) if "From schedule #" in str(m.get("text"))]
+    return card
+
+
+def card_text(body: dict[str, Any]) -> str:
+    """The fallback text and every context line of a card, as people read them."""
+    lines = [str(body.get("text"))]
+    for block in body.get("blocks") or []:
+        lines += [e["text"] for e in block.get("elements", []) if block["type"] == "context"]
+    return "\n".join(lines)
+
+
 def to_start(*bots: Scenario) -> None:
     for bot in bots:
         bot.clock.advance((START - bot.clock()).total_seconds())
@@ -69,11 +89,15 @@ async def test_an_occurrence_starts_one_export_watched_in_the_channel(
     (post,) = creates(fake_asana)
     assert post.body == {"data": {"organization": ORG}}
     (gid,) = fake_asana.export_gids()
-    (started,) = schedule_posts(fake_slack)
-    assert f"Schedule #1 started export `{gid}`" in started and "late" not in started
-    assert any("pending" in text_of(p) for p in posts(fake_slack, "C0001")), "the status card"
+    assert schedule_posts(fake_slack) == [], "the card says it all: no post of its own"
+    (card,) = cards(fake_slack)
+    assert f"`{gid}`" in card and "pending" in card and "late" not in card
+    assert 'From schedule #1 · cron "* * * * *" UTC · the run of 2030-01-06 08:01 UTC' in card
     fake_asana.set_state(gid, "finished")
     await sbot.run_until(lambda: finished_posts(fake_slack, "C0001"))
+    await sbot.run_until(lambda: "is finished" in text_of(the_card(fake_slack)))
+    edited = card_text(the_card(fake_slack))
+    assert 'From schedule #1 · cron "* * * * *" UTC' in edited, "every edit says it"
     (run,) = await sbot.runtime.store.schedule_runs(1)
     assert (run.outcome, run.export_gid, run.attempts) == (RunOutcome.CREATED, gid, 1)
     assert await sbot.fire_schedules(after=60) == 1, "the next minute is the next occurrence"
@@ -106,7 +130,7 @@ async def test_two_replicas_racing_one_occurrence_start_one_export(
         made = await asyncio.gather(a.fire_schedules(), b.fire_schedules())
         assert sorted(made) == [0, 1], made
     assert len(creates(fake_asana)) == 3, "one export per occurrence"
-    assert len(schedule_posts(fake_slack)) == 3
+    assert len(cards(fake_slack)) == 3, "one card per occurrence"
     runs = await a.runtime.store.schedule_runs(1)
     assert [r.outcome for r in runs] == [RunOutcome.CREATED] * 3
     assert a.tracebacks == [] and b.tracebacks == []
@@ -127,8 +151,9 @@ async def test_occurrences_missed_while_down_fire_once_late(
     assert await restarted.fire_schedules() == 1
     assert await restarted.fire_schedules(after=1) == 0
     assert len(creates(fake_asana)) == 1, "coalesced: one export, not ten"
-    (late,) = schedule_posts(fake_slack)
-    assert "This run is late" in late and "10 occurrences were missed" in late
+    (late,) = cards(fake_slack)
+    assert "the run of 2030-01-06 08:10 UTC · :hourglass: late" in late
+    assert "it stands for 10 occurrences missed while the bot was down" in late
     (run,) = await restarted.runtime.store.schedule_runs(1)
     assert run.occurrence_at == datetime(2030, 1, 6, 8, 10, tzinfo=UTC), "the newest one"
 
@@ -166,8 +191,8 @@ async def test_a_transient_refusal_is_retried_then_works(
 
     await fire_until(sbot, created, step=10)
     assert len(creates(fake_asana)) == 2 and len(fake_asana.export_gids()) == 1
-    (started,) = schedule_posts(fake_slack)
-    assert "started export" in started
+    (card,) = cards(fake_slack)
+    assert "From schedule #1" in card and "late" not in card, "a retry is not late"
     assert sbot.tracebacks == []
 
 
@@ -211,6 +236,7 @@ async def test_a_refusal_that_needs_a_person_pauses_once_and_resumes(
     await sbot.fire_schedules(after=60)
     resumed = schedule_posts(fake_slack)[-1]
     assert "started export" in resumed and "runs again" in resumed
+    assert len(cards(fake_slack)) == 1
     row = await sbot.runtime.store.schedule(1)
     assert row is not None and row.paused_reason is None
     assert len(schedule_posts(fake_slack)) == 2
@@ -252,10 +278,12 @@ async def test_an_unknown_outcome_is_said_and_never_repeated(
     assert run.outcome is RunOutcome.UNKNOWN
 
 
+@pytest.mark.parametrize("removed", [False, True])
 async def test_an_attempt_left_by_a_dead_replica_is_unknown_not_repeated(
-    fake_asana: FakeAsana, fake_slack: FakeSlack, sbot: Scenario
+    fake_asana: FakeAsana, fake_slack: FakeSlack, sbot: Scenario, removed: bool
 ) -> None:
-    """The aimed kill, in process: a replica marked the attempt, then died before recording."""
+    """The aimed kill, in process: a replica marked the attempt, then died before recording.
+    Removing the schedule meanwhile does not silence it: the request may have reached Asana."""
     await scheduled(sbot, "schedule daily 08:01")
     store = sbot.runtime.store
     occurrence = START.replace(second=0) + timedelta(minutes=1)
@@ -263,7 +291,9 @@ async def test_an_attempt_left_by_a_dead_replica_is_unknown_not_repeated(
     run = await store.claim_run(1, occurrence, now=sbot.clock())
     assert run is not None and await store.start_run_attempt(run, now=sbot.clock()) is not None
     assert await sbot.fire_schedules() == 0, "its own replica may still be asking"
-    await sbot.fire_schedules(after=61)  # past LEASE_SECONDS: that replica is gone
+    if removed:
+        await store.end_schedule(1, now=sbot.clock(), reason="removed by U0ADMIN")
+    await sbot.fire_schedules(after=91)  # past LEASE_SECONDS + the Asana call: it is gone
     assert creates(fake_asana) == [], "never asked again blind"
     (unknown,) = schedule_posts(fake_slack)
     assert "I do not know whether an export was started" in unknown
@@ -271,6 +301,97 @@ async def test_an_attempt_left_by_a_dead_replica_is_unknown_not_repeated(
     assert runs[0].outcome is RunOutcome.UNKNOWN and runs[0].attempts == 1
     await sbot.fire_schedules(after=120)
     assert len(schedule_posts(fake_slack)) == 1, "told once"
+
+
+async def test_unwatching_a_schedules_export_keeps_its_origin_on_the_card(
+    fake_asana: FakeAsana, fake_slack: FakeSlack, sbot: Scenario
+) -> None:
+    await scheduled(sbot, "schedule weekly sun 08:01 tz Europe/Berlin")
+    sbot.clock.advance(7 * 24 * 3600)  # the next Sunday, 08:01 in Berlin, is past: late
+    assert await sbot.fire_schedules() == 1
+    (gid,) = fake_asana.export_gids()
+    answer = await sbot.command(f"unwatch {gid}", user_id=ADMIN)
+    assert "Stopped watching" in answer["text"]
+    await sbot.settle()
+    card = card_text(the_card(fake_slack))
+    assert "No longer watching" in card, card
+    assert "From schedule #1 · weekly sun 08:01 Europe/Berlin" in card and "late" in card
+
+
+@pytest.mark.parametrize("died", ["after_recording", "after_watching", "after_the_card"])
+async def test_a_run_whose_replica_died_after_asana_answered_is_watched_once(
+    fake_asana: FakeAsana, fake_slack: FakeSlack, start_scenario: StartScenario, died: str
+) -> None:
+    """A replica recorded the new export's gid (its creation row), then died before the run
+    was recorded: another replica finds the gid, watches it with one card, asks Asana nothing.
+
+    The clock starts at the real time here: Slack's history is searched by real timestamps."""
+    from bot import watching
+    from bot.creating import CreateRequest
+    from bot.models import Export, ExportState
+    from bot.schedule_cards import run_origin
+    from bot.schedule_firing import run_key
+    from bot.store import CreationOutcome, subscriptions
+
+    fake_asana.set_organization(ORG, "Acme")
+    sbot = await start_scenario(**SETTINGS)
+    occurrence = sbot.clock().replace(second=0, microsecond=0) + timedelta(minutes=1)
+    await scheduled(sbot, occurrence.strftime("schedule daily %H:%M"))
+    store, rt = sbot.runtime.store, sbot.runtime
+    sbot.clock.advance((occurrence - sbot.clock()).total_seconds() + 1)
+    now = sbot.clock()
+    claimed = await store.claim_run(1, occurrence, now=now)
+    assert claimed is not None
+    run = await store.start_run_attempt(claimed, now=now)
+    assert run is not None
+    gid = "1210000000000777"
+    fake_asana.set_export(gid, "pending", organization_gid=ORG)
+    request = CreateRequest(ORG, "T0001", "C0001", ADMIN, run_key(1, occurrence, run.attempts))
+    creation, _ = await store.claim_creation(
+        request_key=request.request_key,
+        team_id="T0001",
+        channel_id="C0001",
+        user_id=ADMIN,
+        organization_gid=ORG,
+        now=now,
+    )
+    await store.record_creation(
+        creation.id, outcome=CreationOutcome.CREATED, now=now, export_gid=gid
+    )
+    if died != "after_recording":
+        export = Export(gid, ExportState.PENDING, organization_gid=ORG)
+        sub, _ = await store.subscribe(
+            team_id="T0001",
+            channel_id="C0001",
+            user_id=ADMIN,
+            export=export,
+            now=now,
+            next_poll_at=now,
+            schedule_run_id=run.id,
+        )
+        if died == "after_the_card":  # Slack took the card; its ts was never recorded
+            schedule = await store.schedule(1)
+            assert schedule is not None
+            await watching.post_card(
+                rt, sub, export, next_check_at=None, origin=run_origin(schedule, run)
+            )
+            async with store._write() as conn:
+                await conn.execute(subscriptions.update().values(card_ts=None))
+    assert await sbot.fire_schedules() == 0, "its own replica may still be at it"
+    await sbot.fire_schedules(after=91)  # past LEASE_SECONDS + the Asana call: it is gone
+    assert creates(fake_asana) == [], "Asana is asked nothing"
+    assert schedule_posts(fake_slack) == [], "not unknown: the gid was recorded"
+    (card,) = cards(fake_slack)
+    assert f"`{gid}`" in card and "From schedule #1" in card
+    (run,) = await store.schedule_runs(1)
+    assert (run.outcome, run.export_gid) == (RunOutcome.CREATED, gid)
+    (watch,) = await store.active_subscriptions(gid)
+    assert watch.schedule_run_id == run.id and watch.card_ts == the_card(fake_slack)["ts"]
+    fake_asana.set_state(gid, "finished")
+    await sbot.run_until(lambda: finished_posts(fake_slack, "C0001"))
+    await sbot.fire_schedules(after=91)
+    assert len(cards(fake_slack)) == 1 and len(finished_posts(fake_slack, "C0001")) == 1
+    assert sbot.tracebacks == []
 
 
 async def test_a_database_outage_skips_the_job_without_a_traceback(
@@ -328,10 +449,10 @@ def test_the_real_process_fires_a_missed_occurrence_once_on_start_up(
     asyncio.run(seed())
     bot = BotProcess(tmp_path, {**bot_env, **FAST_WATCH, **SETTINGS}).start()
     try:
-        wait_until(lambda: schedule_posts(fake_slack), 20, "the schedule's post")
-        (late,) = schedule_posts(fake_slack)
-        assert "This run is late" in late and "2 occurrences were missed" in late
-        wait_until(lambda: len(posts(fake_slack, "C0001")) >= 2, 10, "the export's card")
+        wait_until(lambda: cards(fake_slack), 20, "the export's card")
+        (late,) = cards(fake_slack)
+        assert "late (it stands for 2 occurrences missed while the bot was down)" in late
         assert len(creates(fake_asana)) == 1, "coalesced: one export"
+        assert schedule_posts(fake_slack) == []
     finally:
         bot.stop()

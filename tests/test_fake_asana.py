@@ -311,6 +311,53 @@ def test_injected_errors_on_post_validate(fake: FakeAsana, spec: dict[str, Any])
     assert response.json()["errors"][0]["phrase"] == "1 odd phrase"
 
 
+def test_held_creates_exist_before_their_answer_comes(
+    fake: FakeAsana, spec: dict[str, Any]
+) -> None:
+    """hold_creates: the export is created at once, its answer waits for release_creates; the
+    client that gives up (or is killed) never learns the gid, yet the export exists."""
+    from bot.testing import wait_until
+
+    fake.hold_creates(2)
+    answers: list[httpx.Response | Exception] = []
+
+    def create(timeout: float) -> None:
+        try:
+            with _client(fake) as client:
+                answers.append(
+                    client.post(
+                        "/organization_exports",
+                        json={"data": {"organization": "42"}},
+                        timeout=timeout,
+                    )
+                )
+        except httpx.HTTPError as exc:
+            answers.append(exc)
+
+    gave_up = threading.Thread(target=create, args=(0.3,))
+    gave_up.start()
+    (first,) = wait_until(fake.held_creates, 5, "the first creation held")
+    assert fake.export_gids() == [first.gid] and fake.state(first.gid) == "pending"
+    assert first.client_port is not None
+    gave_up.join(5)
+    assert isinstance(answers[0], httpx.ReadTimeout), "the client never heard back"
+    waiting = threading.Thread(target=create, args=(10.0,))
+    waiting.start()
+    wait_until(lambda: len(fake.held_creates()) == 2, 5, "the second creation held")
+    assert answers == answers[:1], "held, not answered"
+    assert fake.release_creates() == 2 and fake.held_creates() == []
+    waiting.join(5)
+    answer = answers[1]
+    assert isinstance(answer, httpx.Response) and answer.status_code == 201
+    validate(spec, "/organization_exports", "post", answer)
+    second = answer.json()["data"]["gid"]
+    assert fake.export_gids() == [first.gid, second]
+    with _client(fake) as client:  # holding was for two: the third is answered at once
+        third = client.post("/organization_exports", json={"data": {"organization": "42"}})
+    assert third.status_code == 201 and fake.held_creates() == []
+    assert [r.status for r in fake.requests] == [201, 201, 201], "recorded as created"
+
+
 # -------------------------------------------------------------------------------- scripting
 
 

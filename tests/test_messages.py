@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
@@ -982,7 +983,8 @@ def test_messages_is_a_package_of_small_modules_that_import_only_models() -> Non
         "render_schedule_usage",
         "render_scheduled",
         "render_unscheduled",
-        "render_schedule_started",
+        "render_schedule_resumed",
+        "CardOrigin",
         "render_schedule_failed",
         "render_schedule_paused",
         "render_schedule_unknown",
@@ -1079,7 +1081,15 @@ def test_what_schedules_say_escapes_everything_foreign() -> None:
         ),
         m.render_schedule_list([row], now=NOW, scope="workspace", command=hostile),
         m.render_schedule_list([], now=NOW, scope="channel", command=hostile),
-        m.render_schedule_started(1, hostile, occurrence_at=NOW, now=NOW, late=True),
+        m.render_schedule_resumed(1, hostile),
+        *(
+            render(
+                Export("12", ExportState.STARTED),
+                now=NOW,
+                origin=m.CardOrigin(1, hostile, hostile, NOW, late=True, coalesced=3),
+            )
+            for render in (m.render_status_card, m.render_card_unwatched)
+        ),
         m.render_schedule_failed(
             1, ProblemKind.NOT_FOUND, occurrence_at=NOW, organization_gid=hostile
         ),
@@ -1090,3 +1100,22 @@ def test_what_schedules_say_escapes_everything_foreign() -> None:
         wire = json.dumps(msg.to_ack())
         assert "<!channel>" not in wire and "<@U123|x>" not in wire, wire
         check(msg)
+
+
+def test_a_schedules_card_names_the_schedule_on_every_version() -> None:
+    """The card of an export a schedule started says so (and late, and how many missed runs it
+    stands for), in its blocks and its fallback text; a person's watch has no such line."""
+    export = Export("1200000000000042", ExportState.STARTED, organization_name="Acme")
+    origin = m.CardOrigin(3, "weekly mon 02:00", "Europe/Berlin", NOW, late=True, coalesced=4)
+    for card in (
+        m.render_status_card(export, now=NOW, watchers=1, origin=origin),
+        m.render_card_unwatched(export, now=NOW, origin=origin),
+    ):
+        wire = json.dumps(card.blocks, ensure_ascii=False)
+        assert "From schedule #3 · weekly mon 02:00 Europe/Berlin · the run of" in wire
+        assert "late (it stands for 4 occurrences missed while the bot was down)" in wire
+        assert card.text.endswith("From schedule #3 (late).")
+        check(card)
+    on_time = m.render_status_card(export, now=NOW, origin=replace(origin, late=False))
+    assert "late" not in json.dumps(on_time.to_ack()) and on_time.text.endswith("#3.")
+    assert "schedule" not in json.dumps(m.render_status_card(export, now=NOW).to_ack())

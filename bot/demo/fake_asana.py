@@ -11,6 +11,9 @@ Typical use::
         asana.fail(429, retry_after=1)            # the next request gets a 429
         ...                                       # point the bot at asana.base_url
         assert asana.requests_for("1001")[0].status == 429
+        asana.hold_creates()                      # the next POST creates, then waits
+        ...                                       # asana.held_creates(): kill its sender
+        asana.release_creates()
 
 Export files: `serve_file(gid, size)` makes a finished export's download_url a presigned-looking
 link to this server's own `/files/...` route, which serves a generated gzip file of that size
@@ -133,6 +136,17 @@ class _Export:
     minted: list[str] = field(default_factory=list)
 
 
+@dataclass(frozen=True, slots=True)
+class HeldCreate:
+    """A POST /organization_exports that created its export and whose answer the fake holds:
+    Asana accepted, the client does not know yet (see `FakeAsana.hold_creates`)."""
+
+    gid: str
+    #: The client's TCP port, to tell which process sent it (a bot replica, say).
+    client_port: int | None
+    at: float  # time.monotonic() when the export was created
+
+
 @dataclass
 class _Fault:
     status: int | None
@@ -158,6 +172,8 @@ class _Plan:
     headers: dict[str, str] = field(default_factory=dict)
     delay: float = 0.0
     reset: bool = False
+    #: The gid of an export created by this request whose answer is held (hold_creates).
+    hold: str | None = None
 
 
 def _now_iso() -> str:
@@ -262,6 +278,8 @@ class FakeAsana:
         self._rate_limit: int | None = None
         self._window: deque[float] = deque()
         self._requests: list[RecordedRequest] = []
+        self._hold_creates = 0
+        self._held: list[tuple[HeldCreate, asyncio.Event]] = []
         self._gids = itertools.count(1_210_000_000_000_001)
         self._phrases = itertools.count(7)
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -723,6 +741,29 @@ class FakeAsana:
             else:
                 self._delays.pop(gid, None)
 
+    def hold_creates(self, times: int = 1) -> None:
+        """The next `times` POST /organization_exports create their export (as Asana would)
+        and then hold the answer until `release_creates()`: the client is left between Asana
+        accepting and learning the gid, where a test can kill it. 0 stops holding new ones."""
+        with self._lock:
+            self._hold_creates = max(0, times)
+
+    def held_creates(self) -> list[HeldCreate]:
+        """The creations whose answers are held right now, oldest first."""
+        with self._lock:
+            return [held for held, _ in self._held]
+
+    def release_creates(self) -> int:
+        """Send every held creation's answer (a killed client's is lost); how many."""
+        with self._lock:
+            events, self._held = [event for _, event in self._held], []
+            loop = self._loop
+        if loop is not None:
+            for event in events:
+                with contextlib.suppress(RuntimeError):  # the loop is closed: nothing waits
+                    loop.call_soon_threadsafe(event.set)
+        return len(events)
+
     def set_rate_limit(self, per_minute: int | None) -> None:
         """Answer 429 + Retry-After past `per_minute` requests in a sliding 60 s window.
 
@@ -774,6 +815,13 @@ class FakeAsana:
                     client_port=peer[1] if peer else None,
                 )
             )
+            released: asyncio.Event | None = None
+            if plan.hold is not None:
+                released = asyncio.Event()
+                held = HeldCreate(plan.hold, peer[1] if peer else None, time.monotonic())
+                self._held.append((held, released))
+        if released is not None:
+            await released.wait()
         if plan.delay > 0:
             await asyncio.sleep(plan.delay)
         if plan.reset:
@@ -829,7 +877,10 @@ class FakeAsana:
             return _Plan(400, error_body("organization: Missing input"), delay=delay)
         new_gid = str(next(self._gids))
         self.set_export(new_gid, "pending", organization_gid=organization)
-        return _Plan(201, {"data": self._represent(self._exports[new_gid], fields)}, delay=delay)
+        hold = new_gid if self._hold_creates > 0 else None
+        self._hold_creates -= 1 if hold else 0
+        payload = {"data": self._represent(self._exports[new_gid], fields)}
+        return _Plan(201, payload, delay=delay, hold=hold)
 
     def _count_and_check_rate(self, at: float) -> int | None:
         """Count this request in the window; return Retry-After seconds if over the limit."""

@@ -20,6 +20,7 @@ is named and linked), and the renderers: `exports` (lookup answer, status card, 
 (watching and the list), `creating` (starting an export), `schedules` (recurring exports),
 `views` (the View type), `home` (the App Home tab), `new_export` (its modal), `followups` (stall
 notes, expired links), `audit` (who did what, in a card's thread), `archives` (archiving),
+`schedule_posts` and `origin` (a schedule's runs and the card line naming the schedule),
 `problems` (errors and refusals), `help` (usage and help). This package
 imports nothing of ours but `bot.models`. Callers import from `bot.messages`, never a module.
 """
@@ -97,6 +98,7 @@ from bot.messages.new_export import (
     ORG_INPUT,
     render_new_export_modal,
 )
+from bot.messages.origin import CardOrigin
 from bot.messages.parts import DEFAULT_COMMAND, DOWNLOAD_ACTION, FRESH_LINK_ACTION
 from bot.messages.problems import (
     FairUseRefusal,
@@ -115,7 +117,7 @@ from bot.messages.problems import (
 from bot.messages.schedule_posts import (
     render_schedule_failed,
     render_schedule_paused,
-    render_schedule_started,
+    render_schedule_resumed,
     render_schedule_unknown,
 )
 from bot.messages.schedules import (
@@ -171,6 +173,7 @@ __all__ = [
     "ArchiveSummary",
     "AuditAction",
     "AuditEvent",
+    "CardOrigin",
     "EndedWatch",
     "FairUseRefusal",
     "HomeContent",
@@ -226,7 +229,7 @@ __all__ = [
     "render_schedule_failed",
     "render_schedule_list",
     "render_schedule_paused",
-    "render_schedule_started",
+    "render_schedule_resumed",
     "render_schedule_unknown",
     "render_schedule_usage",
     "render_scheduled",

@@ -6,6 +6,7 @@ from datetime import datetime
 
 from bot.messages.blocks import Block, Message, actions, context, message, notice, section
 from bot.messages.mrkdwn import GID_BUDGET, code, command_text, esc, user_mention
+from bot.messages.origin import CardOrigin, origin_block, origin_text
 from bot.messages.parts import (
     DEFAULT_COMMAND,
     FAILED_ADVICE,
@@ -87,12 +88,14 @@ def render_status_card(
     now: datetime,
     watchers: int | None = None,
     next_check_at: datetime | None = None,
+    origin: CardOrigin | None = None,
 ) -> Message:
     """The card edited in place as the export moves; it never carries the download link.
 
     (The card lives for hours; the link dies after one. The link goes in a separate post.)
+    An export a schedule started says so on every version of its card (`origin`).
     """
-    blocks = card_head(export, now)
+    blocks = [*card_head(export, now), origin_block(origin)]
     notes = [f"Last checked {format_absolute(now)}"]
     if not export.state.is_terminal and next_check_at is not None:
         notes.append(f"next check {format_relative(next_check_at, now)}")
@@ -111,7 +114,7 @@ def render_status_card(
             blocks.append(section(FAILED_ADVICE))
             text = f":x: Asana {short(export)} failed."
     blocks.append(context(" · ".join(notes)))
-    return message(text, blocks)
+    return message(text + origin_text(origin), blocks)
 
 
 def render_finished_post(

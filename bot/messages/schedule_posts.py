@@ -1,4 +1,8 @@
-"""What a schedule's occurrence posts in its channel: started, retried out, paused, unknown."""
+"""What a schedule's occurrence posts in its channel: resumed, retried out, paused, unknown.
+
+A run that started an export posts nothing of its own: the export's card says which schedule
+and run it came from, and whether it was late (`bot.messages.origin`).
+"""
 
 from __future__ import annotations
 
@@ -12,41 +16,14 @@ from bot.messages.timefmt import format_absolute, format_duration
 from bot.models import ProblemKind
 
 
-def _late(occurrence_at: datetime, now: datetime, coalesced: int) -> str:
-    """The note of an occurrence fired late (the bot was down), coalescing missed ones."""
-    missed = (
-        f" ({coalesced} occurrences were missed while the bot was down; they run once, now)"
-        if coalesced > 1
-        else ""
+def render_schedule_resumed(schedule_id: int, export_gid: str) -> Message:
+    """In channel, once: a paused schedule's run worked, so it runs again (the card follows,
+    and says which schedule and run it came from)."""
+    text = (
+        f":arrow_forward: Schedule #{schedule_id} runs again: Asana accepted this run and"
+        f" started export {code(export_gid)}. Its card follows."
     )
-    return (
-        f":hourglass: This run is late: it was due {format_absolute(occurrence_at)},"
-        f" {format_duration((now - occurrence_at).total_seconds())} ago{missed}."
-    )
-
-
-def render_schedule_started(
-    schedule_id: int,
-    export_gid: str,
-    *,
-    occurrence_at: datetime,
-    now: datetime,
-    late: bool = False,
-    coalesced: int = 1,
-    resumed: bool = False,
-) -> Message:
-    """In channel: schedule #N started export X (the export's card follows), late or not."""
-    head = (
-        f":calendar: Schedule #{schedule_id} started export {code(export_gid)}"
-        f" (the run of {format_absolute(occurrence_at)}). Its card follows."
-    )
-    notes = []
-    if late:
-        notes.append(_late(occurrence_at, now, coalesced))
-    if resumed:
-        notes.append(":arrow_forward: The schedule was paused; this run worked, so it runs again.")
-    text = " ".join([head, *notes])
-    return message(text, [section(head), *(context(n) for n in notes)], "in_channel")
+    return message(text, [section(text)], "in_channel")
 
 
 def render_schedule_failed(

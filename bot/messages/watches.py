@@ -27,6 +27,7 @@ from bot.messages.mrkdwn import (
     esc,
     user_mention,
 )
+from bot.messages.origin import CardOrigin, origin_block, origin_text
 from bot.messages.parts import DEFAULT_COMMAND, STATE_EMOJI, org_name, overview, short
 from bot.messages.problems import problem_parts
 from bot.messages.timefmt import format_relative, format_timestamp, plural
@@ -100,10 +101,14 @@ def render_unwatched(gid: str, *, found: bool, command: str = DEFAULT_COMMAND) -
     )
 
 
-def render_card_unwatched(export: Export, *, now: datetime) -> Message:
-    """The card's last edit when its channel stops watching."""
+def render_card_unwatched(
+    export: Export, *, now: datetime, origin: CardOrigin | None = None
+) -> Message:
+    """The card's last edit when its channel stops watching (still naming its schedule)."""
     text = f":no_bell: No longer watching {short(export)} in this channel."
-    return message(text, [section(text), overview(export, now)])
+    return message(
+        text + origin_text(origin), [section(text), overview(export, now), origin_block(origin)]
+    )
 
 
 def render_watch_paused(gid: str, kind: ProblemKind, *, command: str = DEFAULT_COMMAND) -> Message:

@@ -1,7 +1,7 @@
 """Archives of finished exports: one row per export, claimed with a lease.
 
 Revision ID: 0007
-Revises: 0005
+Revises: 0006
 Create Date: 2026-11-29
 
 `archives` holds the state of each export's archive (queued, running, done, failed), the lease
@@ -15,7 +15,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "0007"
-down_revision = "0005"
+down_revision = "0006"
 branch_labels = None
 depends_on = None
 
