@@ -269,3 +269,16 @@ async def test_a_closed_transport_refuses_and_other_schemes_are_unsupported() ->
     await transport.aclose()
     with pytest.raises(httpx.ConnectError):
         await transport.handle_async_request(httpx.Request("GET", "http://127.0.0.1:1/a"))
+
+
+def test_the_client_uses_it_unless_the_environment_names_a_proxy(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from bot.asana.client import _default_transport
+
+    for name in ("HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy", "ALL_PROXY"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("NO_PROXY", "example.invalid")
+    assert isinstance(_default_transport(httpx.Limits()), StreamTransport)
+    monkeypatch.setenv("HTTPS_PROXY", "http://127.0.0.1:9")
+    assert _default_transport(httpx.Limits()) is None, "httpx's own transports speak proxies"

@@ -327,7 +327,10 @@ class AsanaClient:
 def _default_transport(limits: httpx.Limits) -> httpx.AsyncBaseTransport | None:
     """Our stream transport (half httpcore's CPU per call), or None for httpx's own pool when
     the environment names a proxy (HTTPS_PROXY & co), which only httpx's transports speak."""
-    return None if getproxies() else StreamTransport(limits=limits)
+    proxies = getproxies()
+    if any(proxies.get(scheme) for scheme in ("https", "http", "all")):
+        return None
+    return StreamTransport(limits=limits)
 
 
 def _phrase_note(exc: AsanaError) -> str:
