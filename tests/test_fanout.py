@@ -50,22 +50,36 @@ def _in_flight_most(slack: FakeSlack) -> int:
     return max(sum(1 for s, e in spans if s <= start < e) for start, _ in spans)
 
 
+async def _told_bounded_and_once_each(bot: Scenario, asana: FakeAsana, slack: FakeSlack) -> None:
+    await _watched_by_all(bot, asana)
+    slack.set_delay_after_store("chat.postMessage", HOLD)
+    asana.set_state(GID, "finished")
+    await bot.run_until(
+        lambda: len(finished_posts(slack)) >= len(CHANNELS), timeout=60, what="all posts"
+    )
+    await bot.ticks(3)
+    assert sorted(p["channel"] for p in finished_posts(slack)) == sorted(CHANNELS)
+    held = sorted(h.call.at for h in slack.held_calls("chat.postMessage"))
+    assert held[1] - held[0] >= HOLD * 0.9, "the first post is answered before any other goes"
+    most = _in_flight_most(slack)
+    assert 1 < most <= FANOUT_CONCURRENCY, most
+
+
 async def test_posts_go_out_bounded_and_once_each(
     fake_asana: FakeAsana, fake_slack: FakeSlack, start_scenario: StartScenario
 ) -> None:
     bot = await start_scenario(**SETTINGS)
-    await _watched_by_all(bot, fake_asana)
-    fake_slack.set_delay_after_store("chat.postMessage", HOLD)
-    fake_asana.set_state(GID, "finished")
-    await bot.run_until(
-        lambda: len(finished_posts(fake_slack)) >= len(CHANNELS), timeout=60, what="all posts"
-    )
-    await bot.ticks(3)
-    assert sorted(p["channel"] for p in finished_posts(fake_slack)) == sorted(CHANNELS)
-    held = sorted(h.call.at for h in fake_slack.held_calls("chat.postMessage"))
-    assert held[1] - held[0] >= HOLD * 0.9, "the first post is answered before any other goes"
-    most = _in_flight_most(fake_slack)
-    assert 1 < most <= FANOUT_CONCURRENCY, most
+    await _told_bounded_and_once_each(bot, fake_asana, fake_slack)
+
+
+async def test_posts_go_out_bounded_and_once_each_on_postgresql(
+    fake_asana: FakeAsana,
+    fake_slack: FakeSlack,
+    start_scenario: StartScenario,
+    fresh_postgres_url: str,
+) -> None:
+    bot = await start_scenario(database_url=fresh_postgres_url, **SETTINGS)
+    await _told_bounded_and_once_each(bot, fake_asana, fake_slack)
 
 
 async def test_a_dead_token_on_the_first_post_stops_the_rest(
