@@ -30,7 +30,7 @@ from bench.common import (
 
 NAME = "coalescing"
 FANS = (1, 10, 100)
-#: At smoke size the same code with fewer channels: 100 sequential posts take seconds.
+#: At smoke size the same code with fewer channels.
 SMOKE_FANS = (1, 3, 10)
 INTERVAL = 1.0  # bot.backoff.MIN_DELAY: the shortest the schedule allows
 TICK = 0.2
@@ -233,9 +233,10 @@ def _section(results: list[FanResult], window: float, cpu: float | None) -> Sect
         " one fan-out to end before the next flip at full size; all at once at smoke size); the figure is"
         " from the fake Asana receiving the poll that saw it finished to the arrival of the last"
         " of its N 'finished' chat.postMessage calls at the fake Slack: one post per channel,"
-        " made one after another, each with a conversations.info (LINK_POLICY=private decides"
-        " whether the link may appear) and the store writes that make it exactly-once (claim"
-        " the notification, record the posted ts, end the watch). Per extra channel: "
+        " the first alone, then waves of bot.notify.FANOUT_CONCURRENCY posts at once, each"
+        " with a conversations.info (LINK_POLICY=private decides whether the link may appear);"
+        " one store write claims a wave and one records its posted ts and ends its watches"
+        " (exactly-once). Per extra channel: "
         + ", ".join(f"N={r.channels}: {_per_extra(r, base)}" for r in results if r.channels > 1)
         + ". From the flip itself (adds the wait for the next poll, up to about"
         f" {INTERVAL + TICK:g} s): "

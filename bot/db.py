@@ -5,19 +5,20 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import re
 import sqlite3
 import weakref
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from alembic import command
-from alembic.config import Config
-from alembic.runtime.migration import MigrationContext
 from sqlalchemy import event, text
 from sqlalchemy.engine import Connection, make_url
 from sqlalchemy.exc import ArgumentError, DBAPIError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+
+if TYPE_CHECKING:  # Alembic is imported only when the schema is behind (see `upgrade`)
+    from alembic.config import Config
 
 from bot.dbfile import (
     DatabaseFileError,
@@ -157,6 +158,8 @@ def migrations_path() -> str:
 
 def alembic_config(connection: Connection | None = None) -> Config:
     """An Alembic Config built in code: no alembic.ini needed at run time."""
+    from alembic.config import Config
+
     config = Config()
     config.set_main_option("script_location", migrations_path())
     if connection is not None:
@@ -164,7 +167,59 @@ def alembic_config(connection: Connection | None = None) -> Config:
     return config
 
 
+_REVISION_LINE = re.compile(r"^(down_revision|revision)\s*(?::[^=]*)?=\s*(.+?)\s*$", re.MULTILINE)
+_QUOTED = re.compile(r"[\"']([^\"']+)[\"']")
+
+
+def head_revision(versions: Path | None = None) -> str | None:
+    """The one head of the shipped migrations, read from their `revision` lines; None when
+    that is not plain (several heads, an unreadable file): then Alembic itself decides.
+
+    Importing Alembic costs more than the rest of start-up's database work, and on every start
+    but the first the schema is already at head (tests/test_db_head.py checks this against
+    Alembic's own answer).
+    """
+    folder = versions or Path(migrations_path()) / "versions"
+    revisions: set[str] = set()
+    parents: set[str] = set()
+    try:
+        files = [f for f in folder.iterdir() if f.suffix == ".py" and f.name[0] != "_"]
+        for file in files:
+            found = dict((m[1], m[2]) for m in _REVISION_LINE.finditer(file.read_text("utf-8")))
+            names = _QUOTED.findall(found.get("revision", ""))
+            if len(names) != 1:
+                return None
+            revisions.add(names[0])
+            parents.update(_QUOTED.findall(found.get("down_revision", "")))
+    except (OSError, UnicodeDecodeError):
+        return None
+    heads = revisions - parents
+    return heads.pop() if len(heads) == 1 and len(revisions) == len(files) else None
+
+
+async def _at_head(engine: AsyncEngine) -> bool:
+    """True when alembic_version holds exactly the shipped head: one short read, no Alembic.
+
+    A failure to connect is raised as the upgrade would raise it (so a server that is away is
+    not tried twice); a failing read (no table yet) says False and leaves it to the upgrade.
+    """
+    head = head_revision()
+    if head is None:
+        return False
+    async with engine.connect() as conn:
+        conn = await conn.execution_options(**{SQLITE_BEGIN_OPTION: "DEFERRED"})
+        try:
+            result = await conn.execute(text("SELECT version_num FROM alembic_version"))
+            rows = [tuple(row) for row in result.all()]
+        except DBAPIError:
+            return False
+    return rows == [(head,)]
+
+
 def _upgrade_sync(connection: Connection, revision: str) -> tuple[str | None, str | None]:
+    from alembic import command
+    from alembic.runtime.migration import MigrationContext
+
     if connection.dialect.name == "postgresql":
         connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": MIGRATION_LOCK_KEY})
     before = MigrationContext.configure(connection).get_current_revision()
@@ -181,6 +236,8 @@ _local_upgrade_locks: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, async
 
 async def upgrade(engine: AsyncEngine, revision: str = "head") -> None:
     """Migrate to head; idempotent, and on PostgreSQL serialised across replicas by a lock."""
+    if revision == "head" and await _at_head(engine):
+        return
     lock = _local_upgrade_locks.setdefault(asyncio.get_running_loop(), asyncio.Lock())
     async with lock, engine.begin() as conn:
         before, after = await conn.run_sync(_upgrade_sync, revision)

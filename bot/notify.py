@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
-from bot import messages, slack_out
+from bot import fanout_records, messages, slack_out
 from bot.decisions import END_REASONS, Outcome
 from bot.followup_store import FollowupStore
 from bot.models import LINK_VALIDITY, EndReason, Export, ProblemKind, Subscription
@@ -33,6 +33,13 @@ if TYPE_CHECKING:
     from bot.runtime import Runtime
 
 log = logging.getLogger(__name__)
+
+#: Notifications of one export posted at once (one wave). Each goes to a different channel (a
+#: channel has one active watch of an export), so chat.postMessage's limit, about one message
+#: per second per channel with short bursts allowed (Slack's "special" tier, docs: Web API rate
+#: limits), is never approached; the bound keeps the app's burst against the workspace-wide
+#: limit small, and a 429 is still slept out by slack_sdk's retry handler per request.
+FANOUT_CONCURRENCY = 20
 
 #: Message metadata event types: how a replica recognises its own earlier posts in history.
 EVENT_TYPES = {
@@ -85,6 +92,8 @@ class Notifier:
     def _note(self, result: SlackResult) -> None:
         """Pause all posting on a dead token, with a growing pause; resume on any success."""
         if result.failure is Failure.TOKEN:
+            if self.paused():
+                return  # posts already in flight when the pause began: one pause, not several
             self._paused_until = self._rt.now() + self._pause
             self._pause_reason = result.error
             log.error(
@@ -209,20 +218,72 @@ class Notifier:
     # -- exactly-once notification ---------------------------------------------------------
 
     async def notify_all(self, export: Export, outcome: Outcome) -> None:
-        """Tell every active subscription of `export` once; each ends when told."""
-        for sub in await self._rt.store.active_subscriptions(export.gid):
-            await self.notify(sub, export, outcome)
+        """Tell every active subscription of `export` once; each ends when told.
+
+        The first is told alone: should Slack reject the token, the pause starts before any
+        other post is tried, as when they went one by one. The rest go in waves of
+        FANOUT_CONCURRENCY (see there): one claim for the wave, its posts at once, one record
+        of the posted ones. A wave is claimed only when it starts, so every claim (a lease, see
+        `_deliver`) is as fresh as one taken alone.
+        """
+        subs = await self._rt.store.active_subscriptions(export.gid)
+        if not subs:
+            return
+        await self.notify(subs[0], export, outcome)
+        rest = subs[1:]
+        for start in range(0, len(rest), FANOUT_CONCURRENCY):
+            await self._notify_wave(rest[start : start + FANOUT_CONCURRENCY], export, outcome)
+
+    async def _notify_wave(
+        self, subs: list[Subscription], export: Export, outcome: Outcome
+    ) -> None:
+        store, now = self._rt.store, self._rt.now
+        if self.paused():
+            self._rt.metrics.notifications.labels("paused").inc(len(subs))
+            return  # recovery tells them once the pause is over
+        claimed_at = now()
+        won = await fanout_records.claim(store, [sub.id for sub in subs], now=claimed_at)
+        mine = [sub for sub in subs if sub.id in won]
+        results = await asyncio.gather(
+            *(self._deliver(sub, export, outcome, claimed_at) for sub in mine),
+            return_exceptions=True,
+        )
+        posted = [(sub, ts) for sub, ts in zip(mine, results, strict=True) if isinstance(ts, str)]
+        await fanout_records.record(
+            store,
+            [(sub.id, ts) for sub, ts in posted],
+            now=now(),
+            reason=END_REASONS[outcome],
+        )
+        for sub, _ in posted:
+            log.info("notified subscription %s of export %s: %s", sub.id, export.gid, outcome)
+        for result in results:
+            if isinstance(result, BaseException):
+                raise result
 
     async def notify(self, sub: Subscription, export: Export, outcome: Outcome) -> bool:
         """Post this subscription's one notification if this replica wins the right to."""
         store, now = self._rt.store, self._rt.now
-        counted = self._rt.metrics.notifications
         if self.paused():
-            counted.labels("paused").inc()
+            self._rt.metrics.notifications.labels("paused").inc()
             return False  # recovery tells it once the pause is over
         claimed_at = now()
         if not await store.try_mark_notified(sub.id, now=claimed_at):
             return False
+        ts = await self._deliver(sub, export, outcome, claimed_at)
+        if ts is None:
+            return False
+        await store.record_notified(sub.id, ts, now=now(), reason=END_REASONS[outcome])
+        log.info("notified subscription %s of export %s: %s", sub.id, export.gid, outcome)
+        return True
+
+    async def _deliver(
+        self, sub: Subscription, export: Export, outcome: Outcome, claimed_at: datetime
+    ) -> str | None:
+        """Post a claimed notification: its ts, or None (the claim given back unless the
+        channel is lost, which ends the watch). The caller records the ts."""
+        store = self._rt.store
+        counted = self._rt.metrics.notifications
         metadata = {
             "event_type": EVENT_TYPES[outcome],
             "event_payload": {"gid": export.gid, "subscription_id": sub.id},
@@ -247,17 +308,15 @@ class Notifier:
                 sub.channel_id,
                 deadline,
             )
-            return False
+            return None
         counted.labels("posted" if result.ok else (result.failure or Failure.TRANSIENT).value).inc()
         await self._end_if_channel_lost(sub, result)
         if result.ts is not None:
-            await store.record_notified(sub.id, result.ts, now=now(), reason=END_REASONS[outcome])
-            log.info("notified subscription %s of export %s: %s", sub.id, export.gid, outcome)
-            return True
+            return result.ts
         if result.failure is not Failure.CHANNEL:
             # Not posted: give the claim back so the recovery job tries again.
             await store.clear_notified(sub.id, claimed_at=claimed_at)
-        return False
+        return None
 
     async def find_notification(
         self, sub: Subscription, outcome: Outcome, *, oldest: float

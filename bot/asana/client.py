@@ -16,6 +16,7 @@ from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Any, Self, TypeVar
 from urllib.parse import urlencode
+from urllib.request import getproxies
 
 import httpx
 
@@ -30,6 +31,7 @@ from bot.asana.errors import (
     AsanaTransientError,
 )
 from bot.asana.parsing import AsanaUser, error_from_response, parse_export, parse_json, parse_user
+from bot.asana.transport import StreamTransport
 from bot.backoff import Clock, RetryPolicy, attempt_timeout, fits_budget, next_wait
 from bot.models import Export, ProblemKind
 from bot.ratelimit import RateLimitGate
@@ -88,6 +90,9 @@ class AsanaClient:
         self.gate = gate if gate is not None else RateLimitGate(clock=clock)
         self._base_url = base_url.rstrip("/")
         self._urls: dict[str, httpx.URL] = {}
+        limits = httpx.Limits(
+            max_connections=MAX_CONNECTIONS, max_keepalive_connections=20, keepalive_expiry=30.0
+        )
         self._http = httpx.AsyncClient(
             base_url=self._base_url,
             headers={
@@ -96,12 +101,8 @@ class AsanaClient:
                 "User-Agent": user_agent or USER_AGENT,
             },
             timeout=httpx.Timeout(timeout),
-            limits=httpx.Limits(
-                max_connections=MAX_CONNECTIONS,
-                max_keepalive_connections=20,
-                keepalive_expiry=30.0,
-            ),
-            transport=transport,
+            limits=limits,
+            transport=transport or _default_transport(limits),
             follow_redirects=False,
         )
 
@@ -321,6 +322,15 @@ class AsanaClient:
             hold = DEFAULT_RATE_LIMIT_HOLD if error.retry_after is None else error.retry_after
             self.gate.hold(hold)
         raise error
+
+
+def _default_transport(limits: httpx.Limits) -> httpx.AsyncBaseTransport | None:
+    """Our stream transport (half httpcore's CPU per call), or None for httpx's own pool when
+    the environment names a proxy (HTTPS_PROXY & co), which only httpx's transports speak."""
+    proxies = getproxies()
+    if any(proxies.get(scheme) for scheme in ("https", "http", "all")):
+        return None
+    return StreamTransport(limits=limits)
 
 
 def _phrase_note(exc: AsanaError) -> str:

@@ -1,0 +1,247 @@
+"""Store alternatives on SQLite, measured only: today's async engine against the same statements
+run as short statements on one synchronous sqlite3 connection held by one thread.
+
+`python -m bench.store_alternatives [--exports 10000]` prints a table; not part of `python -m
+bench` (it measures options, not the product). Three operations, at 10,000 started exports
+(one watch each): the already-watching path (`Store.subscribe` of a watch that exists: one
+read), a new watch (`Store.subscribe` of a new channel: the export upsert, the re-read, the
+insert), and one poll's store work (`claim_due` of 50, then 50 `record_poll`), per export.
+
+"today" runs the real `bot.store.Store` (SQLAlchemy async engine over aiosqlite). Its SQL is
+recorded as it runs (statement, parameters, transaction ends, from SQLAlchemy's events), and
+"one thread" replays exactly those statements with the stdlib sqlite3 on one connection owned
+by one worker thread, one hand-off per operation (as a store built that way would do), on a
+copy of the database taken before the phase, so inserts and claims find the same rows.
+"inline" replays them on the event loop's thread (no hand-off): the floor. SQLAlchemy's
+statement building is left out of both replays; a sync SQLAlchemy Core store would sit between.
+CPU is `time.process_time()` of this process (every thread), median of 3 rounds; "today"
+includes the recording hooks (Python callbacks per statement: a few µs of its milliseconds).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import shutil
+import sqlite3
+import statistics
+import tempfile
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+Op = list[tuple[str, Any]]  # ("sql", (statement, params, many)) | ("end", "COMMIT"/"ROLLBACK")
+
+
+class Recorder:
+    """Every statement and transaction end the engine runs, grouped per operation."""
+
+    def __init__(self, engine: Any) -> None:
+        from sqlalchemy import event
+
+        self.ops: list[Op] = []
+        self.current: Op | None = None
+        sync = engine.sync_engine
+        event.listen(sync, "before_cursor_execute", self._statement)
+        event.listen(sync, "commit", lambda _conn: self._end("COMMIT"))
+        event.listen(sync, "rollback", lambda _conn: self._end("ROLLBACK"))
+
+    def _statement(self, _c: Any, _cur: Any, statement: str, params: Any, _ctx: Any, many: bool):
+        if self.current is not None:
+            self.current.append(("sql", (statement, params, many)))
+
+    def _end(self, what: str) -> None:
+        if self.current is not None:
+            self.current.append(("end", what))
+
+    def start(self) -> None:
+        self.current = []
+
+    def stop(self) -> None:
+        if self.current is not None:
+            self.ops.append(self.current)
+        self.current = None
+
+
+def replay(conn: sqlite3.Connection, op: Op) -> None:
+    """Run one recorded operation's statements (fetching every row, as the store does)."""
+    for kind, item in op:
+        if kind == "end":
+            if conn.in_transaction:
+                conn.execute(item)
+            continue
+        statement, params, many = item
+        if many:
+            conn.executemany(statement, params)
+        else:
+            conn.execute(statement, params).fetchall()
+
+
+def open_plain(path: Path) -> sqlite3.Connection:
+    conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    for pragma in (
+        "journal_mode=WAL",
+        "busy_timeout=5000",
+        "foreign_keys=ON",
+        "synchronous=NORMAL",
+    ):
+        conn.execute(f"PRAGMA {pragma}")
+    return conn
+
+
+async def _cpu(run: Callable[[], Any], n: int) -> float:
+    started = time.process_time()
+    await run()
+    return (time.process_time() - started) / n * 1e6
+
+
+async def measure(exports: int, rounds: int) -> dict[str, dict[str, float]]:
+    results: dict[str, dict[str, list[float]]] = {}
+    for r in range(rounds):
+        for name, figures in (await _round(exports, r)).items():
+            row = results.setdefault(name, {})
+            for key, value in figures.items():
+                row.setdefault(key, []).append(value)
+    return {
+        name: {k: statistics.median(v) for k, v in row.items()} for name, row in results.items()
+    }
+
+
+async def _round(exports: int, r: int) -> dict[str, dict[str, float]]:
+    """One round: a fresh database, the three phases, each measured three ways."""
+    from bench.common import BENCH_TEAM, Watch, seed_watches
+    from bot.db import create_engine
+    from bot.models import Export, ExportState
+    from bot.store import PollResult, Store
+
+    out: dict[str, dict[str, float]] = {}
+    tmp = Path(tempfile.mkdtemp(prefix="store-alt-"))
+    db = tmp / "bot.db"
+    url = f"sqlite:///{db}"
+    now = datetime.now(UTC)
+    gids = [str(1_700_000_000_000_000 + i) for i in range(exports)]
+    watches = [
+        Watch(g, f"C{i % 100:04d}", now + timedelta(seconds=i % 5)) for i, g in enumerate(gids)
+    ]
+    await asyncio.to_thread(seed_watches, url, watches, via_subscribe=0)
+    engine = create_engine(url)
+    store = Store(engine)
+    recorder = Recorder(engine)
+    team = BENCH_TEAM
+
+    def export(gid: str) -> Export:
+        return Export(gid=gid, state=ExportState.STARTED, raw_state="started")
+
+    async def recorded(calls: list[Callable[[], Any]]) -> None:
+        for call in calls:
+            recorder.start()
+            await call()
+            recorder.stop()
+
+    n = 300
+    existing = [
+        (
+            lambda w=w: store.subscribe(
+                team_id=team,
+                channel_id=w.channel_id,
+                user_id="U1",
+                export=export(w.gid),
+                now=now,
+                next_poll_at=now,
+            )
+        )
+        for w in watches[:n]
+    ]
+    new = [
+        (
+            lambda g=g, i=i: store.subscribe(
+                team_id=team,
+                channel_id=f"CNEW{i:05d}",
+                user_id=f"U{i}",
+                export=export(g),
+                now=now,
+                next_poll_at=now,
+            )
+        )
+        for i, g in enumerate(gids[:n])
+    ]
+    batches = 20
+
+    async def one_poll_batch() -> None:
+        claimed = await store.claim_due(
+            owner="bench",
+            now=now + timedelta(seconds=10),
+            lease=timedelta(seconds=60),
+            limit=50,
+        )
+        for row in claimed:
+            await store.record_poll(
+                row.gid,
+                owner="bench",
+                now=now,
+                result=PollResult(next_poll_at=now + timedelta(hours=1), export=export(row.gid)),
+            )
+
+    phases: list[tuple[str, list[Callable[[], Any]], int]] = [
+        ("already watching", existing, n),
+        ("new watch", new, n),
+        ("poll (per export)", [one_poll_batch] * batches, batches * 50),
+    ]
+    for name, calls, count in phases:
+        snapshot = tmp / f"{name[:3]}.db"
+        await engine.dispose()  # a quiet file to copy (WAL checkpointed on close)
+        with sqlite3.connect(db) as src, sqlite3.connect(snapshot) as dst:
+            src.backup(dst)
+        recorder.ops.clear()
+        today = await _cpu(lambda calls=calls: recorded(calls), count)
+        ops = list(recorder.ops)
+        shutil.copy(snapshot, tmp / "inline.db")
+        pool = ThreadPoolExecutor(1)
+        conn = await asyncio.wrap_future(pool.submit(open_plain, snapshot))
+
+        async def threaded(
+            ops: list[Op] = ops, conn: sqlite3.Connection = conn, pool: Any = pool
+        ) -> None:
+            for op in ops:
+                await asyncio.wrap_future(pool.submit(replay, conn, op))
+
+        one_thread = await _cpu(threaded, count)
+        pool.submit(conn.close).result()
+        pool.shutdown()
+        inline_conn = open_plain(tmp / "inline.db")
+
+        async def inline(ops: list[Op] = ops, conn: sqlite3.Connection = inline_conn) -> None:
+            for op in ops:
+                replay(conn, op)
+
+        floor = await _cpu(inline, count)
+        inline_conn.close()
+        out[name] = {"today": today, "one thread": one_thread, "inline": floor}
+        print(
+            f"round {r + 1}: {name}: today {today:,.0f} µs, one thread {one_thread:,.0f} µs,"
+            f" inline {floor:,.0f} µs ({len(ops)} ops, {sum(len(o) for o in ops)} steps)",
+            flush=True,
+        )
+    await engine.dispose()
+    shutil.rmtree(tmp, ignore_errors=True)
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(prog="python -m bench.store_alternatives")
+    parser.add_argument("--exports", type=int, default=10_000)
+    parser.add_argument("--rounds", type=int, default=3)
+    args = parser.parse_args()
+    table = asyncio.run(measure(args.exports, args.rounds))
+    print(f"\nCPU per operation at {args.exports:,} exports, median of {args.rounds} (µs):")
+    print("| operation | today (async engine) | one thread (sqlite3) | inline (sqlite3) |")
+    print("|---|---|---|---|")
+    for name, row in table.items():
+        print(f"| {name} | {row['today']:,.0f} | {row['one thread']:,.0f} | {row['inline']:,.0f} |")
+
+
+if __name__ == "__main__":
+    main()
