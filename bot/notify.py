@@ -291,7 +291,7 @@ class Notifier:
         message = await self._notification(sub, export, outcome)
         if outcome is Outcome.FINISHED:
             # Before the post: the link expiry job edits only posts that carried a link.
-            link_until = now() + LINK_VALIDITY if messages.carries_link(message) else None
+            link_until = self._rt.now() + LINK_VALIDITY if messages.carries_link(message) else None
             await self._followups.record_link(sub.id, link_until=link_until)
         # The claim works as a lease: recovery takes over a claim older than the grace, so
         # this post must be over well before then (slack_sdk may be sleeping out a 429), or
