@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import copy
+import gzip
+import hashlib
 import json
 import socket
 import threading
@@ -19,7 +21,9 @@ import yaml
 from openapi_schema_validator import OAS30Validator
 
 from bot.demo import fake_asana as fakes
+from bot.demo.export_files import ExportFile
 from bot.demo.fake_asana import FakeAsana
+from bot.testing.wait import wait_until
 
 SPEC_PATH = Path(__file__).resolve().parent / "reference" / "asana_oas.organization_exports.yaml"
 
@@ -553,3 +557,100 @@ def test_copy_of_records_is_independent(fake: FakeAsana) -> None:
     snapshot = copy.copy(fake.requests)
     _get(fake, "1")
     assert len(snapshot) == 1 and len(fake.requests) == 2
+
+
+# -- export files -----------------------------------------------------------------------------
+
+
+def _download_url(fake: FakeAsana, gid: str) -> str:
+    data = _get(fake, gid).json()["data"]
+    assert data["state"] == "finished"
+    return str(data["download_url"])
+
+
+def test_generated_export_files_are_valid_gzip_of_the_exact_size() -> None:
+    for size in (23, 24, 1000, 65_558, 65_563, 131_100, 300_001):
+        served = ExportFile(size)
+        data = b"".join(served.read())
+        assert len(data) == size
+        gzip.decompress(data)  # a valid gzip member (raises otherwise)
+        assert hashlib.md5(data, usedforsecurity=False).hexdigest() == served.md5
+        assert hashlib.sha256(data).hexdigest() == served.sha256
+        assert b"".join(served.read(size // 3, size // 2)) == data[size // 3 : size // 2]
+    with pytest.raises(ValueError):
+        ExportFile(22)
+
+
+def test_a_served_file_has_length_etag_name_and_ranges(fake: FakeAsana) -> None:
+    fake.set_export("77", "finished")
+    served = fake.serve_file("77", 200_000)
+    url = _download_url(fake, "77")
+    assert url.startswith(f"http://127.0.0.1:{fake.port}/files/") and "X-Amz-Signature=" in url
+    assert url != _download_url(fake, "77")  # minted per request, like Asana's
+    whole = httpx.get(url)  # no Asana token: the link is presigned
+    assert whole.status_code == 200
+    assert whole.headers["content-length"] == "200000"
+    assert whole.headers["etag"] == f'"{served.md5}"'
+    assert whole.headers["accept-ranges"] == "bytes"
+    assert "domain_export_" in whole.headers["content-disposition"]
+    assert hashlib.sha256(whole.content).hexdigest() == served.sha256
+    part = httpx.get(url, headers={"Range": "bytes=150000-", "If-Range": whole.headers["etag"]})
+    assert part.status_code == 206
+    assert part.headers["content-range"] == "bytes 150000-199999/200000"
+    assert part.content == whole.content[150_000:]
+    changed = httpx.get(url, headers={"Range": "bytes=150000-", "If-Range": '"other"'})
+    assert changed.status_code == 200 and len(changed.content) == 200_000
+    assert httpx.get(url, headers={"Range": "bytes=300000-"}).status_code == 416
+    assert [r.status for r in fake.file_requests("77")] == [200, 206, 200, 416]
+
+
+def test_file_faults_drop_ignore_range_corrupt_and_status(fake: FakeAsana) -> None:
+    fake.set_export("78", "finished")
+    served = fake.serve_file("78", 100_000)
+    url = _download_url(fake, "78")
+    fake.file_fault("78", drop_after=30_000)
+    got = bytearray()
+    with pytest.raises(httpx.HTTPError), httpx.stream("GET", url) as response:
+        for chunk in response.iter_raw():
+            got += chunk
+    assert 0 < len(got) <= 30_000
+    fake.file_fault("78", ignore_range=True)
+    ignored = httpx.get(url, headers={"Range": "bytes=10-"})
+    assert ignored.status_code == 200 and len(ignored.content) == 100_000
+    fake.file_fault("78", corrupt_at=5_000)
+    corrupted = httpx.get(url)
+    assert corrupted.headers["etag"] == f'"{served.md5}"'  # the file's, not what was sent
+    assert hashlib.md5(corrupted.content, usedforsecurity=False).hexdigest() != served.md5
+    assert sum(a != b for a, b in zip(corrupted.content, b"".join(served.read()), strict=True)) == 1
+    fake.file_fault("78", status=503)
+    assert httpx.get(url).status_code == 503
+    assert httpx.get(url).status_code == 200  # faults are used up
+    assert fake.file_requests("78")[0].sent == 30_000
+
+
+def test_a_stall_sends_nothing_more(fake: FakeAsana) -> None:
+    fake.set_export("79", "finished")
+    fake.serve_file("79", 100_000)
+    url = _download_url(fake, "79")
+    fake.file_fault("79", stall_after=10_000, stall_seconds=30)
+    got = bytearray()
+    with pytest.raises(httpx.ReadTimeout), httpx.stream("GET", url, timeout=0.5) as response:
+        for chunk in response.iter_raw():
+            got += chunk
+    assert len(got) == 10_000
+
+
+def test_links_expire_after_their_time_and_on_demand(fake: FakeAsana) -> None:
+    fake.set_export("80", "finished")
+    fake.serve_file("80", 1_000, expires_after=0.2)
+    url = _download_url(fake, "80")
+    assert httpx.get(url).status_code == 200
+    wait_until(lambda: httpx.get(url).status_code == 403, timeout=5)
+    expired = httpx.get(url)
+    assert "<Code>AccessDenied</Code>" in expired.text and "expired" in expired.text
+    fake.serve_file("80", 1_000)
+    fresh = _download_url(fake, "80")
+    assert httpx.get(fresh).status_code == 200
+    fake.expire_links("80")
+    assert httpx.get(fresh).status_code == 403
+    assert httpx.get(fresh.replace("X-Amz-Signature=", "X-Amz-Signature=forged")).status_code == 403

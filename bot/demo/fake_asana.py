@@ -11,6 +11,13 @@ Typical use::
         asana.fail(429, retry_after=1)            # the next request gets a 429
         ...                                       # point the bot at asana.base_url
         assert asana.requests_for("1001")[0].status == 429
+
+Export files: `serve_file(gid, size)` makes a finished export's download_url a presigned-looking
+link to this server's own `/files/...` route, which serves a generated gzip file of that size
+(`bot.demo.export_files`) with Content-Length, ETag (its MD5, as S3 gives for one part),
+Content-Disposition and Range/If-Range; links expire (403 AccessDenied, as S3 says it) after
+`expires_after` seconds or when `expire_links` is called. `file_fault` queues the faults of a
+download: drop the connection or stall after N bytes, ignore Range, corrupt a byte.
 """
 
 from __future__ import annotations
@@ -34,6 +41,8 @@ from datetime import UTC, datetime
 from typing import Any, Literal
 
 from aiohttp import web
+
+from bot.demo.export_files import ExportFile, export_file
 
 API_PREFIX = "/api/1.0"
 DEFAULT_TOKEN = "asana-test-token"
@@ -70,6 +79,13 @@ DEFAULT_ME: dict[str, Any] = {
     ],
 }
 
+FILES_PREFIX = "/files/"
+#: What S3 answers to a presigned GET after X-Amz-Expires (the status is 403).
+EXPIRED_BODY = (
+    '<?xml version="1.0" encoding="UTF-8"?>\n<Error><Code>AccessDenied</Code>'
+    "<Message>Request has expired</Message><X-Amz-Expires>3600</X-Amz-Expires>"
+    "<RequestId>FAKE</RequestId></Error>"
+)
 FIELDS = ("created_at", "download_url", "organization", "organization.name", "state")
 Advance = Literal["per_request", "manual"]
 _GID_OK = re.compile(r"^[0-9]+$")
@@ -184,6 +200,50 @@ def presigned_url(organization_gid: str, export_gid: str) -> str:
     )
 
 
+@dataclass
+class _File:
+    """An export's file, served at /files/ through the links minted for it."""
+
+    gid: str
+    file: ExportFile
+    filename: str
+    expires_after: float
+    etag: bool
+
+
+@dataclass
+class _Link:
+    gid: str
+    issued: float  # time.monotonic()
+    expires_after: float
+
+
+@dataclass
+class _FileFault:
+    gid: str | None
+    times: int
+    drop_after: int | None
+    stall_after: int | None
+    stall_seconds: float
+    ignore_range: bool
+    corrupt_at: int | None
+    status: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class FileRequest:
+    """One GET of an export file: what was asked and what was answered (None: no answer)."""
+
+    gid: str | None
+    range: str | None
+    if_range: str | None
+    status: int | None
+    #: Body bytes sent before the connection was dropped or the answer was complete.
+    sent: int
+    expired: bool
+    at: float
+
+
 class FakeAsana:
     """A scripted, recording, fault-injecting Asana API server on 127.0.0.1 (random port)."""
 
@@ -208,6 +268,10 @@ class FakeAsana:
         self._thread: threading.Thread | None = None
         self._stopping: asyncio.Event | None = None
         self._port: int | None = None
+        self._files: dict[str, _File] = {}
+        self._links: dict[str, _Link] = {}
+        self._file_faults: list[_FileFault] = []
+        self._file_requests: list[FileRequest] = []
 
     # ---------------------------------------------------------------- lifecycle
 
@@ -407,6 +471,189 @@ class FakeAsana:
             export.index += 1
             self._set_state(export, export.script[export.index])
 
+    # ---------------------------------------------------------------- export files
+
+    def serve_file(
+        self,
+        gid: str,
+        size: int,
+        *,
+        expires_after: float = 3600.0,
+        filename: str | None = None,
+        etag: bool = True,
+    ) -> ExportFile:
+        """Serve a generated gzip file of `size` bytes as export `gid`'s download.
+
+        Each download_url minted from now on is a link to this server, valid `expires_after`
+        seconds. `etag=False` leaves the ETag out (as for a multipart object, whose ETag is no
+        MD5). Returns the file, whose `sha256`/`md5` tests compare with.
+        """
+        with self._lock:
+            export = self._get(gid)
+            name = filename or (f"domain_export_{export.organization_gid or '0'}_{gid}.json.gz")
+            served = export_file(size)
+            self._files[gid] = _File(gid, served, name, expires_after, etag)
+            export.download_url = lambda: self._mint_file_link(gid)
+            return served
+
+    def _mint_file_link(self, gid: str) -> str:
+        with self._lock:
+            served = self._files[gid]
+            token = uuid.uuid4().hex + uuid.uuid4().hex
+            self._links[token] = _Link(gid, time.monotonic(), served.expires_after)
+            stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+            export = self._exports[gid]
+            return (
+                f"http://127.0.0.1:{self.port}{FILES_PREFIX}{export.organization_gid or '0'}/"
+                f"{gid}/{served.filename}?X-Amz-Algorithm=AWS4-HMAC-SHA256"
+                f"&X-Amz-Date={stamp}&X-Amz-Expires={math.ceil(served.expires_after)}"
+                f"&X-Amz-Signature={token}&X-Amz-SignedHeaders=host"
+            )
+
+    def expire_links(self, gid: str | None = None) -> None:
+        """Every link minted so far (for `gid`, or all) has expired: 403 from now on."""
+        with self._lock:
+            for link in self._links.values():
+                if gid is None or link.gid == gid:
+                    link.expires_after = -1.0
+
+    def file_fault(
+        self,
+        gid: str | None = None,
+        *,
+        times: int = 1,
+        drop_after: int | None = None,
+        stall_after: int | None = None,
+        stall_seconds: float = 3600.0,
+        ignore_range: bool = False,
+        corrupt_at: int | None = None,
+        status: int | None = None,
+    ) -> None:
+        """Queue a fault for the next `times` downloads (of `gid`, or any).
+
+        `drop_after`: send that many body bytes, then reset the connection. `stall_after`: send
+        that many, then send nothing for `stall_seconds`. `ignore_range`: answer 200 with the
+        whole file whatever Range says. `corrupt_at`: flip the byte at that file offset (the
+        ETag and Content-Length stay the file's). `status`: answer that status, no body.
+        """
+        if times < 1:
+            raise ValueError("times must be >= 1")
+        with self._lock:
+            self._file_faults.append(
+                _FileFault(
+                    gid,
+                    times,
+                    drop_after,
+                    stall_after,
+                    stall_seconds,
+                    ignore_range,
+                    corrupt_at,
+                    status,
+                )
+            )
+
+    def file_requests(self, gid: str | None = None) -> list[FileRequest]:
+        """Every download of `gid` (or all), in order."""
+        with self._lock:
+            return [r for r in self._file_requests if gid is None or r.gid == gid]
+
+    def _take_file_fault(self, gid: str) -> _FileFault | None:
+        for fault in self._file_faults:
+            if fault.gid is not None and fault.gid != gid:
+                continue
+            fault.times -= 1
+            if fault.times <= 0:
+                self._file_faults.remove(fault)
+            return fault
+        return None
+
+    async def _serve_file(self, request: web.Request) -> web.StreamResponse:
+        at = time.monotonic()
+        token = request.query.get("X-Amz-Signature", "")
+        parts = request.path[len(FILES_PREFIX) :].split("/")
+        asked_range = request.headers.get("Range")
+        if_range = request.headers.get("If-Range")
+        with self._lock:
+            link = self._links.get(token)
+            served = self._files.get(link.gid) if link is not None else None
+            gid = link.gid if link is not None else (parts[1] if len(parts) > 1 else None)
+            expired = link is not None and at - link.issued > link.expires_after
+            fault = self._take_file_fault(gid) if served is not None and not expired else None
+
+        def record(status: int | None, sent: int = 0) -> None:
+            with self._lock:
+                self._file_requests.append(
+                    FileRequest(gid, asked_range, if_range, status, sent, expired, at)
+                )
+
+        if link is None or served is None or len(parts) != 3 or parts[1] != link.gid:
+            record(403)
+            return web.Response(
+                status=403,
+                text=EXPIRED_BODY.replace("Request has expired", "Access Denied"),
+                content_type="application/xml",
+            )
+        if expired:
+            record(403)
+            return web.Response(status=403, text=EXPIRED_BODY, content_type="application/xml")
+        if fault is not None and fault.status is not None:
+            record(fault.status)
+            return web.Response(status=fault.status, text="", content_type="application/xml")
+        etag = (
+            f'"{await asyncio.get_running_loop().run_in_executor(None, lambda: served.file.md5)}"'
+        )
+        size = served.file.size
+        start, end = 0, size
+        status = 200
+        byte_range = _parse_range(asked_range, size)
+        range_applies = byte_range is not None and not (fault is not None and fault.ignore_range)
+        if range_applies and if_range is not None and if_range != etag:
+            range_applies = False  # the file changed: the whole file, as RFC 9110 says
+        if range_applies:
+            assert byte_range is not None
+            if byte_range == (-1, -1):
+                record(416)
+                return web.Response(status=416, headers={"Content-Range": f"bytes */{size}"})
+            start, end = byte_range
+            status = 206
+        headers = {
+            "Content-Type": "application/gzip",
+            "Content-Length": str(end - start),
+            "Accept-Ranges": "bytes",
+            "Content-Disposition": f'attachment; filename="{served.filename}"',
+            "Last-Modified": "Sun, 29 Nov 2026 03:00:00 GMT",
+        }
+        if served.etag:
+            headers["ETag"] = etag
+        if status == 206:
+            headers["Content-Range"] = f"bytes {start}-{end - 1}/{size}"
+        response = web.StreamResponse(status=status, headers=headers)
+        await response.prepare(request)
+        sent = 0
+        limit = None
+        if fault is not None:
+            limit = fault.drop_after if fault.drop_after is not None else fault.stall_after
+        for piece in served.file.read(start, end):
+            if fault is not None and fault.corrupt_at is not None:
+                offset = start + sent
+                if offset <= fault.corrupt_at < offset + len(piece):
+                    index = fault.corrupt_at - offset
+                    piece = piece[:index] + bytes([piece[index] ^ 0xFF]) + piece[index + 1 :]
+            if limit is not None and sent + len(piece) >= limit:
+                piece = piece[: limit - sent]
+                await response.write(piece)
+                sent += len(piece)
+                assert fault is not None
+                record(status, sent)
+                if fault.stall_after is not None and fault.drop_after is None:
+                    await asyncio.sleep(fault.stall_seconds)  # the client gives up first
+                return await _reset(request)
+            await response.write(piece)
+            sent += len(piece)
+        record(status, sent)
+        await response.write_eof()
+        return response
+
     # ---------------------------------------------------------------- faults
 
     def fail(
@@ -497,6 +744,8 @@ class FakeAsana:
     # ---------------------------------------------------------------- serving
 
     async def _handle(self, request: web.Request) -> web.StreamResponse:
+        if request.path.startswith(FILES_PREFIX) and request.method in ("GET", "HEAD"):
+            return await self._serve_file(request)  # a presigned link: no Asana token
         at, wall = time.monotonic(), time.time()
         raw = await request.read()
         body = _parse_body(raw)
@@ -693,6 +942,21 @@ def _route(method: str, path: str) -> tuple[str | None, str | None]:
         if gid and "/" not in gid:
             return gid, "get" if method == "GET" else None
     return None, None
+
+
+def _parse_range(value: str | None, size: int) -> tuple[int, int] | None:
+    """[start, end) of a single `bytes=` range; (-1, -1) when unsatisfiable; None when absent
+    or not understood (then the whole file is served, as a server may)."""
+    match = re.fullmatch(r"bytes=(\d*)-(\d*)", (value or "").strip())
+    if match is None or (not match[1] and not match[2]):
+        return None
+    if not match[1]:  # a suffix: the last N bytes
+        return (max(0, size - int(match[2])), size) if int(match[2]) > 0 else (-1, -1)
+    start = int(match[1])
+    end = min(size, int(match[2]) + 1) if match[2] else size
+    if start >= size or end <= start:
+        return (-1, -1)
+    return start, end
 
 
 def _opt_fields(query: dict[str, str]) -> set[str] | None:
