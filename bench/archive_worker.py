@@ -1,0 +1,121 @@
+"""Archive one export, or download it plainly, alone in this process; report time and memory.
+
+`python -m bench.archive_worker MODE ASANA_BASE_URL TOKEN GID DEST` prints one JSON line:
+{"mode", "bytes", "seconds", "rss_before_mb", "rss_peak_mb", "sha256"}.
+
+- MODE `baseline`: GET the export for a fresh link, then a plain streaming httpx download of
+  it to the file DEST: the issue's baseline.
+- MODE `ours`: the bot's archive of the export to DEST, an ARCHIVE_URL (`file://...` or
+  `s3://...`, the AWS_* variables from the environment).
+- MODE `intake`: no download; ASANA_BASE_URL is a byte count streamed from memory into the
+  store DEST: what the store alone takes.
+
+`seconds` times the transfer only (the export's GET and the link included, the interpreter's
+start and imports not); `rss_before_mb` is the resident set just before it and `rss_peak_mb`
+the process's high-water mark (VmHWM) just after, so their difference is what the transfer
+added.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+CHUNK = 64 * 1024
+
+
+def _status_mb(field: str) -> float:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+async def _fresh_link(client: httpx.AsyncClient, base_url: str, token: str, gid: str) -> str:
+    answer = await client.get(
+        f"{base_url}/organization_exports/{gid}",
+        headers={"Authorization": f"Bearer {token}"},
+        params={"opt_fields": "state,download_url"},
+    )
+    answer.raise_for_status()
+    return str(answer.json()["data"]["download_url"])
+
+
+async def baseline(base_url: str, token: str, gid: str, dest: str) -> dict[str, Any]:
+    digest, size = hashlib.sha256(), 0
+    async with httpx.AsyncClient(timeout=60) as client:
+        link = await _fresh_link(client, base_url, token, gid)
+        async with client.stream("GET", link) as answer:
+            answer.raise_for_status()
+            with open(dest, "wb") as out:  # noqa: ASYNC230 - the baseline is the plain way
+                async for chunk in answer.aiter_bytes(CHUNK):
+                    out.write(chunk)
+                    digest.update(chunk)
+                    size += len(chunk)
+    return {"bytes": size, "sha256": digest.hexdigest()}
+
+
+async def ours(base_url: str, token: str, gid: str, dest: str) -> dict[str, Any]:
+    """The bot's streamed archive: the download hashed on the way into the store.
+
+    Stand-in until the archive's transfer lands: httpx into `ArchiveStorage.put_stream`.
+    """
+    from bot.archive.storage import ArchiveStorage
+
+    storage = ArchiveStorage(dest)
+    digest, size = hashlib.sha256(), 0
+    async with httpx.AsyncClient(timeout=60) as client:
+        link = await _fresh_link(client, base_url, token, gid)
+        async with client.stream("GET", link) as answer:
+            answer.raise_for_status()
+
+            async def chunks() -> Any:
+                nonlocal size
+                async for chunk in answer.aiter_raw(CHUNK):
+                    digest.update(chunk)
+                    size += len(chunk)
+                    yield chunk
+
+            await storage.put_stream(f"bench/{gid}.json.gz", chunks())
+    return {"bytes": size, "sha256": digest.hexdigest()}
+
+
+async def intake(size: str, _token: str, _gid: str, dest: str) -> dict[str, Any]:
+    """The store alone: `size` bytes from memory streamed into it, no download (its ceiling)."""
+    from bot.archive.storage import ArchiveStorage
+
+    storage, total = ArchiveStorage(dest), int(size)
+    block = b"\x5a" * CHUNK
+
+    async def chunks() -> Any:
+        for _ in range(total // CHUNK):
+            yield bytes(bytearray(block))  # a new object each time, as a download gives
+
+    await storage.put_stream("bench/intake.bin", chunks())
+    return {"bytes": total // CHUNK * CHUNK, "sha256": ""}
+
+
+def main(argv: list[str]) -> None:
+    mode, base_url, token, gid, dest = argv
+    run = {"baseline": baseline, "ours": ours, "intake": intake}[mode]
+    import bot.archive.storage  # noqa: F401 - imports before the "before" figure, in both modes
+
+    rss_before = _status_mb("VmRSS")
+    started = time.perf_counter()
+    result = asyncio.run(run(base_url, token, gid, dest))
+    seconds = time.perf_counter() - started
+    result.update(
+        mode=mode, seconds=seconds, rss_before_mb=rss_before, rss_peak_mb=_status_mb("VmHWM")
+    )
+    print(json.dumps(result))
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
