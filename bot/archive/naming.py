@@ -111,7 +111,9 @@ def archive_name(
     org = organization_gid or "0"
     if not _GID.match(org):
         raise ValueError("organization gid must be digits")
-    if extension and (extension.endswith(MANIFEST_SUFFIX) or _suffixes("x" + extension) != extension):
+    if extension and (
+        extension.endswith(MANIFEST_SUFFIX) or _suffixes("x" + extension) != extension
+    ):
         raise ValueError(f"not a file extension: {extension!r}")
     date = created_at.date().isoformat() if created_at is not None else "0000-00-00"
     return ArchiveName(org, date, export_gid, extension)
@@ -185,7 +187,9 @@ def select_expired(paths: list[str], *, organization_gid: str, keep: int) -> lis
             stem = path.removesuffix(MANIFEST_SUFFIX)
             if stem.rsplit("/", 2)[-2] == organization_gid:
                 manifests[stem.rsplit("/", 2)[-2] + "/" + stem.rsplit("/", 1)[-1]] = path
-    order = sorted(archives, key=lambda s: (archives[s][0][0].date, int(archives[s][0][0].export_gid)))
+    order = sorted(
+        archives, key=lambda s: (archives[s][0][0].date, int(archives[s][0][0].export_gid))
+    )
     expired = order[: max(0, len(order) - keep)]
     selected: list[str] = []
     for stem in expired:

@@ -531,7 +531,7 @@ class FakeAsana:
     ) -> None:
         """Queue a fault for the next `times` downloads (of `gid`, or any).
 
-        `drop_after`: send that many body bytes, then reset the connection. `stall_after`: send
+        `drop_after`: send that many body bytes, then close the connection. `stall_after`: send
         that many, then send nothing for `stall_seconds`. `ignore_range`: answer 200 with the
         whole file whatever Range says. `corrupt_at`: flip the byte at that file offset (the
         ETag and Content-Length stay the file's). `status`: answer that status, no body.
@@ -607,7 +607,9 @@ class FakeAsana:
         status = 200
         byte_range = _parse_range(asked_range, size)
         range_applies = byte_range is not None and not (fault is not None and fault.ignore_range)
-        if range_applies and if_range is not None and if_range != etag:
+        last_modified = "Sun, 29 Nov 2026 03:00:00 GMT"
+        validators = (etag, last_modified) if served.etag else (last_modified,)
+        if range_applies and if_range is not None and if_range not in validators:
             range_applies = False  # the file changed: the whole file, as RFC 9110 says
         if range_applies:
             assert byte_range is not None
@@ -621,7 +623,7 @@ class FakeAsana:
             "Content-Length": str(end - start),
             "Accept-Ranges": "bytes",
             "Content-Disposition": f'attachment; filename="{served.filename}"',
-            "Last-Modified": "Sun, 29 Nov 2026 03:00:00 GMT",
+            "Last-Modified": last_modified,
         }
         if served.etag:
             headers["ETag"] = etag
@@ -633,23 +635,27 @@ class FakeAsana:
         limit = None
         if fault is not None:
             limit = fault.drop_after if fault.drop_after is not None else fault.stall_after
-        for piece in served.file.read(start, end):
-            if fault is not None and fault.corrupt_at is not None:
-                offset = start + sent
-                if offset <= fault.corrupt_at < offset + len(piece):
-                    index = fault.corrupt_at - offset
-                    piece = piece[:index] + bytes([piece[index] ^ 0xFF]) + piece[index + 1 :]
-            if limit is not None and sent + len(piece) >= limit:
-                piece = piece[: limit - sent]
+        try:
+            for piece in served.file.read(start, end):
+                if fault is not None and fault.corrupt_at is not None:
+                    offset = start + sent
+                    if offset <= fault.corrupt_at < offset + len(piece):
+                        index = fault.corrupt_at - offset
+                        piece = piece[:index] + bytes([piece[index] ^ 0xFF]) + piece[index + 1 :]
+                if limit is not None and sent + len(piece) >= limit:
+                    piece = piece[: limit - sent]
+                    await response.write(piece)
+                    sent += len(piece)
+                    assert fault is not None
+                    record(status, sent)
+                    if fault.stall_after is not None and fault.drop_after is None:
+                        await asyncio.sleep(fault.stall_seconds)  # the client gives up first
+                    return await _hang_up(request)
                 await response.write(piece)
                 sent += len(piece)
-                assert fault is not None
-                record(status, sent)
-                if fault.stall_after is not None and fault.drop_after is None:
-                    await asyncio.sleep(fault.stall_seconds)  # the client gives up first
-                return await _reset(request)
-            await response.write(piece)
-            sent += len(piece)
+        except ConnectionError:  # the client went away (it may: it asked for too much)
+            record(status, sent)
+            return response
         record(status, sent)
         await response.write_eof()
         return response
@@ -1005,6 +1011,16 @@ async def _reset(request: web.Request) -> web.StreamResponse:
         transport.abort()
     # The handler is cancelled when aiohttp notices the lost connection.
     await asyncio.sleep(3600)
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+async def _hang_up(request: web.Request) -> web.StreamResponse:
+    """Close the connection mid-body, after what was written reaches the client (a FIN, not a
+    reset, which would throw away what the client has not read yet)."""
+    transport = request.transport
+    if transport is not None:
+        transport.close()
+    await asyncio.sleep(3600)  # cancelled when aiohttp notices the closed connection
     raise AssertionError("unreachable")  # pragma: no cover
 
 
