@@ -63,28 +63,24 @@ async def baseline(base_url: str, token: str, gid: str, dest: str) -> dict[str, 
 
 
 async def ours(base_url: str, token: str, gid: str, dest: str) -> dict[str, Any]:
-    """The bot's streamed archive: the download hashed on the way into the store.
-
-    Stand-in until the archive's transfer lands: httpx into `ArchiveStorage.put_stream`.
-    """
+    """The bot's streamed archive of the file: `bot.archive.transfer` into the store at DEST."""
     from bot.archive.storage import ArchiveStorage
+    from bot.archive.transfer import Download, transfer
 
     storage = ArchiveStorage(dest)
-    digest, size = hashlib.sha256(), 0
     async with httpx.AsyncClient(timeout=60) as client:
-        link = await _fresh_link(client, base_url, token, gid)
-        async with client.stream("GET", link) as answer:
-            answer.raise_for_status()
 
-            async def chunks() -> Any:
-                nonlocal size
-                async for chunk in answer.aiter_raw(CHUNK):
-                    digest.update(chunk)
-                    size += len(chunk)
-                    yield chunk
+        async def refresh() -> str:
+            return await _fresh_link(client, base_url, token, gid)
 
-            await storage.put_stream(f"bench/{gid}.json.gz", chunks())
-    return {"bytes": size, "sha256": digest.hexdigest()}
+        async def progress(_done: int, _total: int | None) -> None:
+            return None
+
+        async with httpx.AsyncHTTPTransport() as transport:
+            download = Download(await refresh(), refresh, transport=transport)
+            await download.open()
+            received = await transfer(download, storage, f"bench/{gid}.json.gz", progress)
+    return {"bytes": received.size, "sha256": received.sha256}
 
 
 async def intake(size: str, _token: str, _gid: str, dest: str) -> dict[str, Any]:
