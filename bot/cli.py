@@ -234,3 +234,108 @@ def check(gid: str, as_json: bool) -> None:
     if "download_url" in facts:
         click.echo(f"download      {export.download_url}")
         click.echo(f"valid until   {facts['download_url_valid_until']} (about one hour)")
+
+
+@main.command()
+@click.argument("gid")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of text.")
+def archive(gid: str, as_json: bool) -> None:
+    """Archive finished export GID to ARCHIVE_URL now, with a progress bar (no Slack needed).
+
+    The same object name, manifest, checks and retention as the bot's own archives. Exit codes
+    as `check`'s: 0 archived, 2 bad input or not finished, 3 not found, 4 token/permission
+    problem, 5 the download failed (attempts spent, Asana down, timeout), 6 malformed answer,
+    78 configuration (ARCHIVE_URL unset, or the store refused to be written).
+    """
+    from bot.archive.manual import NotFinished, archive_by_hand
+    from bot.archive.storage import StorageError
+    from bot.archive.transfer import TransferFailed
+    from bot.asana import AsanaError
+    from bot.command_parser import Invalid, Lookup, parse_command
+
+    def fail(code: int, error: str, message: str, gid: str | None) -> NoReturn:
+        if as_json:
+            click.echo(json.dumps({"gid": gid, "error": error, "message": message}))
+        click.echo(f"error: {message}", err=True)
+        sys.exit(code)
+
+    parsed = parse_command(gid)
+    if not isinstance(parsed, Lookup):
+        problem = (
+            parsed.problem.replace("`", "'")
+            if isinstance(parsed, Invalid)
+            else f"{gid[:40]!r} is not an export gid (a gid is a number)"
+        )
+        fail(EXIT_BAD_INPUT, "bad_input", problem, None)
+    settings = _settings_or_exit("check", as_json=as_json)
+    if not settings.ARCHIVE_URL:
+        fail(
+            EXIT_CONFIG,
+            "configuration",
+            "ARCHIVE_URL is not set: nowhere to archive to",
+            parsed.gid,
+        )
+    configure_logging("ERROR", _secrets(settings), log_format=settings.LOG_FORMAT)
+    bar = _ArchiveBar(enabled=not as_json)
+    try:
+        with bar:
+            archived = asyncio.run(archive_by_hand(settings, parsed.gid, bar.update))
+    except AsanaError as exc:
+        fail(_exit_code(exc.kind), exc.kind.value, str(exc), parsed.gid)
+    except NotFinished as exc:
+        fail(EXIT_BAD_INPUT, "not_finished", str(exc), parsed.gid)
+    except TransferFailed as exc:
+        fail(EXIT_TRANSIENT, "transfer_failed", exc.reason, parsed.gid)
+    except StorageError as exc:
+        fail(EXIT_CONFIG, "storage", str(exc), parsed.gid)
+    facts = {
+        "gid": parsed.gid,
+        "location": archived.location,
+        "size": archived.size,
+        "sha256": archived.sha256,
+        "removed": list(archived.removed),
+    }
+    if as_json:
+        click.echo(json.dumps(facts))
+        return
+    click.echo(f"archived      {parsed.gid}")
+    click.echo(f"location      {archived.location}")
+    click.echo(f"size          {archived.size} bytes")
+    click.echo(f"sha256        {archived.sha256}")
+    for path in archived.removed:
+        click.echo(f"removed       {path} (ARCHIVE_KEEP)")
+
+
+class _ArchiveBar:
+    """rich's progress bar on stderr (bytes, speed, time left); nothing when disabled."""
+
+    def __init__(self, *, enabled: bool) -> None:
+        from rich.console import Console
+        from rich.progress import (
+            BarColumn,
+            DownloadColumn,
+            Progress,
+            TimeRemainingColumn,
+            TransferSpeedColumn,
+        )
+
+        self._progress = Progress(
+            "[progress.description]{task.description}",
+            BarColumn(),
+            DownloadColumn(),
+            TransferSpeedColumn(),
+            TimeRemainingColumn(),
+            console=Console(stderr=True),
+            disable=not enabled,
+        )
+        self._task = self._progress.add_task("archiving", total=None)
+
+    def __enter__(self) -> _ArchiveBar:
+        self._progress.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._progress.stop()
+
+    async def update(self, done: int, total: int | None) -> None:
+        self._progress.update(self._task, completed=done, total=total)

@@ -44,6 +44,8 @@ HOW_TO_GET: dict[str, str] = {
     "ASANA_ORGANIZATION_GID": "the gid of your Asana organization (a number: Asana's GET /users/me?opt_fields=workspaces lists it), or empty to name it in each `new`",
     "ADMIN_USERS": "Slack user IDs separated by commas (U0123ABCD,U0456EFGH) who may start exports, or empty for the workspace's admins and owners",
     "SCHEDULE_TIMEZONE": "an IANA time zone name such as Europe/Berlin or America/New_York (default UTC): the zone `schedule` reads times in unless the command names one with `tz`",
+    "ARCHIVE_URL": "where finished exports are archived: file:///var/backups/asana, s3://bucket/prefix (with the AWS_* variables), gs://bucket/prefix or az://container/prefix; empty turns archiving off",
+    "ARCHIVE_KEEP": "how many archives to keep per organization (the oldest beyond it are removed after each archive), or 0 to keep all",
     "POLL_RESERVED_SHARE": "a fraction between 0 and 0.9 of POLL_BUDGET_PER_MINUTE kept for polling (default 0.5)",
 }
 
@@ -121,6 +123,16 @@ class Settings(BaseSettings):
     SCHEDULE_TIMEZONE: str = "UTC"
     # How long after its time an occurrence refused transiently (429, 5xx) is still retried.
     SCHEDULE_RETRY_WINDOW_SECONDS: float = Field(default=3600.0, ge=0, le=86400)
+    # Archiving (bot/archive): where finished exports are kept (empty: off), how many per
+    # organization (0: all), and the bounds of one transfer. Memory per transfer is about
+    # (ARCHIVE_CONCURRENCY + 1) x ARCHIVE_PART_MB MiB + 1 MiB, whatever the file's size.
+    ARCHIVE_URL: str = ""
+    ARCHIVE_KEEP: int = Field(default=0, ge=0, le=100_000)
+    ARCHIVE_ATTEMPTS: int = Field(default=5, ge=1, le=50)
+    ARCHIVE_PART_MB: int = Field(default=8, ge=5, le=512)
+    ARCHIVE_CONCURRENCY: int = Field(default=4, ge=1, le=32)
+    ARCHIVE_STALL_SECONDS: float = Field(default=60.0, gt=0, le=3600)
+    ARCHIVE_RETRY_SECONDS: float = Field(default=2.0, ge=0, le=300)
 
     @field_validator("LOG_LEVEL", mode="before")
     @classmethod
@@ -167,6 +179,16 @@ class Settings(BaseSettings):
             ZoneInfo(value)
         except (ZoneInfoNotFoundError, ValueError, OSError):
             raise ValueError("must be a time zone name such as UTC or Europe/Berlin") from None
+        return value
+
+    @field_validator("ARCHIVE_URL")
+    @classmethod
+    def _archive_url(cls, value: str) -> str:
+        from bot.archive.naming import url_problem  # pure; no storage library is loaded
+
+        value = value.strip()
+        if value and (problem := url_problem(value)):
+            raise ValueError(problem)
         return value
 
     @field_validator("ALLOWED_USERS", "ALLOWED_CHANNELS", "ADMIN_USERS")

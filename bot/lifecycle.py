@@ -24,6 +24,7 @@ from slack_sdk.errors import SlackApiError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from bot import log_context
+from bot.archive.job import ARCHIVE_TICK_SECONDS, Archiver
 from bot.config import Settings
 from bot.db import open_database
 from bot.http_limits import HttpLimits, LimitedSite, bind_listener, files_warning
@@ -31,7 +32,7 @@ from bot.http_routes import EVENTS_PATH, build_web_app
 from bot.readiness import Readiness, SlackCheck
 from bot.runtime import Runtime, replica_id
 from bot.schedule_firing import ScheduleFirer
-from bot.scheduler import add_schedule_job, build_scheduler, stop_scheduler
+from bot.scheduler import add_archive_job, add_schedule_job, build_scheduler, stop_scheduler
 from bot.store import Store
 from bot.watcher import Watcher
 
@@ -105,6 +106,9 @@ async def _serve(settings: Settings, sock: socket.socket) -> None:
         watcher, tick_seconds=settings.TICK_SECONDS, recover_seconds=settings.RECOVER_SECONDS
     )
     add_schedule_job(scheduler, ScheduleFirer(runtime).tick)
+    archiver = Archiver(runtime)
+    if archiver.enabled:
+        add_archive_job(scheduler, archiver.tick, seconds=ARCHIVE_TICK_SECONDS)
     # Readiness re-asks Slack: /readyz turns 503 when the token stops working and back after.
     scheduler.add_job(
         slack_check.run, IntervalTrigger(seconds=settings.SLACK_CHECK_SECONDS), id="slack_check"
@@ -145,6 +149,7 @@ async def _serve(settings: Settings, sock: socket.socket) -> None:
         await stop.wait()
         log.info("shutting down")
     finally:
+        await archiver.stop(grace=settings.LEASE_SECONDS / 2)  # aborts its upload, not cancelled
         await _teardown(
             settings, scheduler, watcher, transport, runner, runtime=runtime, engine=engine
         )

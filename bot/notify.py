@@ -102,12 +102,19 @@ class Notifier:
     # -- delivery: every post and edit ---------------------------------------------------
 
     async def post(
-        self, channel: str, message: messages.Message, *, metadata: dict[str, Any] | None = None
+        self,
+        channel: str,
+        message: messages.Message,
+        *,
+        metadata: dict[str, Any] | None = None,
+        thread_ts: str | None = None,
     ) -> SlackResult:
         """chat.postMessage, unless posting is paused; the answer may start or end a pause."""
         if self.paused():
             return self._refused()
-        result = await slack_out.post(self._rt.slack, channel, message, metadata=metadata)
+        result = await slack_out.post(
+            self._rt.slack, channel, message, metadata=metadata, thread_ts=thread_ts
+        )
         self._note(result)
         return result
 

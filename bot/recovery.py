@@ -18,6 +18,7 @@ from datetime import timedelta
 from sqlalchemy.exc import OperationalError
 
 from bot import slack_out
+from bot.archive.job import enqueue_archive
 from bot.asana import AsanaError
 from bot.backoff import RetryPolicy
 from bot.db import DatabaseUnavailable, describe_operational_error
@@ -109,6 +110,7 @@ class Recovery:
                     continue
                 if export.state is not ExportState.FINISHED:
                     continue
+                await enqueue_archive(rt, export)  # the poll that saw it finish died first
             if outcome is not Outcome.GONE:
                 # The poll that saw the end may have died before it edited every card.
                 await rt.notify.update_cards(export, next_check_at=None)

@@ -76,3 +76,12 @@ async def stop_scheduler(scheduler: AsyncIOScheduler, watcher: Watcher, *, grace
         return
     if released:
         log.info("released %d lease(s) on shutdown", released)
+
+
+def add_archive_job(
+    scheduler: AsyncIOScheduler, run: Callable[[], Awaitable[int]], *, seconds: float
+) -> None:
+    """The archive job (bot.archive.job): claims one queued archive per run, from start-up on."""
+    scheduler.add_job(
+        run, IntervalTrigger(seconds=seconds), id="archives", next_run_time=datetime.now(UTC)
+    )

@@ -112,11 +112,15 @@ async def post(
     message: Message,
     *,
     metadata: dict[str, Any] | None = None,
+    thread_ts: str | None = None,
 ) -> SlackResult:
-    """chat.postMessage; if Slack refuses the blocks, post the plain text instead."""
+    """chat.postMessage (a reply when `thread_ts` is given); if Slack refuses the blocks, post
+    the plain text instead."""
     kwargs: dict[str, Any] = {"channel": channel, "unfurl_links": False, "unfurl_media": False}
     if metadata is not None:
         kwargs["metadata"] = metadata
+    if thread_ts is not None:
+        kwargs["thread_ts"] = thread_ts
     result = await _call("chat.postMessage", client.chat_postMessage, **kwargs, **message.to_post())
     if result.failure is Failure.CONTENT:
         result = await _call(

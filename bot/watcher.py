@@ -16,6 +16,7 @@ from datetime import datetime, timedelta
 
 from sqlalchemy.exc import OperationalError
 
+from bot.archive.job import enqueue_archive
 from bot.asana import AsanaClient, AsanaError
 from bot.backoff import RetryPolicy
 from bot.db import DatabaseUnavailable, describe_operational_error
@@ -203,6 +204,8 @@ class Watcher:
             result=PollResult(next_poll_at=plan.next_poll_at, export=export),
         )
         self.runtime.metrics.polls.labels(plan.outcome.value).inc()
+        if plan.outcome is Outcome.FINISHED:
+            await enqueue_archive(self.runtime, export)  # before telling: a crash keeps it queued
         notify = self.runtime.notify
         if plan.state_changed or export.state.is_terminal:
             await notify.update_cards(export, next_check_at=plan.next_poll_at)

@@ -338,6 +338,28 @@ def renderings() -> dict[str, Any]:
             m.render_schedule_paused(7, kind, organization_gid="42", command=HOSTILE),
         )
     add("schedule_unknown", m.render_schedule_unknown(7, occurrence_at=NOW))
+    # Archiving: progress on the card, where it landed, a failure.
+    for done, total in ((0, None), (0, 3_400_000_000), (1_234_567_890, 3_400_000_000), (999, 999)):
+        add(f"progress/{done}/{total}", m.progress_text(done, total))
+    for size in (0, 999, 1_000, 1_234_567, 10**13, 10**18):
+        add(f"size/{size}", m.format_size(size))
+    for key, exp in list(_exports())[:2]:
+        add(
+            f"card_archiving/{key}",
+            m.render_card_archiving(exp, now=NOW, watchers=2, done=10**9, total=3 * 10**9),
+        )
+    for location in ("s3://bucket/prefix/1/2026-11-28-1.json.gz", HOSTILE, LONG):
+        exp = next(iter(_exports()))[1]
+        add(
+            f"card_archived/{location[:10]}",
+            m.render_card_archived(exp, now=NOW, watchers=1, location=location),
+        )
+        add(
+            f"archived/{location[:10]}",
+            m.render_archived("42", location=location, size=3_400_000_000, sha256="ab" * 32),
+        )
+    for reason in ("the MD5 does not match the server's ETag; gave up after 5 attempts", HOSTILE):
+        add(f"archive_failed/{reason[:10]}", m.render_archive_failed("42", reason=reason))
     # The text helpers that are part of the public face.
     for s in ("", "plain", HOSTILE, LONG):
         add(f"escape/{s[:10]}", m.escape_mrkdwn(s))

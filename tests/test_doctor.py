@@ -284,3 +284,22 @@ def test_postgres_database_checks_without_migrating(
     _migrate(fresh_postgres_url)
     code, checks = checks_of({**env, "DATABASE_URL": fresh_postgres_url}, tmp_path)
     assert code == 0 and only(checks, "database")["status"] == "pass"
+
+
+def test_the_archive_location_is_probed_when_archiving_is_on(
+    env: dict[str, str], tmp_path: Path
+) -> None:
+    code, checks = checks_of(env, tmp_path)
+    assert code == 0 and "archive" not in [c["name"] for c in checks], "off: nothing to check"
+    code, checks = checks_of({**env, "ARCHIVE_URL": f"file://{tmp_path / 'archive'}"}, tmp_path)
+    found = only(checks, "archive")
+    assert code == 0 and found["status"] == "pass" and "writable" in found["detail"]
+    assert list((tmp_path / "archive").iterdir()) == [], "the probe object is deleted"
+    (tmp_path / "a-file").write_text("not a directory")
+    code, checks = checks_of(
+        {**env, "ARCHIVE_URL": f"file://{tmp_path / 'a-file' / 'x'}"}, tmp_path
+    )
+    found = only(checks, "archive")
+    assert code == 1 and found["status"] == "fail" and "cannot write" in found["detail"]
+    code, checks = checks_of({**env, "ARCHIVE_URL": "ftp://nowhere/x"}, tmp_path)
+    assert code == 1 and only(checks, "archive")["detail"] == "not checked: ARCHIVE_URL unusable"

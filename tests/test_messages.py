@@ -988,6 +988,13 @@ def test_messages_is_a_package_of_small_modules_that_import_only_models() -> Non
         "render_schedule_unknown",
         # the ack of a schedule command whose answer needs a slow Slack: problems.py
         "render_working",
+        # archiving: bot/messages/archives.py
+        "format_size",
+        "progress_text",
+        "render_archive_failed",
+        "render_archived",
+        "render_card_archived",
+        "render_card_archiving",
         "render_work_timeout",
     }
     assert all(hasattr(m, name) for name in m.__all__)

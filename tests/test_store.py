@@ -27,6 +27,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import IntegrityError, StatementError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+import bot.archive.records  # noqa: F401  (its table is on `metadata`)
 from bot.db import create_engine, normalize_database_url, upgrade
 from bot.models import EndReason, Export, ExportState, Subscription
 from bot.slack_out import _CHANNEL_ERRORS, _TOKEN_ERRORS
@@ -46,7 +47,7 @@ from bot.store import (
 
 POSTGRES_URL_VAR = "ASANA_BOT_TEST_POSTGRES_URL"
 #: The newest migration: every start-up brings the database here.
-HEAD_REVISION = "0005"
+HEAD_REVISION = "0007"
 T0 = datetime(2025, 3, 1, 12, 0, 0, tzinfo=UTC)
 LEASE = timedelta(seconds=60)
 CANARY_URL = "https://exports.example.invalid/org.zip?X-Amz-Signature=canary-7d1f0b9e42"

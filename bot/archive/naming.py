@@ -21,6 +21,9 @@ from email.message import Message as _HeaderParser
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
+#: The schemes ARCHIVE_URL may use.
+SCHEMES = ("file", "s3", "gs", "az", "abfs", "abfss")
+
 #: The manifest's suffix; no export file extension may be this.
 MANIFEST_SUFFIX = ".manifest.json"
 
@@ -197,3 +200,18 @@ def select_expired(paths: list[str], *, organization_gid: str, keep: int) -> lis
         if stem in manifests:
             selected.append(manifests[stem])
     return selected
+
+
+def url_problem(url: str) -> str | None:
+    """Why ARCHIVE_URL cannot be used, or None (pure: nothing is contacted)."""
+    parts = urlsplit(url)
+    if parts.scheme not in SCHEMES:
+        return f"its scheme must be one of {', '.join(s + '://' for s in SCHEMES)}"
+    if parts.scheme == "file":
+        if parts.netloc not in ("", "localhost") or not parts.path.startswith("/"):
+            return "a file URL needs an absolute path: file:///var/backups/asana"
+    elif not parts.netloc:
+        return "an object store URL needs a bucket or container: s3://bucket/prefix"
+    if parts.query or parts.fragment or parts.password:
+        return "it must not carry a query, a fragment or credentials (use the AWS_* variables)"
+    return None

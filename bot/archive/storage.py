@@ -31,8 +31,8 @@ from urllib.parse import urlsplit
 import obstore
 from obstore.store import LocalStore, from_url
 
-#: The schemes ARCHIVE_URL may use.
-SCHEMES = ("file", "s3", "gs", "az", "abfs", "abfss")
+from bot.archive.naming import url_problem
+
 #: S3 refuses parts under 5 MiB (but the last).
 MIN_PART_SIZE = 5 * 1024 * 1024
 
@@ -46,21 +46,6 @@ atexit.register(time.sleep, _EXIT_GRACE_SECONDS)
 
 class StorageError(Exception):
     """The store refused or failed an operation; the message never carries credentials."""
-
-
-def url_problem(url: str) -> str | None:
-    """Why ARCHIVE_URL cannot be used, or None (pure: nothing is contacted)."""
-    parts = urlsplit(url)
-    if parts.scheme not in SCHEMES:
-        return f"its scheme must be one of {', '.join(s + '://' for s in SCHEMES)}"
-    if parts.scheme == "file":
-        if parts.netloc not in ("", "localhost") or not parts.path.startswith("/"):
-            return "a file URL needs an absolute path: file:///var/backups/asana"
-    elif not parts.netloc:
-        return "an object store URL needs a bucket or container: s3://bucket/prefix"
-    if parts.query or parts.fragment or parts.password:
-        return "it must not carry a query, a fragment or credentials (use the AWS_* variables)"
-    return None
 
 
 @dataclass(frozen=True, slots=True)
@@ -165,12 +150,50 @@ class ArchiveStorage:
                 return
             raise StorageError(_describe(exc)) from None
 
+    async def clean_leftovers(self, path: str) -> int:
+        """Remove what a killed transfer of `path` left beside it; returns how many.
+
+        Call it only while holding the archive's lease (it could otherwise abort a live
+        transfer). A local store's staging files (`<path>#<n>`) are invisible to obstore's
+        listing, so they are found on disk. Object stores' unfinished multipart uploads need
+        calls obstore does not expose: `bot.archive.leftovers` makes them where it exists.
+        """
+        parts = urlsplit(self.url)
+        if parts.scheme == "file":
+            return _remove_staging(Path(parts.path) / path)
+        try:
+            from bot.archive.leftovers import clean_leftovers  # type: ignore[import-not-found]
+        except ImportError:
+            return 0
+        return int(await clean_leftovers(self.url, path))
+
+
+def _remove_staging(target: Path) -> int:
+    """Delete `<target>#<digits>` files: object_store's LocalFileSystem staging files."""
+    removed = 0
+    try:
+        entries = list(target.parent.iterdir())
+    except OSError:
+        return 0
+    for entry in entries:
+        suffix = entry.name.removeprefix(target.name + "#")
+        if suffix != entry.name and suffix.isdigit():
+            try:
+                entry.unlink()
+                removed += 1
+            except OSError:
+                pass
+    return removed
+
 
 def _open(url: str) -> Any:
     parts = urlsplit(url)
     if parts.scheme == "file":
         # LocalStore, not from_url: the directory is created when missing.
-        return LocalStore(Path(parts.path), mkdir=True)
+        try:
+            return LocalStore(Path(parts.path), mkdir=True)
+        except Exception as exc:
+            raise StorageError(f"ARCHIVE_URL is not usable: {_describe(exc)}") from None
     options: dict[str, Any] = {}
     endpoint = os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
     if parts.scheme == "s3" and endpoint and endpoint.startswith("http://"):

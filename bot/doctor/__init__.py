@@ -2,7 +2,8 @@
 
 `diagnose` reads the settings (all problems in one pass, without stopping at them), runs every
 probe the usable settings allow, concurrently and with short timeouts, and returns the verdicts
-of bot.doctor.checks. Probes live in bot.doctor.probes; nothing here writes anything.
+of bot.doctor.checks. Probes live in bot.doctor.probes; the only thing written is the archive
+probe object (when ARCHIVE_URL is set), deleted at once.
 """
 
 from __future__ import annotations
@@ -134,7 +135,17 @@ async def _probe(
         problem = await asyncio.to_thread(probes.port_problem, settings.HOST, settings.PORT)
         return [checks.port_result(settings.HOST, settings.PORT, problem)]
 
-    found = await asyncio.gather(slack_auth(), socket_mode(), asana(), database(), port())
+    async def archive() -> list[CheckResult]:
+        if stop := blocked("ARCHIVE_URL"):
+            return [not_checked("archive", stop)]
+        if not settings.ARCHIVE_URL:
+            return []  # archiving is off
+        problem = await probes.archive_writable(settings.ARCHIVE_URL)
+        return [checks.archive_result(settings.ARCHIVE_URL, problem)]
+
+    found = await asyncio.gather(
+        slack_auth(), socket_mode(), asana(), database(), port(), archive()
+    )
     return [result for group in found for result in group]
 
 

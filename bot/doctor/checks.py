@@ -324,6 +324,21 @@ def port_result(host: str, port: int, problem: str | None) -> CheckResult:
     return CheckResult("port", Status.FAIL, detail, fix.rstrip("."))
 
 
+# ------------------------------------------------------------------------------ archive
+
+
+def archive_result(url: str, problem: str | None) -> CheckResult:
+    """ARCHIVE_URL can be written to (a probe object was written, read back and deleted)."""
+    if problem is None:
+        return CheckResult("archive", Status.PASS, f"{url} is writable (probe written and deleted)")
+    return CheckResult(
+        "archive",
+        Status.FAIL,
+        f"cannot write to {url}: {problem}",
+        "check the location exists and the AWS_*/GOOGLE_*/AZURE_* credentials may write to it",
+    )
+
+
 # ------------------------------------------------------------------------------ output
 
 

@@ -221,3 +221,28 @@ def port_problem(host: str, port: int) -> str | None:
         return str(exc)
     sock.close()
     return None
+
+
+async def archive_writable(url: str) -> str | None:
+    """Write, read back and delete a probe object at ARCHIVE_URL; why not, or None when it can.
+
+    The probe's name (`asana-export-bot-probe-<random>`) is outside the archive naming scheme,
+    so retention would never touch one left behind by an interrupted run.
+    """
+    import uuid
+
+    from bot.archive.storage import ArchiveStorage, StorageError
+
+    name = f"asana-export-bot-probe-{uuid.uuid4().hex}"
+    body = b"asana-export-bot doctor: this object may be deleted\n"
+    try:
+        storage = ArchiveStorage(url)
+        await asyncio.wait_for(storage.put_bytes(name, body), 20)
+        if await asyncio.wait_for(storage.read_bytes(name), 20) != body:
+            return "the probe object read back differs from what was written"
+        await asyncio.wait_for(storage.delete(name), 20)
+    except StorageError as exc:
+        return str(exc)
+    except TimeoutError:
+        return "the store did not answer within 20 s"
+    return None

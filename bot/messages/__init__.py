@@ -17,10 +17,18 @@ Safety rules, applied everywhere (so handlers never have to think about them):
 The modules, each with one job: `mrkdwn` (escaping, links, mentions, clipping), `timefmt` (times
 as people read them), `blocks` (the `Message` type and Block Kit builders), `parts` (how an export
 is named and linked), and the renderers: `exports` (lookup answer, status card, posts), `watches`
-(watching and the list), `creating` (starting an export), `schedules` (recurring exports), `problems` (errors and refusals), `help` (usage and help). This package
+(watching and the list), `creating` (starting an export), `schedules` (recurring exports), `archives` (archiving), `problems` (errors and refusals), `help` (usage and help). This package
 imports nothing of ours but `bot.models`. Callers import from `bot.messages`, never a module.
 """
 
+from bot.messages.archives import (
+    format_size,
+    progress_text,
+    render_archive_failed,
+    render_archived,
+    render_card_archived,
+    render_card_archiving,
+)
 from bot.messages.blocks import (
     MAX_BLOCKS,
     MAX_BUTTON_TEXT,
@@ -135,10 +143,16 @@ __all__ = [
     "format_absolute",
     "format_duration",
     "format_relative",
+    "format_size",
     "format_timestamp",
+    "progress_text",
     "render_already_handled",
     "render_already_watching",
+    "render_archive_failed",
+    "render_archived",
     "render_cannot_post",
+    "render_card_archived",
+    "render_card_archiving",
     "render_card_unwatched",
     "render_create_refused",
     "render_create_timeout",

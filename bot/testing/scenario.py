@@ -33,6 +33,7 @@ from slack_bolt.async_app import AsyncApp
 from slack_bolt.request.async_request import AsyncBoltRequest
 
 from bot.app import build_bolt_app, build_runtime, build_watcher
+from bot.archive.job import Archiver
 from bot.config import Settings
 from bot.db import open_database
 from bot.demo.fake_slack import FakeSlack
@@ -171,6 +172,8 @@ class Scenario:
         self.watcher = WatcherDriver(runtime)
         #: The schedule job of this replica (bot.schedule_firing), ticked by `fire_schedules`.
         self.schedules = ScheduleFirer(runtime)
+        #: The archive job of this replica (bot.archive.job), run by `archive`.
+        self.archiver = Archiver(runtime)
         #: Every log record while the bot ran, at DEBUG as a test bot process logs.
         self.records: list[logging.LogRecord] = []
 
@@ -295,6 +298,12 @@ class Scenario:
         """Move the clock on by `after` seconds, then run the schedule job once."""
         self.clock.advance(after)
         return await self.schedules.tick()
+
+    async def archive(self, after: float = 0.0) -> int:
+        """Move the clock on by `after` seconds, then run the archive job once (it returns when
+        the archive it claimed is stored or given up)."""
+        self.clock.advance(after)
+        return await self.archiver.tick()
 
     async def recover(self, after: float = 0.0) -> None:
         """Move the clock on by `after` seconds, then run one recovery pass."""
