@@ -193,3 +193,12 @@ async def test_retention_keeps_the_newest_and_never_touches_foreign_objects(
         p.removeprefix(PREFIX + "/") for pair in ours_older[:2] for p in pair
     }
     assert s3_env.uploads() == []
+
+
+def test_object_store_requests_may_take_minutes(s3_env: Bucket) -> None:
+    """obstore's default (30 s for a whole request) fails a large CompleteMultipartUpload, which
+    S3 may take minutes over; a client option replaces the environment's, so allow_http stays."""
+    options = ArchiveStorage(s3_env.url(PREFIX))._store.client_options
+
+    assert options["timeout"] == "5 minutes"
+    assert options["allow_http"] == "true"  # moto's endpoint is http://
