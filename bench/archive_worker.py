@@ -7,6 +7,8 @@
   it to the file DEST: the issue's baseline.
 - MODE `ours`: the bot's archive of the export to DEST, an ARCHIVE_URL (`file://...` or
   `s3://...`, the AWS_* variables from the environment).
+- MODE `pipe`: the download piped into boto3's multipart upload to the S3 URL DEST: the plain
+  tools' way to the same store.
 - MODE `intake`: no download; ASANA_BASE_URL is a byte count streamed from memory into the
   store DEST: what the store alone takes.
 
@@ -20,9 +22,12 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import io
 import json
+import os
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -101,6 +106,58 @@ async def ours(base_url: str, token: str, gid: str, dest: str) -> dict[str, Any]
     return {"bytes": archived.size, "sha256": archived.sha256}
 
 
+async def pipe(base_url: str, token: str, gid: str, dest: str) -> dict[str, Any]:
+    """The plain tools' way to S3: a streaming httpx download piped into boto3's multipart
+    `upload_fileobj` (threads in s3transfer), with our part size and concurrency."""
+    import boto3
+    from boto3.s3.transfer import TransferConfig as BotoTransfer
+
+    from bot.config import Settings
+
+    defaults = Settings.model_fields
+    part, threads = (
+        defaults["ARCHIVE_PART_MB"].default * 1024 * 1024,
+        defaults["ARCHIVE_CONCURRENCY"].default,
+    )
+    bucket, _, prefix = dest.removeprefix("s3://").partition("/")
+    async with httpx.AsyncClient(timeout=60) as client:
+        link = await _fresh_link(client, base_url, token, gid)
+    size = 0
+    with httpx.stream("GET", link, timeout=60) as answer:
+        answer.raise_for_status()
+        reader = _Reader(answer.iter_raw(CHUNK))
+        boto3.client("s3", endpoint_url=os.environ["AWS_ENDPOINT_URL"]).upload_fileobj(
+            reader,
+            bucket,
+            f"{prefix}/bench/{gid}.json.gz".lstrip("/"),
+            Config=BotoTransfer(multipart_chunksize=part, max_concurrency=threads),
+        )
+        size = reader.size
+    return {"bytes": size, "sha256": ""}
+
+
+class _Reader(io.RawIOBase):
+    """A readable file over an iterator of byte strings (what upload_fileobj reads from)."""
+
+    def __init__(self, pieces: Iterator[bytes]) -> None:
+        self._pieces, self._left, self.size = pieces, b"", 0
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        while not self._left:
+            piece = next(self._pieces, None)
+            if piece is None:
+                return 0
+            self._left = piece
+        n = min(len(buffer), len(self._left))
+        buffer[:n] = self._left[:n]
+        self._left = self._left[n:]
+        self.size += n
+        return n
+
+
 async def intake(size: str, _token: str, _gid: str, dest: str) -> dict[str, Any]:
     """The store alone: `size` bytes from memory streamed into it, no download (its ceiling)."""
     from bot.archive.storage import ArchiveStorage
@@ -118,11 +175,14 @@ async def intake(size: str, _token: str, _gid: str, dest: str) -> dict[str, Any]
 
 def main(argv: list[str]) -> None:
     mode, base_url, token, gid, dest = argv
-    run = {"baseline": baseline, "ours": ours, "intake": intake}[mode]
+    run = {"baseline": baseline, "ours": ours, "pipe": pipe, "intake": intake}[mode]
     # Imports before the "before" figure, in every mode: growth is the transfer's own.
     import bot.archive.run
     import bot.asana
     import bot.config  # noqa: F401
+
+    if mode == "pipe":
+        import boto3.s3.transfer  # noqa: F401
 
     rss_before = _status_mb("VmRSS")
     started = time.perf_counter()
