@@ -8,6 +8,7 @@ import hashlib
 import json
 import sqlite3
 from contextlib import closing
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +18,15 @@ from bot.archive.records import ArchiveState
 from bot.demo.fake_asana import DEFAULT_ORGANIZATION_GID as ORG
 from bot.demo.fake_asana import FakeAsana
 from bot.demo.fake_slack import FakeSlack
-from bot.testing import async_wait_until, finished_posts, posts, text_of
+from bot.testing import (
+    FAST_WATCH,
+    BotProcess,
+    async_wait_until,
+    command,
+    finished_posts,
+    posts,
+    text_of,
+)
 from bot.testing.scenario import Scenario
 from tests.conftest import StartScenario
 
@@ -110,12 +119,19 @@ async def test_a_finished_export_is_archived_once_with_progress_and_a_thread_rep
     assert bot.tracebacks == []
 
 
+@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
 async def test_two_channels_and_two_replicas_make_one_archive(
-    fake_asana: FakeAsana, fake_slack: FakeSlack, start_scenario: StartScenario, tmp_path: Path
+    fake_asana: FakeAsana,
+    fake_slack: FakeSlack,
+    start_scenario: StartScenario,
+    tmp_path: Path,
+    request: pytest.FixtureRequest,
+    backend: str,
 ) -> None:
+    url = request.getfixturevalue("fresh_postgres_url") if backend == "postgresql" else None
     root = tmp_path / "archive"
-    first = await start_scenario(**_settings(root))
-    second = await start_scenario(**_settings(root))
+    first = await start_scenario(url, **_settings(root))
+    second = await start_scenario(url, **_settings(root))
     await _finish(first, fake_asana, fake_slack, "C1", "C2")
     await second.run_until(lambda: True)  # the second replica polls too: still one queue row
     served = fake_asana.serve_file(GID, SIZE)
@@ -243,3 +259,115 @@ async def test_archiving_off_queues_nothing(
     await _finish(bot, fake_asana, fake_slack, "C0001")
     assert await bot.archive() == 0
     assert await bot.archiver.records.recent() == []
+
+
+async def test_a_dead_replicas_archive_is_taken_over_after_its_lease(
+    fake_asana: FakeAsana, fake_slack: FakeSlack, start_scenario: StartScenario, tmp_path: Path
+) -> None:
+    root = tmp_path / "archive"
+    bot = await start_scenario(**_settings(root, ARCHIVE_ATTEMPTS="3"))
+    await _finish(bot, fake_asana, fake_slack, "C0001")
+    served = fake_asana.serve_file(GID, SIZE)
+    records = bot.archiver.records
+    lease = bot.settings.LEASE_SECONDS
+    # A replica claimed it and died mid-stream, leaving a local store's staging file.
+    dead = await records.claim(
+        owner="dead-replica", now=bot.clock(), lease=timedelta(seconds=lease), max_runs=3
+    )
+    assert dead is not None and dead.gid == GID
+    (root / ORG).mkdir(parents=True)
+    staging = root / ORG / f"2026-11-28-{GID}.json.gz#1"
+    staging.write_bytes(b"half an export")
+    assert await bot.archive() == 0, "its lease still holds"
+    assert await bot.archive(after=lease + 1) == 1
+    assert not staging.exists(), "the leftover is removed by the replica that takes over"
+    assert _stored(root) == [f"2026-11-28-{GID}.json.gz", f"2026-11-28-{GID}.manifest.json"]
+    data = (root / ORG / f"2026-11-28-{GID}.json.gz").read_bytes()
+    assert hashlib.sha256(data).hexdigest() == served.sha256
+    row = await records.get(GID)
+    assert row is not None and row.state is ArchiveState.DONE and row.runs == 2
+    assert len(replies(fake_slack, "C0001")) == 1
+
+
+async def test_replicas_that_keep_dying_end_in_one_failure_post(
+    fake_asana: FakeAsana, fake_slack: FakeSlack, start_scenario: StartScenario, tmp_path: Path
+) -> None:
+    bot = await start_scenario(**_settings(tmp_path / "archive", ARCHIVE_ATTEMPTS="2"))
+    await _finish(bot, fake_asana, fake_slack, "C0001")
+    lease = timedelta(seconds=bot.settings.LEASE_SECONDS)
+    for _ in range(2):
+        bot.clock.advance(lease.total_seconds() + 1)
+        assert await bot.archiver.records.claim(
+            owner="dead", now=bot.clock(), lease=lease, max_runs=2
+        )
+    assert await bot.archive(after=lease.total_seconds() + 1) == 0
+    assert await bot.archive(after=1) == 0
+    (failed,) = failure_posts(fake_slack, "C0001")
+    assert "stopped 2 times" in failed["text"]
+
+
+async def test_shutdown_aborts_the_upload_and_gives_the_lease_back(
+    fake_asana: FakeAsana, fake_slack: FakeSlack, start_scenario: StartScenario, tmp_path: Path
+) -> None:
+    root = tmp_path / "archive"
+    bot = await start_scenario(**_settings(root, ARCHIVE_STALL_SECONDS="30"))
+    await _finish(bot, fake_asana, fake_slack, "C0001")
+    fake_asana.serve_file(GID, 8 * 1024 * 1024)
+    fake_asana.file_fault(GID, stall_after=3 * 1024 * 1024, stall_seconds=5)
+    job = asyncio.create_task(bot.archive())
+    await async_wait_until(lambda: fake_asana.file_requests(GID), timeout=10)
+    await bot.archiver.stop(grace=20)
+    assert await job == 1
+    row = await bot.archiver.records.get(GID)
+    assert row is not None and row.state is ArchiveState.QUEUED and row.lease_owner is None
+    assert row.runs == 0, "a shutdown does not count as a run"
+    assert _stored(root) == [], "no object, no staging file"
+    assert failure_posts(fake_slack) == [] and replies(fake_slack, "C0001") == []
+
+
+# ------------------------------------------------------------------------------ real process
+
+
+def test_a_real_bot_process_archives_what_it_watched(
+    fake_asana: FakeAsana, fake_slack: FakeSlack, bot_env: dict[str, str], tmp_path: Path
+) -> None:
+    """The wiring: `run` schedules the archive job, which streams while the process serves;
+    SIGTERM afterwards still exits 0 (obstore's threads included), and no link is logged."""
+    root = tmp_path / "archive"
+    env = {**bot_env, **FAST_WATCH, **_settings(root)}
+    fake_asana.set_export(GID, "started", created_at=CREATED)
+    served = fake_asana.serve_file(GID, SIZE)
+    bot = BotProcess(tmp_path, env).start()
+    try:
+        command(bot, fake_slack, GID)
+        fake_asana.set_state(GID, "finished")
+        fake_slack.wait_for(lambda: replies(fake_slack, "C0001"), timeout=30)
+        assert bot.stop() == 0
+    finally:
+        bot.stop()
+    data = (root / ORG / f"2026-11-28-{GID}.json.gz").read_bytes()
+    assert hashlib.sha256(data).hexdigest() == served.sha256
+    logs = bot.logs()
+    assert "Traceback" not in logs and f"export {GID} archived to file://" in logs
+    for link in fake_asana.download_urls(GID):
+        assert link.split("X-Amz-Signature=")[1].split("&")[0] not in logs
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
+async def test_a_run_postponed_or_stopped_is_not_counted(
+    fake_asana: FakeAsana,
+    fake_slack: FakeSlack,
+    start_scenario: StartScenario,
+    tmp_path: Path,
+    request: pytest.FixtureRequest,
+    backend: str,
+) -> None:
+    url = request.getfixturevalue("fresh_postgres_url") if backend == "postgresql" else None
+    bot = await start_scenario(url, **_settings(tmp_path / "archive", ARCHIVE_ATTEMPTS="2"))
+    await _finish(bot, fake_asana, fake_slack, "C0001")
+    fake_asana.fail(503, gid=GID, times=20)  # Asana down whenever the job asks
+    for _ in range(4):
+        assert await bot.archive() == 1
+    row = await bot.archiver.records.get(GID)
+    assert row is not None and row.state is ArchiveState.QUEUED and row.runs == 0
+    assert row.lease_owner is None and failure_posts(fake_slack) == []

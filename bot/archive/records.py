@@ -246,13 +246,22 @@ class Archives:
             return bool(result.rowcount)
 
     async def release(self, gid: str, *, owner: str, now: datetime) -> bool:
-        """Give the lease back (a clean shutdown): another replica may claim it at once."""
+        """Give the lease back, the run not counted (a clean shutdown, or Asana busy): another
+        replica may claim it at once."""
         c = archives.c
         async with self._store._write() as conn:
             result = await conn.execute(
                 archives.update()
-                .where(c.gid == gid, c.lease_owner == owner)
-                .values(lease_owner=None, lease_until=None, updated_at=now)
+                .where(c.gid == gid, c.lease_owner == owner, c.state == ArchiveState.RUNNING.value)
+                .values(
+                    state=ArchiveState.QUEUED.value,
+                    lease_owner=None,
+                    lease_until=None,
+                    runs=sa.func.max(c.runs - 1, 0)
+                    if conn.dialect.name == "sqlite"
+                    else sa.func.greatest(c.runs - 1, 0),
+                    updated_at=now,
+                )
             )
             return bool(result.rowcount)
 

@@ -20,6 +20,7 @@ Memory: obstore buffers one part of `part_size` bytes while it fills, and keeps 
 from __future__ import annotations
 
 import atexit
+import logging
 import os
 import time
 from collections.abc import AsyncIterable
@@ -32,6 +33,8 @@ import obstore
 from obstore.store import LocalStore, from_url
 
 from bot.archive.naming import url_problem
+
+log = logging.getLogger(__name__)
 
 #: One request to an object store (a part, or completing the upload) may take this long.
 OBJECT_STORE_TIMEOUT = "5 minutes"
@@ -164,10 +167,17 @@ class ArchiveStorage:
         if parts.scheme == "file":
             return _remove_staging(Path(parts.path) / path)
         try:
-            from bot.archive.leftovers import clean_leftovers  # type: ignore[import-not-found]
+            from bot.archive.leftovers import (  # type: ignore[import-not-found]
+                CleanupError,
+                clean_leftovers,
+            )
         except ImportError:
             return 0
-        return int(await clean_leftovers(self.url, path))
+        try:
+            return int(await clean_leftovers(self.url, path))
+        except CleanupError as exc:  # the store refused: the archive goes on regardless
+            log.warning("leftover uploads of an interrupted archive not cleaned: %s", exc)
+            return 0
 
 
 def _remove_staging(target: Path) -> int:

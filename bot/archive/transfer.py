@@ -173,6 +173,8 @@ class Download:
                 await response.aclose()
             if verdict.step is Step.START_OVER:
                 await self._failed(verdict.reason)
+                if self.done == 0:
+                    continue  # nothing to undo: just ask again
                 raise StartOver(verdict.reason)
             await self._failed(verdict.reason)
             if verdict.step is Step.REFRESH_LINK:
