@@ -13,6 +13,7 @@ import pytest
 from bot.demo.fake_asana import FakeAsana
 from bot.demo.fake_slack import FakeSlack
 from bot.testing import TEST_ASANA_TOKEN, BotProcess, bot_environment
+from bot.testing.moto_server import Bucket, MotoS3
 from bot.testing.scenario import Scenario
 
 ASANA_TOKEN = TEST_ASANA_TOKEN  # recognisable, so leak checks can grep for it
@@ -57,6 +58,19 @@ def socket_bot(
         yield bot
     finally:
         bot.stop()
+
+
+@pytest.fixture(scope="session")
+def moto_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MotoS3]:
+    """moto's S3 server on 127.0.0.1, one per test worker (it takes a second or two to start)."""
+    with MotoS3(log_path=tmp_path_factory.mktemp("moto") / "moto.log") as server:
+        yield server
+
+
+@pytest.fixture
+def s3_bucket(moto_server: MotoS3) -> Bucket:
+    """An empty bucket of this test's own on the worker's moto server."""
+    return moto_server.new_bucket()
 
 
 StartScenario = Callable[..., Awaitable[Scenario]]

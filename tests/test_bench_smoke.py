@@ -46,5 +46,6 @@ def test_smoke_size_writes_a_table(tmp_path: Path) -> None:
         "coalescing",
         "notification latency",
         "command cost",
+        "archive",
     } <= benchmarks
     assert "(failed:" not in text

@@ -36,6 +36,8 @@ from bot.archive.naming import url_problem
 
 log = logging.getLogger(__name__)
 
+#: One request to an object store (a part, or completing the upload) may take this long.
+OBJECT_STORE_TIMEOUT = "5 minutes"
 #: S3 refuses parts under 5 MiB (but the last).
 MIN_PART_SIZE = 5 * 1024 * 1024
 
@@ -204,12 +206,17 @@ def _open(url: str) -> Any:
             return LocalStore(Path(parts.path), mkdir=True)
         except Exception as exc:
             raise StorageError(f"ARCHIVE_URL is not usable: {_describe(exc)}") from None
-    options: dict[str, Any] = {}
+    # obstore's 30 s default bounds the whole request, and S3 may take minutes to complete a
+    # large multipart upload (moto: 23 s for 1 GiB on an idle 2-core machine); a timed-out
+    # CompleteMultipartUpload is retried after S3 finished it, then "aborted" with a 404 that
+    # hides the cause. Given client options replace those from the environment, so allow_http
+    # is set here too.
+    client: dict[str, Any] = {"timeout": OBJECT_STORE_TIMEOUT, "connect_timeout": "10 seconds"}
     endpoint = os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
     if parts.scheme == "s3" and endpoint and endpoint.startswith("http://"):
-        options["client_options"] = {"allow_http": True}  # an S3-compatible store on HTTP
+        client["allow_http"] = True  # an S3-compatible store on HTTP
     try:
-        return from_url(url, **options)
+        return from_url(url, client_options=client)
     except Exception as exc:
         raise StorageError(f"ARCHIVE_URL is not usable: {_describe(exc)}") from None
 
