@@ -17,7 +17,7 @@ No URL is stored: only when it stops working.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -173,15 +173,19 @@ class FollowupStore:
 
     # -- link expiry -------------------------------------------------------------------
 
-    async def record_link(self, sub_id: int, *, link_until: datetime | None) -> None:
-        """Before the finished post goes out: whether it carries a link, and until when."""
+    async def record_links(self, links: Sequence[tuple[int, datetime | None]]) -> None:
+        """Before finished posts go out: whether each carries a link, and until when (one
+        write for a whole fan-out wave)."""
+        if not links:
+            return
         async with self._store._write() as conn:
-            await _ensure_row(conn, sub_id)
-            await conn.execute(
-                subscription_followups.update()
-                .where(_f.subscription_id == sub_id)
-                .values(expires_at=link_until, expiry_claimed_at=None, expiry_done_at=None)
-            )
+            for sub_id, link_until in links:
+                await _ensure_row(conn, sub_id)
+                await conn.execute(
+                    subscription_followups.update()
+                    .where(_f.subscription_id == sub_id)
+                    .values(expires_at=link_until, expiry_claimed_at=None, expiry_done_at=None)
+                )
 
     async def expiry_candidates(self, now: datetime, *, limit: int = 100) -> list[ExpiryCandidate]:
         """Posted links that have stopped working and whose post is not edited yet."""

@@ -243,9 +243,24 @@ class Notifier:
             return  # recovery tells them once the pause is over
         claimed_at = now()
         won = await fanout_records.claim(store, [sub.id for sub in subs], now=claimed_at)
-        mine = [sub for sub in subs if sub.id in won]
+        claimed = [sub for sub in subs if sub.id in won]
+        rendered = await asyncio.gather(
+            *(self._notification(sub, export, outcome) for sub in claimed), return_exceptions=True
+        )
+        failures = [m for m in rendered if isinstance(m, BaseException)]
+        mine = [
+            s for s, m in zip(claimed, rendered, strict=True) if isinstance(m, messages.Message)
+        ]
+        told = [m for m in rendered if isinstance(m, messages.Message)]
+        for sub, message in zip(claimed, rendered, strict=True):
+            if isinstance(message, BaseException):  # not posted: the recovery job tries again
+                await store.clear_notified(sub.id, claimed_at=claimed_at)
+        await self._record_links(mine, told, outcome)
         results = await asyncio.gather(
-            *(self._deliver(sub, export, outcome, claimed_at) for sub in mine),
+            *(
+                self._deliver(sub, export, outcome, claimed_at, message)
+                for sub, message in zip(mine, told, strict=True)
+            ),
             return_exceptions=True,
         )
         posted = [(sub, ts) for sub, ts in zip(mine, results, strict=True) if isinstance(ts, str)]
@@ -257,7 +272,7 @@ class Notifier:
         )
         for sub, _ in posted:
             log.info("notified subscription %s of export %s: %s", sub.id, export.gid, outcome)
-        for result in results:
+        for result in [*failures, *results]:
             if isinstance(result, BaseException):
                 raise result
 
@@ -270,15 +285,36 @@ class Notifier:
         claimed_at = now()
         if not await store.try_mark_notified(sub.id, now=claimed_at):
             return False
-        ts = await self._deliver(sub, export, outcome, claimed_at)
+        message = await self._notification(sub, export, outcome)
+        await self._record_links([sub], [message], outcome)
+        ts = await self._deliver(sub, export, outcome, claimed_at, message)
         if ts is None:
             return False
         await store.record_notified(sub.id, ts, now=now(), reason=END_REASONS[outcome])
         log.info("notified subscription %s of export %s: %s", sub.id, export.gid, outcome)
         return True
 
+    async def _record_links(
+        self, subs: list[Subscription], told: list[messages.Message], outcome: Outcome
+    ) -> None:
+        """Before finished posts go out: which carry a link, and until when (the link expiry
+        job edits only those), in one write."""
+        if outcome is Outcome.FINISHED:
+            until = self._rt.now() + LINK_VALIDITY
+            await self._followups.record_links(
+                [
+                    (sub.id, until if messages.carries_link(message) else None)
+                    for sub, message in zip(subs, told, strict=True)
+                ]
+            )
+
     async def _deliver(
-        self, sub: Subscription, export: Export, outcome: Outcome, claimed_at: datetime
+        self,
+        sub: Subscription,
+        export: Export,
+        outcome: Outcome,
+        claimed_at: datetime,
+        message: messages.Message,
     ) -> str | None:
         """Post a claimed notification: its ts, or None (the claim given back unless the
         channel is lost, which ends the watch). The caller records the ts."""
@@ -288,11 +324,6 @@ class Notifier:
             "event_type": EVENT_TYPES[outcome],
             "event_payload": {"gid": export.gid, "subscription_id": sub.id},
         }
-        message = await self._notification(sub, export, outcome)
-        if outcome is Outcome.FINISHED:
-            # Before the post: the link expiry job edits only posts that carried a link.
-            link_until = self._rt.now() + LINK_VALIDITY if messages.carries_link(message) else None
-            await self._followups.record_link(sub.id, link_until=link_until)
         # The claim works as a lease: recovery takes over a claim older than the grace, so
         # this post must be over well before then (slack_sdk may be sleeping out a 429), or
         # both would post. Cut short, its outcome is unknown: recovery reads the history.

@@ -28,6 +28,7 @@ from bot.demo.fake_asana import FakeAsana
 from bot.demo.fake_slack import FakeSlack
 from bot.testing import BotProcess, command, finished_posts, posts, wait_until
 from bot.testing.moto_server import Bucket
+from bot.testing.slack_view import FINISHED_EVENT
 
 MIB = 1024 * 1024
 GID = "1200000000000913"
@@ -102,7 +103,9 @@ def finished_ts(slack: FakeSlack) -> str:
     (call,) = [
         c
         for c in slack.calls_to("chat.postMessage")
-        if c.ok and c.body.get("channel") == CHANNEL and c.body.get("metadata")
+        if c.ok
+        and c.body.get("channel") == CHANNEL
+        and (c.body.get("metadata") or {}).get("event_type") == FINISHED_EVENT
     ]
     assert call.response is not None
     return str(call.response["ts"])

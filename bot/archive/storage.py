@@ -32,6 +32,7 @@ from urllib.parse import urlsplit
 import obstore
 from obstore.store import LocalStore, from_url
 
+from bot.archive.leftovers import CleanupError, clean_leftovers
 from bot.archive.naming import url_problem
 
 log = logging.getLogger(__name__)
@@ -161,41 +162,13 @@ class ArchiveStorage:
         Call it only while holding the archive's lease (it could otherwise abort a live
         transfer). A local store's staging files (`<path>#<n>`) are invisible to obstore's
         listing, so they are found on disk. Object stores' unfinished multipart uploads need
-        calls obstore does not expose: `bot.archive.leftovers` makes them where it exists.
+        calls obstore does not expose: `bot.archive.leftovers` makes them.
         """
-        parts = urlsplit(self.url)
-        if parts.scheme == "file":
-            return _remove_staging(Path(parts.path) / path)
         try:
-            from bot.archive.leftovers import (  # type: ignore[import-not-found]
-                CleanupError,
-                clean_leftovers,
-            )
-        except ImportError:
-            return 0
-        try:
-            return int(await clean_leftovers(self.url, path))
+            return await clean_leftovers(self.url, path)
         except CleanupError as exc:  # the store refused: the archive goes on regardless
             log.warning("leftover uploads of an interrupted archive not cleaned: %s", exc)
             return 0
-
-
-def _remove_staging(target: Path) -> int:
-    """Delete `<target>#<digits>` files: object_store's LocalFileSystem staging files."""
-    removed = 0
-    try:
-        entries = list(target.parent.iterdir())
-    except OSError:
-        return 0
-    for entry in entries:
-        suffix = entry.name.removeprefix(target.name + "#")
-        if suffix != entry.name and suffix.isdigit():
-            try:
-                entry.unlink()
-                removed += 1
-            except OSError:
-                pass
-    return removed
 
 
 def _open(url: str) -> Any:
