@@ -1,4 +1,5 @@
-"""`asana-export-bot run | check | demo`: the only entry point; nothing imports this module."""
+"""`asana-export-bot run | check | doctor | demo | archive`: the only entry point; nothing imports
+this module."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ import asyncio
 import json
 import sys
 from datetime import UTC, datetime
-from typing import NoReturn
+from typing import TYPE_CHECKING, NoReturn
 
 import click
 
@@ -14,6 +15,9 @@ from bot import __version__
 from bot.config import Settings, SettingsError, load_settings
 from bot.logging_setup import configure_logging
 from bot.models import LINK_VALIDITY, Export, ExportState, ProblemKind
+
+if TYPE_CHECKING:
+    from bot.command_parser import Lookup
 
 # `check` exit codes, distinct so scripts can branch on them.
 EXIT_FOUND = 0
@@ -23,6 +27,18 @@ EXIT_AUTH = 4
 EXIT_TRANSIENT = 5
 EXIT_MALFORMED = 6  # Asana's answer had no `data`, or was about another export: not retried
 EXIT_CONFIG = 78  # EX_CONFIG from sysexits.h
+
+
+def _lookup_or_problem(gid: str) -> Lookup | str:
+    """`gid` as the bot would look it up, or why it is not an export gid."""
+    from bot.command_parser import Invalid, Lookup, parse_command
+
+    parsed = parse_command(gid)
+    if isinstance(parsed, Lookup):
+        return parsed
+    if isinstance(parsed, Invalid):
+        return parsed.problem.replace("`", "'")
+    return f"{gid[:40]!r} is not an export gid (a gid is a number)"
 
 
 def _settings_or_exit(mode: str, *, as_json: bool = False) -> Settings:
@@ -183,7 +199,6 @@ def check(gid: str, as_json: bool) -> None:
     outcome, errors included, is one JSON object on stdout.
     """
     from bot.asana import AsanaClient, AsanaError
-    from bot.command_parser import Invalid, Lookup, parse_command
 
     def fail(
         code: int, error: str, message: str, gid: str | None, reason: str | None = None
@@ -194,14 +209,9 @@ def check(gid: str, as_json: bool) -> None:
         click.echo(f"error: {message}", err=True)
         sys.exit(code)
 
-    parsed = parse_command(gid)
-    if not isinstance(parsed, Lookup):
-        problem = (
-            parsed.problem.replace("`", "'")
-            if isinstance(parsed, Invalid)
-            else f"{gid[:40]!r} is not an export gid (a gid is a number)"
-        )
-        fail(EXIT_BAD_INPUT, "bad_input", problem, None)
+    parsed = _lookup_or_problem(gid)
+    if isinstance(parsed, str):
+        fail(EXIT_BAD_INPUT, "bad_input", parsed, None)
     settings = _settings_or_exit("check", as_json=as_json)
     configure_logging("ERROR", _secrets(settings), log_format=settings.LOG_FORMAT)
     assert settings.ASANA_TOKEN is not None
@@ -251,7 +261,6 @@ def archive(gid: str, as_json: bool) -> None:
     from bot.archive.storage import StorageError
     from bot.archive.transfer import TransferFailed
     from bot.asana import AsanaError
-    from bot.command_parser import Invalid, Lookup, parse_command
 
     def fail(code: int, error: str, message: str, gid: str | None) -> NoReturn:
         if as_json:
@@ -259,14 +268,9 @@ def archive(gid: str, as_json: bool) -> None:
         click.echo(f"error: {message}", err=True)
         sys.exit(code)
 
-    parsed = parse_command(gid)
-    if not isinstance(parsed, Lookup):
-        problem = (
-            parsed.problem.replace("`", "'")
-            if isinstance(parsed, Invalid)
-            else f"{gid[:40]!r} is not an export gid (a gid is a number)"
-        )
-        fail(EXIT_BAD_INPUT, "bad_input", problem, None)
+    parsed = _lookup_or_problem(gid)
+    if isinstance(parsed, str):
+        fail(EXIT_BAD_INPUT, "bad_input", parsed, None)
     settings = _settings_or_exit("check", as_json=as_json)
     if not settings.ARCHIVE_URL:
         fail(

@@ -30,10 +30,9 @@ from bot import audit, creating, messages, scheduling, slack_org, slack_out
 from bot.access import is_allowed, may_list_watch
 from bot.archive.records import Archives
 from bot.command_parser import New, parse_command
-from bot.messages import ArchiveSummary, EndedWatch, HomeContent, HomeWatch, ScheduleLine
+from bot.messages import ArchiveSummary, EndedWatch, HomeContent, HomeWatch
 from bot.models import Subscription
 from bot.runtime import Runtime
-from bot.schedule_spec import next_after
 from bot.store import _export_row, _subscription, exports, subscriptions
 
 log = logging.getLogger(__name__)
@@ -140,20 +139,7 @@ async def content(
         for sub, row in pairs
         if visible(sub.channel_id)
     ]
-    lines = [
-        ScheduleLine(
-            id=r.id,
-            when=r.trigger_text,
-            timezone=r.timezone,
-            organization_gid=r.organization_gid,
-            channel_id=r.channel_id,
-            created_by=r.created_by,
-            next_at=next_after(scheduling.spec_of(r), now),
-            paused_reason=r.paused_reason,
-        )
-        for r in schedules
-        if visible(r.channel_id)
-    ]
+    lines = [scheduling.schedule_line(r, now) for r in schedules if visible(r.channel_id)]
     seen = [(sub, org) for sub, org in ended if visible(sub.channel_id)][:ENDED_SHOWN]
     # Hidden ends are counted only down to the oldest one shown (older ones are not listed anyway).
     oldest = seen[-1][0].id if len(seen) == ENDED_SHOWN else None

@@ -9,6 +9,7 @@ Firing the occurrences is not this module's job.
 from __future__ import annotations
 
 import logging
+from datetime import datetime
 
 from bot import audit, messages, slack_org
 from bot.access import may_list_watch
@@ -88,6 +89,20 @@ async def create_schedule(
     )
 
 
+def schedule_line(row: ScheduleRow, now: datetime) -> ScheduleLine:
+    """A schedule as lists show it (`schedules`, the App Home), with its next occurrence."""
+    return ScheduleLine(
+        id=row.id,
+        when=row.trigger_text,
+        timezone=row.timezone,
+        organization_gid=row.organization_gid,
+        channel_id=row.channel_id,
+        created_by=row.created_by,
+        next_at=next_after(spec_of(row), now),
+        paused_reason=row.paused_reason,
+    )
+
+
 async def list_schedules(
     runtime: Runtime, *, team_id: str, channel_id: str | None, asked_in: str, user_id: str
 ) -> Message:
@@ -112,19 +127,7 @@ async def list_schedules(
         ]
         withheld, rows = len(rows) - len(visible), visible
     now = runtime.now()
-    lines = [
-        ScheduleLine(
-            id=r.id,
-            when=r.trigger_text,
-            timezone=r.timezone,
-            organization_gid=r.organization_gid,
-            channel_id=r.channel_id,
-            created_by=r.created_by,
-            next_at=next_after(spec_of(r), now),
-            paused_reason=r.paused_reason,
-        )
-        for r in rows
-    ]
+    lines = [schedule_line(r, now) for r in rows]
     return messages.render_schedule_list(
         lines,
         now=now,
