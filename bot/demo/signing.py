@@ -137,23 +137,9 @@ def block_actions_payload(
         message = {"type": "message", "user": "U0BOT", "ts": ts, "text": "", "team": team_id}
     msg = dict(message)
     ts = str(msg.get("ts") or message_ts or new_action_ts())
-    action: dict[str, Any] = {
-        "action_id": action_id,
-        "block_id": block_id,
-        "text": {"type": "plain_text", "text": button_text, "emoji": True},
-        "type": "button",
-        "action_ts": new_action_ts(),
-    }
-    if value is not None:
-        action["value"] = value
     return {
         "type": "block_actions",
-        "user": {
-            "id": user_id,
-            "username": user_name,
-            "name": user_name,
-            "team_id": user_team_id or team_id,
-        },
+        "user": _clicker(user_id, user_name, user_team_id or team_id),
         "api_app_id": api_app_id,
         "token": token,
         "container": {
@@ -170,8 +156,27 @@ def block_actions_payload(
         "message": msg,
         "state": {"values": {}},
         "response_url": response_url,
-        "actions": [action],
+        "actions": [_button(action_id, block_id, button_text, value)],
     }
+
+
+def _button(action_id: str, block_id: str, text: str, value: str | None) -> dict[str, Any]:
+    """The clicked button as a block_actions payload carries it (a message's or a view's)."""
+    action: dict[str, Any] = {
+        "action_id": action_id,
+        "block_id": block_id,
+        "text": {"type": "plain_text", "text": text, "emoji": True},
+        "type": "button",
+        "action_ts": new_action_ts(),
+    }
+    if value is not None:
+        action["value"] = value
+    return action
+
+
+def _clicker(user_id: str, user_name: str, team_id: str) -> dict[str, Any]:
+    """The `user` of an interaction payload; `team_id` is the person's own workspace."""
+    return {"id": user_id, "username": user_name, "name": user_name, "team_id": team_id}
 
 
 def home_block_actions_payload(
@@ -201,23 +206,9 @@ def home_block_actions_payload(
     shown.setdefault("hash", f"{int(time.time())}.{secrets.token_hex(4)}")
     shown.setdefault("team_id", team_id)
     shown.setdefault("app_id", api_app_id)
-    action: dict[str, Any] = {
-        "action_id": action_id,
-        "block_id": block_id,
-        "text": {"type": "plain_text", "text": button_text, "emoji": True},
-        "type": "button",
-        "action_ts": new_action_ts(),
-    }
-    if value is not None:
-        action["value"] = value
     return {
         "type": "block_actions",
-        "user": {
-            "id": user_id,
-            "username": user_name,
-            "name": user_name,
-            "team_id": user_team_id or team_id,
-        },
+        "user": _clicker(user_id, user_name, user_team_id or team_id),
         "api_app_id": api_app_id,
         "token": token,
         "container": {"type": "view", "view_id": shown["id"]},
@@ -226,7 +217,7 @@ def home_block_actions_payload(
         "enterprise": None if enterprise_id is None else {"id": enterprise_id, "name": "Ent"},
         "is_enterprise_install": False,
         "view": shown,
-        "actions": [action],
+        "actions": [_button(action_id, block_id, button_text, value)],
     }
 
 
@@ -254,12 +245,7 @@ def view_submission_payload(
     return {
         "type": "view_submission",
         "team": {"id": team_id, "domain": team_domain},
-        "user": {
-            "id": user_id,
-            "username": user_name,
-            "name": user_name,
-            "team_id": user_team_id or team_id,
-        },
+        "user": _clicker(user_id, user_name, user_team_id or team_id),
         "api_app_id": api_app_id,
         "token": token,
         "trigger_id": trigger_id or new_trigger_id(),
