@@ -34,6 +34,7 @@ from bot.readiness import Readiness, SlackCheck
 from bot.runtime import Runtime, replica_id
 from bot.schedule_firing import ScheduleFirer
 from bot.scheduler import (
+    RunningJobs,
     add_archive_job,
     add_followup_job,
     add_schedule_job,
@@ -112,6 +113,7 @@ async def _serve(settings: Settings, sock: socket.socket) -> None:
     scheduler = build_scheduler(
         watcher, tick_seconds=settings.TICK_SECONDS, recover_seconds=settings.RECOVER_SECONDS
     )
+    running = RunningJobs(scheduler)
     add_schedule_job(scheduler, ScheduleFirer(runtime).tick)
     add_followup_job(scheduler, Followups(runtime).run, seconds=FOLLOWUP_SECONDS)
     archiver = Archiver(runtime)
@@ -159,7 +161,13 @@ async def _serve(settings: Settings, sock: socket.socket) -> None:
     finally:
         await archiver.stop(grace=settings.LEASE_SECONDS / 2)  # aborts its upload, not cancelled
         await _teardown(
-            settings, scheduler, watcher, transport, runner, runtime=runtime, engine=engine
+            settings,
+            (scheduler, running),
+            watcher,
+            transport,
+            runner,
+            runtime=runtime,
+            engine=engine,
         )
 
 
@@ -202,7 +210,7 @@ class _Transport:
 
 async def _teardown(
     settings: Settings,
-    scheduler: AsyncIOScheduler,
+    jobs: tuple[AsyncIOScheduler, RunningJobs],
     watcher: Watcher,
     transport: _Transport,
     runner: web.AppRunner,
@@ -212,7 +220,7 @@ async def _teardown(
 ) -> None:
     """Stop in the reverse order of what depends on what; each step needs the ones after it.
 
-    1. The scheduler: no new tick starts, the running one finishes (up to half a lease), and
+    1. The scheduler: no new job starts, the running ones finish (up to half a lease), and
        this replica's leases are given back, so another replica polls them at once. It needs
        the database and both clients, which are still open.
     2. The transport: Socket Mode stops receiving (the reconnect loop first, so it does not
@@ -221,7 +229,8 @@ async def _teardown(
     3. The clients: Asana's pooled connections, then Slack's aiohttp session.
     4. The database engine, last: everything above may write to it until it is done.
     """
-    await stop_scheduler(scheduler, watcher, grace=settings.LEASE_SECONDS / 2)
+    scheduler, running = jobs
+    await stop_scheduler(scheduler, running, watcher, grace=settings.LEASE_SECONDS / 2)
     await transport.close()
     await runner.cleanup()
     await audit.drain(grace=5.0)  # lines the listeners started still need the Slack client

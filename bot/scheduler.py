@@ -7,6 +7,14 @@ import logging
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 
+from apscheduler.events import (
+    EVENT_JOB_ERROR,
+    EVENT_JOB_EXECUTED,
+    EVENT_JOB_MISSED,
+    EVENT_JOB_SUBMITTED,
+    JobEvent,
+    JobSubmissionEvent,
+)
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from apscheduler.triggers.interval import IntervalTrigger
 
@@ -68,17 +76,64 @@ def add_followup_job(
     )
 
 
-async def stop_scheduler(scheduler: AsyncIOScheduler, watcher: Watcher, *, grace: float) -> None:
-    """Stop starting jobs, let an in-flight tick finish, then give back any lease still held.
+class RunningJobs:
+    """How many of the scheduler's job runs are in flight, counted from its own events.
 
-    AsyncIOScheduler.shutdown() cancels running coroutine jobs, so it comes last.
+    AsyncIOScheduler.shutdown() cancels coroutine jobs that are still running: a job cancelled
+    mid-query logs an ERROR and leaves its work half done. Shutdown waits on `idle()` first.
+    A submission covers one or more run times, and each ends in exactly one executed, error or
+    missed event, dispatched when the job's task is done.
+    """
+
+    def __init__(self, scheduler: AsyncIOScheduler) -> None:
+        self._runs = 0
+        self._idle = asyncio.Event()
+        self._idle.set()
+        scheduler.add_listener(self._submitted, EVENT_JOB_SUBMITTED)
+        scheduler.add_listener(self._ended, EVENT_JOB_EXECUTED | EVENT_JOB_ERROR | EVENT_JOB_MISSED)
+
+    @property
+    def count(self) -> int:
+        return self._runs
+
+    def _submitted(self, event: JobSubmissionEvent) -> None:
+        self._runs += len(event.scheduled_run_times)
+        if self._runs:
+            self._idle.clear()
+
+    def _ended(self, event: JobEvent) -> None:
+        self._runs = max(0, self._runs - 1)
+        if not self._runs:
+            self._idle.set()
+
+    async def idle(self) -> None:
+        """Return once no job run is in flight."""
+        await self._idle.wait()
+
+
+async def stop_scheduler(
+    scheduler: AsyncIOScheduler, running: RunningJobs, watcher: Watcher, *, grace: float
+) -> None:
+    """Stop starting jobs, let the ones in flight finish, then give back any lease still held.
+
+    AsyncIOScheduler.shutdown() cancels running coroutine jobs, so it comes last, and only
+    what outlived the grace period is cancelled.
     """
     if scheduler.running:
         scheduler.pause()
+
+    async def all_idle() -> None:
+        await running.idle()
+        await watcher.idle()
+
     try:
-        await asyncio.wait_for(watcher.idle(), grace)
+        await asyncio.wait_for(all_idle(), grace)
     except TimeoutError:
-        log.warning("a tick was still running after %.0fs; its leases are released", grace)
+        log.warning(
+            "%d job run(s) still running after %.0fs are cancelled; leases are released",
+            running.count,
+            grace,
+        )
     if scheduler.running:
         scheduler.shutdown(wait=False)
     try:
