@@ -478,6 +478,7 @@ async def _seed_watches(database_url: str, watches: Sequence[Watch], via_subscri
                 next_poll_at=w.next_poll_at,
             )
         per_call = (time.perf_counter() - started) / len(head) if head else float("nan")
+        store.close()
         seen: set[str] = {w.gid for w in head}
         export_rows = []
         for w in tail:

@@ -12,8 +12,9 @@ from importlib import resources
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from sqlalchemy import create_engine as create_sync_engine
 from sqlalchemy import event, text
-from sqlalchemy.engine import Connection, make_url
+from sqlalchemy.engine import Connection, Engine, make_url
 from sqlalchemy.exc import ArgumentError, DBAPIError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
@@ -33,6 +34,7 @@ __all__ = [
     "DatabaseUnavailable",
     "create_engine",
     "open_database",
+    "thread_engine",
     "upgrade",
 ]
 
@@ -97,10 +99,34 @@ def create_engine(url: str, **kwargs: Any) -> AsyncEngine:
         path = _sqlite_path(normalized)
         file = prepare(path) if path else None  # before the first connection would create it
         engine = create_async_engine(normalized, **kwargs)
-        _install_sqlite_hooks(engine, file)
+        _install_sqlite_hooks(engine.sync_engine, file)
+        if file is not None:
+            _sqlite_files[engine.sync_engine] = file
         return engine
     kwargs.setdefault("pool_pre_ping", True)
     return create_async_engine(normalized, **kwargs)
+
+
+#: The file each SQLite engine opened (by identity), for the store's own engine on it.
+_sqlite_files: weakref.WeakKeyDictionary[Engine, SqliteFile] = weakref.WeakKeyDictionary()
+
+
+def thread_engine(engine: AsyncEngine) -> Engine | None:
+    """A synchronous engine on the SQLite file `engine` opened, with the same hooks, for the
+    store's threads (bot.sqlite_thread). None for PostgreSQL, and for in-memory databases: a
+    second engine would open a second, empty one.
+
+    Each thread opens connections of its own as transactions overlap; max_overflow=-1 so a
+    burst of open read transactions never waits on the pool inside the reader thread.
+    """
+    file = _sqlite_files.get(engine.sync_engine)
+    if file is None:
+        return None
+    sync = create_sync_engine(
+        engine.url.set(drivername="sqlite+pysqlite"), pool_size=4, max_overflow=-1
+    )
+    _install_sqlite_hooks(sync, file)
+    return sync
 
 
 def _sqlite_path(normalized: str) -> Path | None:
@@ -114,7 +140,7 @@ def _sqlite_path(normalized: str) -> Path | None:
     return Path(database).expanduser().absolute()
 
 
-def _install_sqlite_hooks(engine: AsyncEngine, file: SqliteFile | None) -> None:
+def _install_sqlite_hooks(engine: Engine, file: SqliteFile | None) -> None:
     """Pragmas on every connection, and BEGIN IMMEDIATE so two writers never both read stale.
 
     The sqlite3 driver's own transaction handling is switched off (isolation_level=None) and we
@@ -125,11 +151,11 @@ def _install_sqlite_hooks(engine: AsyncEngine, file: SqliteFile | None) -> None:
     """
     if file is not None:
 
-        @event.listens_for(engine.sync_engine, "do_connect")
+        @event.listens_for(engine, "do_connect")
         def _before_connect(*_: Any) -> None:
             file.check()
 
-    @event.listens_for(engine.sync_engine, "connect")
+    @event.listens_for(engine, "connect")
     def _on_connect(dbapi_connection: Any, _record: Any) -> None:
         dbapi_connection.isolation_level = None
         cursor = dbapi_connection.cursor()
@@ -141,7 +167,7 @@ def _install_sqlite_hooks(engine: AsyncEngine, file: SqliteFile | None) -> None:
         finally:
             cursor.close()
 
-    @event.listens_for(engine.sync_engine, "begin")
+    @event.listens_for(engine, "begin")
     def _on_begin(conn: Connection) -> None:
         mode = conn.get_execution_options().get(SQLITE_BEGIN_OPTION, "IMMEDIATE")
         if mode not in ("IMMEDIATE", "DEFERRED"):

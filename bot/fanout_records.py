@@ -22,14 +22,13 @@ async def claim(store: Store, sub_ids: Sequence[int], *, now: datetime) -> set[i
     if not sub_ids:
         return set()
     s = subscriptions.c
-    async with store._write() as conn:  # the store's own transaction helper
-        rows = await conn.execute(
-            subscriptions.update()
-            .where(s.id.in_(list(sub_ids)), s.notified_at.is_(None), s.ended_at.is_(None))
-            .values(notified_at=now)
-            .returning(s.id)
-        )
-        return {row[0] for row in rows}
+    statement = (
+        subscriptions.update()
+        .where(s.id.in_(list(sub_ids)), s.notified_at.is_(None), s.ended_at.is_(None))
+        .values(notified_at=now)
+        .returning(s.id)
+    )
+    return set(await store.write(lambda conn: conn.execute(statement).scalars().all()))
 
 
 async def record(
@@ -49,5 +48,4 @@ async def record(
             end_reason=sa.func.coalesce(s.end_reason, _short(reason, _END_REASON_MAX)),
         )
     )
-    async with store._write() as conn:  # the store's own transaction helper
-        await conn.execute(statement, params)
+    await store.write(lambda conn: conn.execute(statement, params))

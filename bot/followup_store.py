@@ -24,7 +24,7 @@ from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.ext.asyncio import AsyncConnection
+from sqlalchemy.engine import Connection
 
 from bot.models import EndReason, Subscription
 from bot.store import (
@@ -81,15 +81,15 @@ class ExpiryCandidate:
     expiry_claimed_at: datetime | None
 
 
-def _insert(conn: AsyncConnection) -> Any:
+def _insert(conn: Connection) -> Any:
     return (postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert)(
         subscription_followups
     )
 
 
-async def _ensure_row(conn: AsyncConnection, sub_id: int) -> None:
+def _ensure_row(conn: Connection, sub_id: int) -> None:
     """The row to compare-and-set on; a replica that loses the insert race just goes on."""
-    await conn.execute(_insert(conn).values(subscription_id=sub_id).on_conflict_do_nothing())
+    conn.execute(_insert(conn).values(subscription_id=sub_id).on_conflict_do_nothing())
 
 
 class FollowupStore:
@@ -97,6 +97,10 @@ class FollowupStore:
 
     def __init__(self, store: Store) -> None:
         self._store = store
+
+    async def _rowcount(self, statement: sa.Update) -> int:
+        """One compare-and-set UPDATE in its own write transaction: the rows it changed."""
+        return await self._store.write(lambda conn: conn.execute(statement).rowcount)
 
     # -- stall -------------------------------------------------------------------------
 
@@ -112,8 +116,7 @@ class FollowupStore:
             .where(s.ended_at.is_(None), s.card_ts.is_not(None), exports.c.state.in_(states))
             .order_by(s.id)
         )
-        async with self._store._read() as conn:
-            rows = (await conn.execute(query)).all()
+        rows = await self._store.read(lambda conn: conn.execute(query).all())
         return [
             StallCandidate(
                 subscription=_subscription(r._mapping),
@@ -130,46 +133,46 @@ class FollowupStore:
 
         Only when the previous note was recorded (or none was claimed) and is `every` old.
         """
-        async with self._store._write() as conn:
-            await _ensure_row(conn, sub_id)
-            row = (
-                await conn.execute(
-                    subscription_followups.update()
-                    .where(
-                        _f.subscription_id == sub_id,
-                        sa.or_(
-                            _f.stall_claimed_at.is_(None),
-                            sa.and_(
-                                _f.stall_noted_at == _f.stall_claimed_at,
-                                _f.stall_claimed_at <= now - every,
-                            ),
-                        ),
-                    )
-                    .values(stall_claimed_at=now)
-                    .returning(_f.stall_notes)
-                )
-            ).first()
+        statement = (
+            subscription_followups.update()
+            .where(
+                _f.subscription_id == sub_id,
+                sa.or_(
+                    _f.stall_claimed_at.is_(None),
+                    sa.and_(
+                        _f.stall_noted_at == _f.stall_claimed_at,
+                        _f.stall_claimed_at <= now - every,
+                    ),
+                ),
+            )
+            .values(stall_claimed_at=now)
+            .returning(_f.stall_notes)
+        )
+
+        def claim(conn: Connection) -> Any:
+            _ensure_row(conn, sub_id)
+            return conn.execute(statement).first()
+
+        row = await self._store.write(claim)
         return None if row is None else int(row[0]) + 1
 
     async def record_stall(self, sub_id: int, *, claimed_at: datetime) -> bool:
         """The note claimed at `claimed_at` is posted."""
-        async with self._store._write() as conn:
-            result = await conn.execute(
-                subscription_followups.update()
-                .where(_f.subscription_id == sub_id, _f.stall_claimed_at == claimed_at)
-                .values(stall_noted_at=claimed_at, stall_notes=_f.stall_notes + 1)
-            )
-        return result.rowcount == 1
+        statement = (
+            subscription_followups.update()
+            .where(_f.subscription_id == sub_id, _f.stall_claimed_at == claimed_at)
+            .values(stall_noted_at=claimed_at, stall_notes=_f.stall_notes + 1)
+        )
+        return await self._rowcount(statement) == 1
 
     async def release_stall(self, sub_id: int, *, claimed_at: datetime) -> bool:
         """The note was not posted: give the claim back so the next run tries again."""
-        async with self._store._write() as conn:
-            result = await conn.execute(
-                subscription_followups.update()
-                .where(_f.subscription_id == sub_id, _f.stall_claimed_at == claimed_at)
-                .values(stall_claimed_at=_f.stall_noted_at)
-            )
-        return result.rowcount == 1
+        statement = (
+            subscription_followups.update()
+            .where(_f.subscription_id == sub_id, _f.stall_claimed_at == claimed_at)
+            .values(stall_claimed_at=_f.stall_noted_at)
+        )
+        return await self._rowcount(statement) == 1
 
     # -- link expiry -------------------------------------------------------------------
 
@@ -178,14 +181,17 @@ class FollowupStore:
         write for a whole fan-out wave)."""
         if not links:
             return
-        async with self._store._write() as conn:
+
+        def record(conn: Connection) -> None:
             for sub_id, link_until in links:
-                await _ensure_row(conn, sub_id)
-                await conn.execute(
+                _ensure_row(conn, sub_id)
+                conn.execute(
                     subscription_followups.update()
                     .where(_f.subscription_id == sub_id)
                     .values(expires_at=link_until, expiry_claimed_at=None, expiry_done_at=None)
                 )
+
+        await self._store.write(record)
 
     async def expiry_candidates(self, now: datetime, *, limit: int = 100) -> list[ExpiryCandidate]:
         """Posted links that have stopped working and whose post is not edited yet."""
@@ -203,8 +209,7 @@ class FollowupStore:
             .order_by(_f.expires_at)
             .limit(limit)
         )
-        async with self._store._read() as conn:
-            rows = (await conn.execute(query)).all()
+        rows = await self._store.read(lambda conn: conn.execute(query).all())
         return [
             ExpiryCandidate(
                 subscription=_subscription(r._mapping),
@@ -217,46 +222,39 @@ class FollowupStore:
 
     async def claim_expiry(self, sub_id: int, *, now: datetime, stale_before: datetime) -> bool:
         """Win the right to edit the post: unclaimed, or claimed by a replica gone quiet."""
-        async with self._store._write() as conn:
-            result = await conn.execute(
-                subscription_followups.update()
-                .where(
-                    _f.subscription_id == sub_id,
-                    _f.expiry_done_at.is_(None),
-                    sa.or_(_f.expiry_claimed_at.is_(None), _f.expiry_claimed_at < stale_before),
-                )
-                .values(expiry_claimed_at=now)
+        statement = (
+            subscription_followups.update()
+            .where(
+                _f.subscription_id == sub_id,
+                _f.expiry_done_at.is_(None),
+                sa.or_(_f.expiry_claimed_at.is_(None), _f.expiry_claimed_at < stale_before),
             )
-        return result.rowcount == 1
+            .values(expiry_claimed_at=now)
+        )
+        return await self._rowcount(statement) == 1
 
     async def record_expired(self, sub_id: int, *, now: datetime) -> bool:
         """The post is edited (or can never be): done for good."""
-        async with self._store._write() as conn:
-            result = await conn.execute(
-                subscription_followups.update()
-                .where(_f.subscription_id == sub_id, _f.expiry_done_at.is_(None))
-                .values(expiry_done_at=now)
-            )
-        return result.rowcount == 1
+        statement = (
+            subscription_followups.update()
+            .where(_f.subscription_id == sub_id, _f.expiry_done_at.is_(None))
+            .values(expiry_done_at=now)
+        )
+        return await self._rowcount(statement) == 1
 
     async def release_expiry(self, sub_id: int, *, claimed_at: datetime) -> bool:
         """The edit failed for now: give the claim back for the next run."""
-        async with self._store._write() as conn:
-            result = await conn.execute(
-                subscription_followups.update()
-                .where(_f.subscription_id == sub_id, _f.expiry_claimed_at == claimed_at)
-                .values(expiry_claimed_at=None)
-            )
-        return result.rowcount == 1
+        statement = (
+            subscription_followups.update()
+            .where(_f.subscription_id == sub_id, _f.expiry_claimed_at == claimed_at)
+            .values(expiry_claimed_at=None)
+        )
+        return await self._rowcount(statement) == 1
 
     async def followup(self, sub_id: int) -> Mapping[str, Any] | None:
         """The raw row (for tests and diagnostics)."""
-        async with self._store._read() as conn:
-            row = (
-                await conn.execute(
-                    sa.select(subscription_followups).where(_f.subscription_id == sub_id)
-                )
-            ).first()
+        query = sa.select(subscription_followups).where(_f.subscription_id == sub_id)
+        row = await self._store.read(lambda conn: conn.execute(query).first())
         return dict(row._mapping) if row else None
 
     async def audit_threads(self, gid: str, *, limit: int = 20) -> list[Subscription]:
@@ -274,6 +272,5 @@ class FollowupStore:
             .order_by(s.id.desc())
             .limit(limit)
         )
-        async with self._store._read() as conn:
-            rows = (await conn.execute(query)).all()
+        rows = await self._store.read(lambda conn: conn.execute(query).all())
         return [_subscription(r._mapping) for r in rows]

@@ -83,8 +83,7 @@ async def ended_watches(
         .order_by(s.ended_at.desc(), s.id.desc())
         .limit(limit)
     )
-    async with runtime.store._read() as conn:
-        rows = (await conn.execute(query)).all()
+    rows = await runtime.store.read(lambda conn: conn.execute(query).all())
     return [(_subscription(r._mapping), r._mapping[exports.c.organization_name]) for r in rows]
 
 
@@ -96,8 +95,7 @@ async def subscription(runtime: Runtime, sub_id: int) -> tuple[Subscription, str
         .join(exports, exports.c.gid == s.export_gid)
         .where(s.id == sub_id)
     )
-    async with runtime.store._read() as conn:
-        row = (await conn.execute(query)).first()
+    row = await runtime.store.read(lambda conn: conn.execute(query).first())
     if row is None:
         return None
     return _subscription(row._mapping), _export_row(row._mapping).organization_name

@@ -227,7 +227,8 @@ async def _teardown(
        reconnect what is being closed), then the HTTP server stops taking requests and waits
        for the listeners still answering; they too need the clients and the database.
     3. The clients: Asana's pooled connections, then Slack's aiohttp session.
-    4. The database engine, last: everything above may write to it until it is done.
+    4. The database, last: everything above may write to it until it is done (the store's
+       SQLite threads, then the engine).
     """
     scheduler, running = jobs
     await stop_scheduler(scheduler, running, watcher, grace=settings.LEASE_SECONDS / 2)
@@ -237,4 +238,5 @@ async def _teardown(
     await runtime.asana.aclose()
     if runtime.slack.session is not None:
         await runtime.slack.session.close()
+    runtime.store.close()
     await engine.dispose()

@@ -43,19 +43,18 @@ async def take_over(store: Store, run: RunRow, *, now: datetime) -> RunRow | Non
     which a second taker then no longer matches): the run as taken, or None if another took it.
     Taking it again later needs it to go stale again, as a lease would."""
     c = schedule_runs.c
-    async with store._write() as conn:
-        result = await conn.execute(
-            schedule_runs.update()
-            .where(
-                c.id == run.id,
-                c.outcome == run.outcome.value,
-                c.attempts == run.attempts,
-                c.updated_at == run.updated_at,
-            )
-            .values(updated_at=now)
-            .returning(*schedule_runs.c)
+    statement = (
+        schedule_runs.update()
+        .where(
+            c.id == run.id,
+            c.outcome == run.outcome.value,
+            c.attempts == run.attempts,
+            c.updated_at == run.updated_at,
         )
-        row = result.first()
+        .values(updated_at=now)
+        .returning(*schedule_runs.c)
+    )
+    row = await store.write(lambda conn: conn.execute(statement).first())
     if row is None:
         return None
     return _run_row(row._mapping)
@@ -72,8 +71,7 @@ async def card_origins(store: Store, run_ids: Iterable[int | None]) -> dict[int,
         .join(schedules, s.id == r.schedule_id)
         .where(r.id.in_(wanted))
     )
-    async with store._read() as conn:
-        rows = (await conn.execute(query)).all()
+    rows = await store.read(lambda conn: conn.execute(query).all())
     return {
         row[0]: CardOrigin(
             schedule_id=row[4],
@@ -104,14 +102,12 @@ async def run_subscription(store: Store, run_id: int) -> Subscription | None:
     """The watch a run's export got in its channel, active or ended (the newest), if any."""
     c = subscriptions.c
     query = sa.select(subscriptions).where(c.schedule_run_id == run_id).order_by(c.id.desc())
-    async with store._read() as conn:
-        row = (await conn.execute(query.limit(1))).first()
+    row = await store.read(lambda conn: conn.execute(query.limit(1)).first())
     return None if row is None else _subscription(row._mapping)
 
 
 async def creation_of(store: Store, request_key: str) -> CreationRow | None:
     """The creation request recorded under this key (what Asana answered, if it was told)."""
     query = sa.select(created_exports).where(created_exports.c.request_key == request_key)
-    async with store._read() as conn:
-        row = (await conn.execute(query)).first()
+    row = await store.read(lambda conn: conn.execute(query).first())
     return None if row is None else _creation_row(row._mapping)

@@ -243,6 +243,7 @@ def test_replaced_sqlite_file_is_noticed_by_the_store(tmp_path: Path) -> None:
                 await store.count_active_subscriptions()
             with pytest.raises(DatabaseUnavailable):
                 await store.release_leases("someone")
+            store.close()
         finally:
             await engine.dispose()
 

@@ -375,8 +375,8 @@ async def test_a_run_whose_replica_died_after_asana_answered_is_watched_once(
             await watching.post_card(
                 rt, sub, export, next_check_at=None, origin=run_origin(schedule, run)
             )
-            async with store._write() as conn:
-                await conn.execute(subscriptions.update().values(card_ts=None))
+            forget_cards = subscriptions.update().values(card_ts=None)
+            await store.write(lambda conn: conn.execute(forget_cards))
     assert await sbot.fire_schedules() == 0, "its own replica may still be at it"
     await sbot.fire_schedules(after=91)  # past LEASE_SECONDS + the Asana call: it is gone
     assert creates(fake_asana) == [], "Asana is asked nothing"

@@ -48,6 +48,7 @@ async def runtime(bot_env: dict[str, str], fake_asana: FakeAsana) -> AsyncIterat
     finally:
         await runtime.asana.aclose()
         await runtime.slack.session.close()
+        runtime.store.close()
         await engine.dispose()
 
 

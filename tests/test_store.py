@@ -123,8 +123,10 @@ async def engine(backend: Backend) -> AsyncEngine:
 
 
 @pytest.fixture
-def store(engine: AsyncEngine) -> Store:
-    return Store(engine)
+def store(engine: AsyncEngine) -> Iterator[Store]:
+    store = Store(engine)
+    yield store
+    store.close()
 
 
 async def current_revision(engine: AsyncEngine) -> str | None:
@@ -141,8 +143,9 @@ async def _upsert(
     store: Store, export: Export, *, now: datetime, next_poll_at: datetime | None
 ) -> None:
     """Write a fetched export as `Store.subscribe` does, without a subscription."""
-    async with store.engine.begin() as conn:
-        await Store._upsert_export(conn, export, now=now, next_poll_at=next_poll_at)
+    await store.write(
+        lambda conn: Store._upsert_export(conn, export, now=now, next_poll_at=next_poll_at)
+    )
 
 
 async def _get_subscription(store: Store, sub_id: int) -> Subscription | None:

@@ -17,6 +17,7 @@ from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import Connection
 
 from bot.models import EndReason, Subscription
 from bot.store import Store, UTCDateTime, _subscriptions, metadata, subscriptions
@@ -116,11 +117,14 @@ class Archives:
             "enqueued_at": now,
             "updated_at": now,
         }
-        async with self._store._write() as conn:
+
+        def work(conn: Connection) -> bool:
             dialect = postgresql if conn.dialect.name == "postgresql" else sqlite
             statement = dialect.insert(archives).values(values).on_conflict_do_nothing()
-            result = await conn.execute(statement)
+            result = conn.execute(statement)
             return bool(result.rowcount)
+
+        return await self._store.write(work)
 
     async def claim(
         self, *, owner: str, now: datetime, lease: timedelta, max_runs: int
@@ -132,7 +136,8 @@ class Archives:
         reports it, so it fails once instead of looping.
         """
         c = archives.c
-        async with self._store._write() as conn:
+
+        def work(conn: Connection) -> ArchiveRow | None:
             pick = (
                 sa.select(c.gid)
                 .where(
@@ -158,14 +163,17 @@ class Archives:
                 )
                 .returning(*archives.c)
             )
-            found = (await conn.execute(statement)).first()
+            found = conn.execute(statement).first()
             return _row(found._mapping) if found is not None else None
+
+        return await self._store.write(work)
 
     async def exhausted(self, *, now: datetime, max_runs: int) -> list[ArchiveRow]:
         """Rows whose replicas died `max_runs` times (lease expired, still running)."""
         c = archives.c
-        async with self._store._read() as conn:
-            rows = await conn.execute(
+
+        def work(conn: Connection) -> list[ArchiveRow]:
+            rows = conn.execute(
                 sa.select(archives).where(
                     c.state.in_([ArchiveState.QUEUED.value, ArchiveState.RUNNING.value]),
                     sa.or_(c.lease_until.is_(None), c.lease_until < now),
@@ -173,6 +181,8 @@ class Archives:
                 )
             )
             return [_row(r._mapping) for r in rows]
+
+        return await self._store.read(work)
 
     async def renew(
         self,
@@ -186,21 +196,25 @@ class Archives:
     ) -> bool:
         """Extend the lease and record the progress; False when `owner` lost the lease."""
         c = archives.c
-        async with self._store._write() as conn:
-            result = await conn.execute(
+
+        def work(conn: Connection) -> bool:
+            result = conn.execute(
                 archives.update()
                 .where(c.gid == gid, c.lease_owner == owner, c.state == ArchiveState.RUNNING.value)
                 .values(lease_until=now + lease, bytes_done=done, bytes_total=total, updated_at=now)
             )
             return bool(result.rowcount)
 
+        return await self._store.write(work)
+
     async def finish(
         self, gid: str, *, owner: str, now: datetime, location: str, size: int, sha256: str
     ) -> bool:
         """Record the stored archive and end the lease; False when `owner` lost it first."""
         c = archives.c
-        async with self._store._write() as conn:
-            result = await conn.execute(
+
+        def work(conn: Connection) -> bool:
+            result = conn.execute(
                 archives.update()
                 .where(c.gid == gid, c.lease_owner == owner, c.state == ArchiveState.RUNNING.value)
                 .values(
@@ -219,6 +233,8 @@ class Archives:
             )
             return bool(result.rowcount)
 
+        return await self._store.write(work)
+
     async def fail(self, gid: str, *, owner: str | None, now: datetime, reason: str) -> bool:
         """Give up on the archive (once): True for the one caller whose update made it FAILED.
 
@@ -226,8 +242,9 @@ class Archives:
         """
         c = archives.c
         owned = c.lease_owner == owner if owner is not None else sa.true()
-        async with self._store._write() as conn:
-            result = await conn.execute(
+
+        def work(conn: Connection) -> bool:
+            result = conn.execute(
                 archives.update()
                 .where(
                     c.gid == gid,
@@ -245,12 +262,15 @@ class Archives:
             )
             return bool(result.rowcount)
 
+        return await self._store.write(work)
+
     async def release(self, gid: str, *, owner: str, now: datetime) -> bool:
         """Give the lease back, the run not counted (a clean shutdown, or Asana busy): another
         replica may claim it at once."""
         c = archives.c
-        async with self._store._write() as conn:
-            result = await conn.execute(
+
+        def work(conn: Connection) -> bool:
+            result = conn.execute(
                 archives.update()
                 .where(c.gid == gid, c.lease_owner == owner, c.state == ArchiveState.RUNNING.value)
                 .values(
@@ -265,10 +285,14 @@ class Archives:
             )
             return bool(result.rowcount)
 
+        return await self._store.write(work)
+
     async def get(self, gid: str) -> ArchiveRow | None:
-        async with self._store._read() as conn:
-            found = (await conn.execute(sa.select(archives).where(archives.c.gid == gid))).first()
+        def work(conn: Connection) -> ArchiveRow | None:
+            found = conn.execute(sa.select(archives).where(archives.c.gid == gid)).first()
             return _row(found._mapping) if found is not None else None
+
+        return await self._store.read(work)
 
     async def recent(
         self, limit: int = 10, *, gids: Iterable[str] | None = None
@@ -279,8 +303,7 @@ class Archives:
         query = sa.select(archives).order_by(c.updated_at.desc(), c.gid.desc()).limit(limit)
         if gids is not None:
             query = query.where(c.gid.in_(sorted(set(gids))))
-        async with self._store._read() as conn:
-            return [_row(r._mapping) for r in await conn.execute(query)]
+        return await self._store.read(lambda conn: [_row(r._mapping) for r in conn.execute(query)])
 
     async def audience(self, gid: str) -> list[Subscription]:
         """The watches an archive is told to: active ones, and those the finished post ended
@@ -294,5 +317,4 @@ class Archives:
             )
             .order_by(s.created_at, s.id)
         )
-        async with self._store._read() as conn:
-            return _subscriptions(await conn.execute(query))
+        return await self._store.read(lambda conn: _subscriptions(conn.execute(query)))

@@ -206,6 +206,7 @@ class Scenario:
             await runtime.asana.aclose()
             if runtime.slack.session is not None:
                 await runtime.slack.session.close()
+            runtime.store.close()
             await engine.dispose()
 
     @property
