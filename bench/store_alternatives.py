@@ -113,8 +113,10 @@ async def measure(
     `ops` subscribe calls per phase (at most `exports`); the poll phase claims up to 1,000
     exports in batches of 50. Shared with `bench.store`, which reports "today" in the suite.
     """
-    if not 50 <= ops <= exports:
-        raise ValueError(f"need 50 <= ops <= exports, got ops={ops}, exports={exports}")
+    if not (1 <= ops <= exports and exports >= 50):
+        raise ValueError(
+            f"need 1 <= ops <= exports and exports >= 50, got ops={ops}, exports={exports}"
+        )
     results: dict[str, dict[str, list[float]]] = {}
     for r in range(rounds):
         for name, figures in (await _round(exports, r, ops, workdir, log)).items():
@@ -263,9 +265,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m bench.store_alternatives")
     parser.add_argument("--exports", type=int, default=10_000)
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--ops", type=int, default=300, help="subscribe calls per phase")
     args = parser.parse_args()
     table = asyncio.run(
-        measure(args.exports, args.rounds, log=lambda line: print(line, flush=True))
+        measure(args.exports, args.rounds, ops=args.ops, log=lambda line: print(line, flush=True))
     )
     print(f"\nCPU per operation at {args.exports:,} exports, median of {args.rounds} (µs):")
     print("| operation | today (async engine) | one thread (sqlite3) | inline (sqlite3) |")
