@@ -1,5 +1,5 @@
-"""Store alternatives on SQLite, measured only: today's async engine against the same statements
-run as short statements on one synchronous sqlite3 connection held by one thread.
+"""Store alternatives on SQLite, measured only: the store as it is against the same statements
+run on one plain sqlite3 connection held by one thread, and on the event loop's thread.
 
 `python -m bench.store_alternatives [--exports 10000]` prints a table; not part of `python -m
 bench` (it measures options, not the product), whose `bench.store` reports the "today" and "one
@@ -8,13 +8,15 @@ thread" columns with this module's `measure`. Three operations, at 10,000 starte
 read), a new watch (`Store.subscribe` of a new channel: the export upsert, the re-read, the
 insert), and one poll's store work (`claim_due` of 50, then 50 `record_poll`), per export.
 
-"today" runs the real `bot.store.Store` (SQLAlchemy async engine over aiosqlite). Its SQL is
+"today" runs the real `bot.store.Store` (on a SQLite file: each transaction one hand-off to
+its own thread, SQLAlchemy Core on a synchronous connection, see bot.sqlite_thread; until
+issue 14 it was the async engine over aiosqlite, at 2.8/8.6/2.9 ms here). Its SQL is
 recorded as it runs (statement, parameters, transaction ends, from SQLAlchemy's events), and
 "one thread" replays exactly those statements with the stdlib sqlite3 on one connection owned
 by one worker thread, one hand-off per operation (as a store built that way would do), on a
 copy of the database taken before the phase, so inserts and claims find the same rows.
 "inline" replays them on the event loop's thread (no hand-off): the floor. SQLAlchemy's
-statement building is left out of both replays; a sync SQLAlchemy Core store would sit between.
+statement building and execution are left out of both replays: they are what "today" adds.
 CPU is `time.process_time()` of this process (every thread), median of 3 rounds; "today"
 includes the recording hooks (Python callbacks per statement: a few µs of its milliseconds).
 """
@@ -40,15 +42,28 @@ Op = list[tuple[str, Any]]  # ("sql", (statement, params, many)) | ("end", "COMM
 class Recorder:
     """Every statement and transaction end the engine runs, grouped per operation."""
 
-    def __init__(self, engine: Any) -> None:
+    def __init__(self) -> None:
         from sqlalchemy import event
+        from sqlalchemy.engine import Engine
 
         self.ops: list[Op] = []
         self.current: Op | None = None
-        sync = engine.sync_engine
-        event.listen(sync, "before_cursor_execute", self._statement)
-        event.listen(sync, "commit", lambda _conn: self._end("COMMIT"))
-        event.listen(sync, "rollback", lambda _conn: self._end("ROLLBACK"))
+        # Every engine: on a SQLite file the store runs its statements on an engine of its own
+        # (bot.db.thread_engine), not on the async one the bot opens.
+        self._listeners = (
+            ("before_cursor_execute", self._statement),
+            ("commit", lambda _conn: self._end("COMMIT")),
+            ("rollback", lambda _conn: self._end("ROLLBACK")),
+        )
+        for name, listener in self._listeners:
+            event.listen(Engine, name, listener)
+
+    def close(self) -> None:
+        from sqlalchemy import event
+        from sqlalchemy.engine import Engine
+
+        for name, listener in self._listeners:
+            event.remove(Engine, name, listener)
 
     def _statement(self, _c: Any, _cur: Any, statement: str, params: Any, _ctx: Any, many: bool):
         if self.current is not None:
@@ -149,7 +164,7 @@ async def _round(
     await asyncio.to_thread(seed_watches, url, watches, via_subscribe=0)
     engine = create_engine(url)
     store = Store(engine)
-    recorder = Recorder(engine)
+    recorder = Recorder()
     team = BENCH_TEAM
 
     def export(gid: str) -> Export:
@@ -256,6 +271,8 @@ async def _round(
             f" {figures['one thread']:,.0f} µs, inline {figures['inline']:,.0f} µs"
             f" ({len(ops)} ops, {sum(len(o) for o in ops)} steps)"
         )
+    recorder.close()
+    store.close()
     await engine.dispose()
     shutil.rmtree(tmp, ignore_errors=True)
     return out
