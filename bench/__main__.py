@@ -30,6 +30,7 @@ BENCHMARKS: tuple[str, ...] = (
     "coalescing",
     "notify_latency",
     "command_cost",
+    "store",
     "archive",
 )
 DEFAULT_OUT = REPO_ROOT / "docs" / "benchmarks.md"

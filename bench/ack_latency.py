@@ -3,8 +3,8 @@
 Signed slash commands (pre-signed here, sent by `bench.loadgen` in its own process) go to the
 baseline, then to the bot with the fake Asana answering in 50 ms, then to the same bot with the
 fake Asana hanging. The bot answers a lookup inside the ack when Asana is quicker than
-ACK_DEADLINE_SECONDS, so its ack includes Asana's 50 ms by design; the table therefore also shows
-our p99 against the baseline's p99 plus those 50 ms.
+ACK_DEADLINE_SECONDS, so its ack includes Asana's 50 ms by design; issue 14's p99 target is
+therefore on our p99 against the baseline's p99 plus those 50 ms, not on the plain p99.
 """
 
 from __future__ import annotations
@@ -41,6 +41,8 @@ SLACK_LIMIT_MS = 3000.0
 #: Fair-use limits far above the load (README "Fair use"); the refusal path is not measured here.
 FAIR_USE_OFF = {"POLL_BUDGET_PER_MINUTE": "100000", "USER_REQUESTS_PER_MINUTE": "10000"}
 P99_RATIO_TARGET = 1.3
+#: Issue 14: server CPU per command at most this times a bare Bolt ack's.
+CPU_RATIO_TARGET = 3.0
 
 
 def _requests(slack: Any, count: int, path: Path, gid: str = GID) -> Path:
@@ -169,19 +171,16 @@ def run(ctx: Context) -> Section:
             bot.stop()
 
     bp99, op99 = percentile(base["ms"], 99), percentile(ours["ms"], 99)
+    dp99 = percentile(done["ms"], 99)
     slack_limit = Target(SLACK_LIMIT_MS, on="value")
     zero = Target(0, on="value")
+    p99_target, cpu_target = Target(P99_RATIO_TARGET), Target(CPU_RATIO_TARGET)
     fig = f"Asana {ASANA_DELAY * 1000:.0f} ms"
+    vs_p99 = f"p99 vs baseline p99 + {ASANA_DELAY * 1000:.0f} ms"
     section.rows += [
         Row(NAME, f"p50 ({fig})", percentile(ours["ms"], 50), "ms", percentile(base["ms"], 50)),
-        Row(NAME, f"p99 ({fig})", op99, "ms", bp99, Target(P99_RATIO_TARGET)),
-        Row(
-            NAME,
-            f"p99 vs baseline p99 + {ASANA_DELAY * 1000:.0f} ms ({fig})",
-            op99,
-            "ms",
-            bp99 + ASANA_DELAY * 1000,
-        ),
+        Row(NAME, f"p99 ({fig})", op99, "ms", bp99),
+        Row(NAME, f"{vs_p99} ({fig})", op99, "ms", bp99 + ASANA_DELAY * 1000, p99_target),
         Row(NAME, f"max ({fig})", max(ours["ms"]), "ms", max(base["ms"]), slack_limit),
         Row(
             NAME,
@@ -196,15 +195,17 @@ def run(ctx: Context) -> Section:
             _cpu_ms_per_request(ours, "server"),
             "ms",
             _cpu_ms_per_request(base, "server"),
+            cpu_target,
         ),
         Row(NAME, f"non-200 answers ({fig})", _failed(ours), "count", _failed(base), zero),
+        Row(NAME, f"p99 ({fig}, finished export: no watch)", dp99, "ms", bp99),
         Row(
             NAME,
-            f"p99 ({fig}, finished export: no watch)",
-            percentile(done["ms"], 99),
+            f"{vs_p99} ({fig}, finished export: no watch)",
+            dp99,
             "ms",
-            bp99,
-            Target(P99_RATIO_TARGET),
+            bp99 + ASANA_DELAY * 1000,
+            p99_target,
         ),
         Row(
             NAME,
@@ -219,6 +220,7 @@ def run(ctx: Context) -> Section:
             _cpu_ms_per_request(done, "server"),
             "ms",
             _cpu_ms_per_request(base, "server"),
+            cpu_target,
         ),
         Row(
             NAME,
@@ -278,10 +280,12 @@ def _notes(
         f"With Asana at {ASANA_DELAY * 1000:.0f} ms the bot answers inside the ack (ack classes:"
         f" {ours['classes']}, finished: {done['classes']}), so each ack waits for one Asana"
         " round trip by design."
-        " Acks over ACK_DEADLINE_SECONDS are the 'Looking up…' kind. The p99 target (ratio to the baseline"
-        f" ≤ {P99_RATIO_TARGET}) therefore compares an answer with a bare ack; the row"
-        f" 'p99 vs baseline p99 + {ASANA_DELAY * 1000:.0f} ms' shows the overhead beyond Asana's"
-        " own latency.",
+        " Acks over ACK_DEADLINE_SECONDS are the 'Looking up…' kind. So the p99 target (issue 14:"
+        f" ratio ≤ {P99_RATIO_TARGET}) is on the rows 'p99 vs baseline p99 +"
+        f" {ASANA_DELAY * 1000:.0f} ms', whose baseline adds Asana's own latency to the bare"
+        " ack's p99; the plain p99 rows compare an answer with a bare ack and carry no target."
+        f" Server CPU per request: target ratio ≤ {CPU_RATIO_TARGET:g} to the bare ack's, under"
+        " the same load.",
         f"With Asana hanging ({HANG_DELAY:.0f} s) every ack is the 'Looking up…' one sent at"
         " ACK_DEADLINE_SECONDS (2.0 s default), so p50/p99 sit at that deadline by design (ack"
         f" classes: {hang['classes']}; {hang_n} requests); a bare-ack baseline has no comparable"

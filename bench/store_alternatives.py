@@ -1,19 +1,22 @@
-"""Store alternatives on SQLite, measured only: today's async engine against the same statements
-run as short statements on one synchronous sqlite3 connection held by one thread.
+"""Store alternatives on SQLite, measured only: the store as it is against the same statements
+run on one plain sqlite3 connection held by one thread, and on the event loop's thread.
 
 `python -m bench.store_alternatives [--exports 10000]` prints a table; not part of `python -m
-bench` (it measures options, not the product). Three operations, at 10,000 started exports
+bench` (it measures options, not the product), whose `bench.store` reports the "today" and "one
+thread" columns with this module's `measure`. Three operations, at 10,000 started exports
 (one watch each): the already-watching path (`Store.subscribe` of a watch that exists: one
 read), a new watch (`Store.subscribe` of a new channel: the export upsert, the re-read, the
 insert), and one poll's store work (`claim_due` of 50, then 50 `record_poll`), per export.
 
-"today" runs the real `bot.store.Store` (SQLAlchemy async engine over aiosqlite). Its SQL is
+"today" runs the real `bot.store.Store` (on a SQLite file: each transaction one hand-off to
+its own thread, SQLAlchemy Core on a synchronous connection, see bot.sqlite_thread; until
+issue 14 it was the async engine over aiosqlite, at 2.8/8.6/2.9 ms here). Its SQL is
 recorded as it runs (statement, parameters, transaction ends, from SQLAlchemy's events), and
 "one thread" replays exactly those statements with the stdlib sqlite3 on one connection owned
 by one worker thread, one hand-off per operation (as a store built that way would do), on a
 copy of the database taken before the phase, so inserts and claims find the same rows.
 "inline" replays them on the event loop's thread (no hand-off): the floor. SQLAlchemy's
-statement building is left out of both replays; a sync SQLAlchemy Core store would sit between.
+statement building and execution are left out of both replays: they are what "today" adds.
 CPU is `time.process_time()` of this process (every thread), median of 3 rounds; "today"
 includes the recording hooks (Python callbacks per statement: a few µs of its milliseconds).
 """
@@ -39,15 +42,28 @@ Op = list[tuple[str, Any]]  # ("sql", (statement, params, many)) | ("end", "COMM
 class Recorder:
     """Every statement and transaction end the engine runs, grouped per operation."""
 
-    def __init__(self, engine: Any) -> None:
+    def __init__(self) -> None:
         from sqlalchemy import event
+        from sqlalchemy.engine import Engine
 
         self.ops: list[Op] = []
         self.current: Op | None = None
-        sync = engine.sync_engine
-        event.listen(sync, "before_cursor_execute", self._statement)
-        event.listen(sync, "commit", lambda _conn: self._end("COMMIT"))
-        event.listen(sync, "rollback", lambda _conn: self._end("ROLLBACK"))
+        # Every engine: on a SQLite file the store runs its statements on an engine of its own
+        # (bot.db.thread_engine), not on the async one the bot opens.
+        self._listeners = (
+            ("before_cursor_execute", self._statement),
+            ("commit", lambda _conn: self._end("COMMIT")),
+            ("rollback", lambda _conn: self._end("ROLLBACK")),
+        )
+        for name, listener in self._listeners:
+            event.listen(Engine, name, listener)
+
+    def close(self) -> None:
+        from sqlalchemy import event
+        from sqlalchemy.engine import Engine
+
+        for name, listener in self._listeners:
+            event.remove(Engine, name, listener)
 
     def _statement(self, _c: Any, _cur: Any, statement: str, params: Any, _ctx: Any, many: bool):
         if self.current is not None:
@@ -92,16 +108,33 @@ def open_plain(path: Path) -> sqlite3.Connection:
     return conn
 
 
-async def _cpu(run: Callable[[], Any], n: int) -> float:
+async def _cpu(run: Callable[[], Any]) -> float:
+    """CPU seconds of this process (every thread: aiosqlite's worker too) while `run` runs."""
     started = time.process_time()
     await run()
-    return (time.process_time() - started) / n * 1e6
+    return time.process_time() - started
 
 
-async def measure(exports: int, rounds: int) -> dict[str, dict[str, float]]:
+async def measure(
+    exports: int,
+    rounds: int,
+    *,
+    ops: int = 300,
+    workdir: Path | None = None,
+    log: Callable[[str], None] = print,
+) -> dict[str, dict[str, float]]:
+    """CPU µs per operation, median of `rounds`: {operation: {"today", "one thread", "inline"}}.
+
+    `ops` subscribe calls per phase (at most `exports`); the poll phase claims up to 1,000
+    exports in batches of 50. Shared with `bench.store`, which reports "today" in the suite.
+    """
+    if not (1 <= ops <= exports and exports >= 50):
+        raise ValueError(
+            f"need 1 <= ops <= exports and exports >= 50, got ops={ops}, exports={exports}"
+        )
     results: dict[str, dict[str, list[float]]] = {}
     for r in range(rounds):
-        for name, figures in (await _round(exports, r)).items():
+        for name, figures in (await _round(exports, r, ops, workdir, log)).items():
             row = results.setdefault(name, {})
             for key, value in figures.items():
                 row.setdefault(key, []).append(value)
@@ -110,7 +143,9 @@ async def measure(exports: int, rounds: int) -> dict[str, dict[str, float]]:
     }
 
 
-async def _round(exports: int, r: int) -> dict[str, dict[str, float]]:
+async def _round(
+    exports: int, r: int, n: int, workdir: Path | None, log: Callable[[str], None]
+) -> dict[str, dict[str, float]]:
     """One round: a fresh database, the three phases, each measured three ways."""
     from bench.common import BENCH_TEAM, Watch, seed_watches
     from bot.db import create_engine
@@ -118,7 +153,7 @@ async def _round(exports: int, r: int) -> dict[str, dict[str, float]]:
     from bot.store import PollResult, Store
 
     out: dict[str, dict[str, float]] = {}
-    tmp = Path(tempfile.mkdtemp(prefix="store-alt-"))
+    tmp = Path(tempfile.mkdtemp(prefix="store-alt-", dir=workdir))
     db = tmp / "bot.db"
     url = f"sqlite:///{db}"
     now = datetime.now(UTC)
@@ -129,7 +164,7 @@ async def _round(exports: int, r: int) -> dict[str, dict[str, float]]:
     await asyncio.to_thread(seed_watches, url, watches, via_subscribe=0)
     engine = create_engine(url)
     store = Store(engine)
-    recorder = Recorder(engine)
+    recorder = Recorder()
     team = BENCH_TEAM
 
     def export(gid: str) -> Export:
@@ -141,7 +176,6 @@ async def _round(exports: int, r: int) -> dict[str, dict[str, float]]:
             await call()
             recorder.stop()
 
-    n = 300
     existing = [
         (
             lambda w=w: store.subscribe(
@@ -168,7 +202,9 @@ async def _round(exports: int, r: int) -> dict[str, dict[str, float]]:
         )
         for i, g in enumerate(gids[:n])
     ]
-    batches = 20
+    # Every seeded export is due within 5 s: each batch claims 50 until 1,000 (or all) are done.
+    batches = min(20, exports // 50)
+    polled: list[int] = []
 
     async def one_poll_batch() -> None:
         claimed = await store.claim_due(
@@ -184,20 +220,26 @@ async def _round(exports: int, r: int) -> dict[str, dict[str, float]]:
                 now=now,
                 result=PollResult(next_poll_at=now + timedelta(hours=1), export=export(row.gid)),
             )
+        polled.append(len(claimed))
 
-    phases: list[tuple[str, list[Callable[[], Any]], int]] = [
-        ("already watching", existing, n),
-        ("new watch", new, n),
-        ("poll (per export)", [one_poll_batch] * batches, batches * 50),
+    phases: list[tuple[str, list[Callable[[], Any]]]] = [
+        ("already watching", existing),
+        ("new watch", new),
+        ("poll (per export)", [one_poll_batch] * batches),
     ]
-    for name, calls, count in phases:
+    for name, calls in phases:
         snapshot = tmp / f"{name[:3]}.db"
         await engine.dispose()  # a quiet file to copy (WAL checkpointed on close)
         with sqlite3.connect(db) as src, sqlite3.connect(snapshot) as dst:
             src.backup(dst)
         recorder.ops.clear()
-        today = await _cpu(lambda calls=calls: recorded(calls), count)
+        today = await _cpu(lambda calls=calls: recorded(calls))
         ops = list(recorder.ops)
+        # Per export polled for the poll phase (each claim must find 50), per call otherwise.
+        count = sum(polled) if polled else len(calls)
+        if polled and polled != [50] * batches:
+            raise RuntimeError(f"claims found {polled}, not {batches} x 50 due exports")
+        polled.clear()
         shutil.copy(snapshot, tmp / "inline.db")
         pool = ThreadPoolExecutor(1)
         conn = await asyncio.wrap_future(pool.submit(open_plain, snapshot))
@@ -208,7 +250,7 @@ async def _round(exports: int, r: int) -> dict[str, dict[str, float]]:
             for op in ops:
                 await asyncio.wrap_future(pool.submit(replay, conn, op))
 
-        one_thread = await _cpu(threaded, count)
+        one_thread = await _cpu(threaded)
         pool.submit(conn.close).result()
         pool.shutdown()
         inline_conn = open_plain(tmp / "inline.db")
@@ -217,14 +259,20 @@ async def _round(exports: int, r: int) -> dict[str, dict[str, float]]:
             for op in ops:
                 replay(conn, op)
 
-        floor = await _cpu(inline, count)
+        floor = await _cpu(inline)
         inline_conn.close()
-        out[name] = {"today": today, "one thread": one_thread, "inline": floor}
-        print(
-            f"round {r + 1}: {name}: today {today:,.0f} µs, one thread {one_thread:,.0f} µs,"
-            f" inline {floor:,.0f} µs ({len(ops)} ops, {sum(len(o) for o in ops)} steps)",
-            flush=True,
+        out[name] = {
+            key: cpu / count * 1e6
+            for key, cpu in (("today", today), ("one thread", one_thread), ("inline", floor))
+        }
+        figures = out[name]
+        log(
+            f"round {r + 1}: {name}: today {figures['today']:,.0f} µs, one thread"
+            f" {figures['one thread']:,.0f} µs, inline {figures['inline']:,.0f} µs"
+            f" ({len(ops)} ops, {sum(len(o) for o in ops)} steps)"
         )
+    recorder.close()
+    store.close()
     await engine.dispose()
     shutil.rmtree(tmp, ignore_errors=True)
     return out
@@ -234,8 +282,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m bench.store_alternatives")
     parser.add_argument("--exports", type=int, default=10_000)
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--ops", type=int, default=300, help="subscribe calls per phase")
     args = parser.parse_args()
-    table = asyncio.run(measure(args.exports, args.rounds))
+    table = asyncio.run(
+        measure(args.exports, args.rounds, ops=args.ops, log=lambda line: print(line, flush=True))
+    )
     print(f"\nCPU per operation at {args.exports:,} exports, median of {args.rounds} (µs):")
     print("| operation | today (async engine) | one thread (sqlite3) | inline (sqlite3) |")
     print("|---|---|---|---|")

@@ -46,6 +46,7 @@ def test_smoke_size_writes_a_table(tmp_path: Path) -> None:
         "coalescing",
         "notification latency",
         "command cost",
+        "store",
         "archive",
     } <= benchmarks
     assert "(failed:" not in text
