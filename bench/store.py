@@ -44,14 +44,17 @@ def run(ctx: Context) -> Section:
             )
         )
     section.notes += [
-        "Store: the real `bot.store.Store` (async SQLAlchemy over aiosqlite) on a SQLite file"
-        f" seeded with {exports:,} started exports, one watch each from 100 channels (bulk"
-        f" INSERTs, as `seed_watches` writes them). {ops} calls per subscribe phase, without"
-        " the watch caps the bot passes (their two COUNTs are not in these rows); the poll"
-        " phase claims 50 due exports and records 50 polls per batch, divided by the exports"
-        " polled. CPU is `time.process_time()` of the benchmark process (aiosqlite's worker"
-        f" thread included), median of {rounds} rounds on a fresh database each; ours includes"
-        " SQLAlchemy event hooks that record the statements (a few µs).",
+        "Store: the real `bot.store.Store` on a SQLite file (each transaction one hand-off to"
+        " the store's writer or reader thread, bot.sqlite_thread) seeded with"
+        f" {exports:,} started exports, one watch each from 100 channels (bulk INSERTs, as"
+        f" `seed_watches` writes them). {ops} calls per subscribe phase, with the watch caps"
+        " the bot passes (defaults; a new watch counts both); the poll phase claims 50 due"
+        " exports and records 50 polls per batch, divided by the exports polled. CPU is"
+        " `time.process_time()` of the benchmark process (the store's threads included),"
+        f" median of {rounds} rounds on a fresh database each; ours includes SQLAlchemy event"
+        " hooks that record the statements (a few µs). Before issue 14 (async SQLAlchemy over"
+        " aiosqlite, one hand-off per cursor call) the same rows were 2.8, 8.6 and 2.9 ms at"
+        " 10,000 exports.",
         "Baseline: those recorded statements replayed with the stdlib sqlite3 on one connection"
         " owned by one worker thread, one hand-off per operation, on a copy of the database from"
         " before the phase (`python -m bench.store_alternatives`). Replayed on the event loop's"

@@ -150,7 +150,7 @@ async def _round(
     from bench.common import BENCH_TEAM, Watch, seed_watches
     from bot.db import create_engine
     from bot.models import Export, ExportState
-    from bot.store import PollResult, Store
+    from bot.store import PollResult, Store, WatchCaps
 
     out: dict[str, dict[str, float]] = {}
     tmp = Path(tempfile.mkdtemp(prefix="store-alt-", dir=workdir))
@@ -176,6 +176,7 @@ async def _round(
             await call()
             recorder.stop()
 
+    caps = WatchCaps(per_user=20, per_channel=50)  # the bot's defaults, as it passes them
     existing = [
         (
             lambda w=w: store.subscribe(
@@ -185,6 +186,7 @@ async def _round(
                 export=export(w.gid),
                 now=now,
                 next_poll_at=now,
+                caps=caps,
             )
         )
         for w in watches[:n]
@@ -198,6 +200,7 @@ async def _round(
                 export=export(g),
                 now=now,
                 next_poll_at=now,
+                caps=caps,
             )
         )
         for i, g in enumerate(gids[:n])
