@@ -3,14 +3,19 @@
 The baseline is the minimal Bolt app (`bench.baseline_bolt`) started and probed the same way,
 and for import time the imports that app needs. Runs alternate ours and the baseline after one
 unmeasured warm-up run each at full size (so both find their byte code and the OS file cache
-warm).
+warm). PYTHONDONTWRITEBYTECODE is dropped for these processes: a `pip install` compiles every
+module it installs, while an editable install under that variable would compile ours (not the
+baseline's, which pip installed) on every start.
 """
 
 from __future__ import annotations
 
+import contextlib
+import os
 import re
 import subprocess
 import sys
+from collections.abc import Iterator
 
 from bench.common import (
     REPO_ROOT,
@@ -45,13 +50,24 @@ def _bot(ctx: Context, env: dict[str, str], port: int, i: int) -> ServerProcess:
     )
 
 
+@contextlib.contextmanager
+def _byte_code_kept() -> Iterator[None]:
+    """Child processes may write byte code, as after a `pip install` (see the module doc)."""
+    saved = os.environ.pop("PYTHONDONTWRITEBYTECODE", None)
+    try:
+        yield
+    finally:
+        if saved is not None:
+            os.environ["PYTHONDONTWRITEBYTECODE"] = saved
+
+
 def _start_times(ctx: Context, runs: int, warmup: int) -> tuple[list[float], list[float]]:
     from bot.testing.process import free_port
 
     ours: list[float] = []
     base: list[float] = []
     workdir = ctx.subdir("startup")
-    with fakes() as (asana, slack):
+    with fakes() as (asana, slack), _byte_code_kept():
         env = bot_env(asana, slack, workdir)
         for i in range(warmup + runs):
             ctx.log(f"start-up: run {i + 1}/{warmup + runs}" + (" (warm-up)" if i < warmup else ""))
@@ -89,6 +105,11 @@ def _import_ms(statement: str) -> float:
 
 def _import_times(runs: int, warmup: int) -> tuple[float, float]:
     """Median import ms of our app module and of the baseline's modules, alternating."""
+    with _byte_code_kept():
+        return _import_medians(runs, warmup)
+
+
+def _import_medians(runs: int, warmup: int) -> tuple[float, float]:
     for _ in range(warmup):  # byte code and file cache
         _import_ms(BOT_IMPORT)
         _import_ms(BASELINE_IMPORT)

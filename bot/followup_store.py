@@ -23,7 +23,6 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection
 
 from bot.models import EndReason, Subscription
@@ -36,6 +35,7 @@ from bot.store import (
     exports,
     metadata,
     subscriptions,
+    upsert_insert,
 )
 
 subscription_followups = sa.Table(
@@ -82,9 +82,7 @@ class ExpiryCandidate:
 
 
 def _insert(conn: Connection) -> Any:
-    return (postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert)(
-        subscription_followups
-    )
+    return upsert_insert(subscription_followups, postgresql=conn.dialect.name == "postgresql")
 
 
 def _ensure_row(conn: Connection, sub_id: int) -> None:

@@ -9,13 +9,15 @@ from __future__ import annotations
 
 import asyncio
 import enum
+import functools
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal, TypeVar
 
 import sqlalchemy as sa
-from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.dialects import postgresql as pg_dialect
+from sqlalchemy.dialects import sqlite as sqlite_dialect
 from sqlalchemy.engine import Connection, Dialect
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -531,6 +533,12 @@ _SET_CARD_TS = (
 _EXPORT_ROW = sa.select(exports).where(_e.gid == sa.bindparam("gid"))
 
 
+def upsert_insert(table: sa.Table, *, postgresql: bool) -> Any:
+    """The dialect's INSERT for `table`, the one that offers ON CONFLICT."""
+    return (pg_dialect.insert if postgresql else sqlite_dialect.insert)(table)
+
+
+@functools.cache
 def _upsert_export_statement(*, postgresql_dialect: bool, sets_next_poll: bool) -> Any:
     """INSERT ... ON CONFLICT (gid) DO UPDATE of one export's facts from a fetch.
 
@@ -550,7 +558,7 @@ def _upsert_export_statement(*, postgresql_dialect: bool, sets_next_poll: bool) 
             "updated_at",
         )
     }
-    insert = (postgresql.insert if postgresql_dialect else sqlite.insert)(exports).values(values)
+    insert = upsert_insert(exports, postgresql=postgresql_dialect).values(values)
     new = insert.excluded
     update: dict[str, Any] = {
         "state": new.state,
@@ -565,13 +573,6 @@ def _upsert_export_statement(*, postgresql_dialect: bool, sets_next_poll: bool) 
     if sets_next_poll:
         update["next_poll_at"] = new.next_poll_at
     return insert.on_conflict_do_update(index_elements=["gid"], set_=update)
-
-
-_UPSERT_EXPORT = {
-    (pg, sets): _upsert_export_statement(postgresql_dialect=pg, sets_next_poll=sets)
-    for pg in (True, False)
-    for sets in (True, False)
-}
 
 
 def _record_poll_statement() -> sa.Update:
@@ -678,7 +679,10 @@ class Store:
     def _upsert_export(
         conn: Connection, export: Export, *, now: datetime, next_poll_at: datetime | None
     ) -> None:
-        statement = _UPSERT_EXPORT[(conn.dialect.name == "postgresql", next_poll_at is not None)]
+        statement = _upsert_export_statement(
+            postgresql_dialect=conn.dialect.name == "postgresql",
+            sets_next_poll=next_poll_at is not None,
+        )
         conn.execute(
             statement,
             {

@@ -16,11 +16,10 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection
 
 from bot.models import EndReason, Subscription
-from bot.store import Store, UTCDateTime, _subscriptions, metadata, subscriptions
+from bot.store import Store, UTCDateTime, _subscriptions, metadata, subscriptions, upsert_insert
 
 _REASON_MAX = 500
 _OWNER_MAX = 128
@@ -119,8 +118,8 @@ class Archives:
         }
 
         def work(conn: Connection) -> bool:
-            dialect = postgresql if conn.dialect.name == "postgresql" else sqlite
-            statement = dialect.insert(archives).values(values).on_conflict_do_nothing()
+            insert = upsert_insert(archives, postgresql=conn.dialect.name == "postgresql")
+            statement = insert.values(values).on_conflict_do_nothing()
             result = conn.execute(statement)
             return bool(result.rowcount)
 
