@@ -310,13 +310,7 @@ def _notes(
         + "; baseline: "
         + _per_request(base)
         + ".",
-        " ".join(
-            (
-                _limit(base, "Baseline"),
-                _limit(ours, "Ours (started export)"),
-                _limit(done, "Ours (finished export)"),
-            )
-        ),
+        _limit({"baseline": base, "ours (started)": ours, "ours (finished)": done}),
     ]
 
 
@@ -325,20 +319,23 @@ def _per_request(report: dict[str, Any]) -> str:
     return ", ".join(f"{name} {n:.3g}" for name, n in sorted(calls.items())) or "none"
 
 
-def _limit(report: dict[str, Any], label: str) -> str:
-    """Say whether the server was CPU-bound: an asyncio server uses one core at most."""
-    cpu = report["cpu"].get("server")
-    if cpu is None:
+def _limit(reports: dict[str, dict[str, Any]]) -> str:
+    """Whether each server was CPU-bound (an asyncio server uses one core at most), and what
+    that means for its latency."""
+    busy = {
+        label: report["cpu"]["server"] / report["wall"]
+        for label, report in reports.items()
+        if report["cpu"].get("server") is not None
+    }
+    if not busy:
         return ""
-    busy = cpu / report["wall"]
-    if busy >= 0.85:
-        return (
-            f"{label}: the server process was busy {busy:.0%} of one core, so its single event"
-            " loop is the limit: requests/s is CPU per request bound and p50/p99 are mostly"
-            " queueing behind other requests."
-        )
-    return (
-        f"{label}: the server process was busy {busy:.0%} of one core, so it was not CPU-bound;"
-        " its latency is its own work plus waiting (on Asana, for ours, and on the cores the"
-        " other processes use)."
+    shown = ", ".join(f"{label} {share:.0%}" for label, share in busy.items())
+    bound = [label for label, share in busy.items() if share >= 0.85]
+    what = (
+        f"{', '.join(bound)}: CPU-bound, so requests/s follows CPU per request and p50/p99 are"
+        " mostly queueing behind the other requests in flight (at this concurrency, about"
+        " concurrency x CPU per request, plus Asana's own latency for ours)"
+        if bound
+        else "none CPU-bound"
     )
+    return f"Server process busy (of one core): {shown}; {what}."

@@ -259,13 +259,9 @@ def _scale_notes(results: list[ScaleResult]) -> list[str]:
             f" distinct exports ({res.throttled_in_window} answered 429); the ideal poller"
             f" {res.ideal:,}. Bot CPU {res.cpu or 0:.1f} s over the window"
             + (f" ({busy:.0%} of one core)" if busy is not None else "")
-            + f". Requests per second of the window: {_sparkline(seconds)}."
-            + f" {res.deferred} exports were claimed and given back unpolled when the budget's"
-            " sliding window was full near the end of the minute: the tick sizes its claim by"
-            " the bucket's tokens, which keep refilling while the window refuses, so each tick"
-            " then claims exports that `Watcher._poll` releases with next_poll_at moved to when"
-            " the window frees up, behind the rest of the backlog (wasted writes, and those"
-            " exports lose their turn)."
+            + f". Requests per second, first and last 5 s: {_sparkline(seconds[:5])} …"
+            f" {_sparkline(seconds[-5:])}. 'Claimed then released unpolled' counts claims that"
+            " `Watcher._poll` gave back because the budget's sliding window was full."
             + (
                 f" Seeding: the first watches went through `Store.subscribe`,"
                 f" {res.per_subscribe_ms:.1f} ms per call; the rest were bulk INSERTs of the"
@@ -515,8 +511,17 @@ def _execution_ms(plan: list[str]) -> str:
     return "unknown"
 
 
+def _plan_summary(plan: list[str]) -> str:
+    """The plan's access paths, one line: which indexes the claim used (from EXPLAIN ANALYZE)."""
+    scans = []
+    for line in plan:
+        text = line.strip().removeprefix("->").strip()
+        if " using " in text and "Scan" in text:
+            scans.append(text.split(" (")[0])
+    return "; ".join(dict.fromkeys(scans)) or "no index scan"
+
+
 def _claim_notes(res: ClaimResult) -> list[str]:
-    plan = "\n".join(f"    {line}" for line in res.plan)
     return [
         f"Claim on PostgreSQL: {res.rows:,} exports seeded in one bulk INSERT (90 % watched,"
         " 20 % of those by two channels, next_poll_at from 10 min overdue to 5 min ahead, 2 %"
@@ -528,11 +533,10 @@ def _claim_notes(res: ClaimResult) -> list[str]:
         " in its own transaction on the same engine, alternates with the claim. Wall time per call in"
         " this process (asyncio, SQLAlchemy, psycopg), so it includes the client side: this"
         f" process's CPU per claim was {median(res.claim_cpu_ms):.1f} ms (median), the server's"
-        f" execution {_execution_ms(res.plan)} (EXPLAIN below); the rest is waiting on round"
+        f" execution {_execution_ms(res.plan)} (EXPLAIN ANALYZE of the last claim, rolled back;"
+        f" it used {_plan_summary(res.plan)}); the rest is waiting on round"
         " trips (BEGIN, the UPDATE ... RETURNING, COMMIT) and on the commit's WAL flush"
         " (fsync=on, synchronous_commit=on), which the read-only baseline does not pay.",
-        "EXPLAIN (ANALYZE, BUFFERS) of the last claim statement the store ran (rolled back):"
-        f"\n\n    ```text\n{plan}\n    ```",
     ]
 
 

@@ -118,7 +118,8 @@ def build_bolt_app(runtime: Runtime) -> AsyncApp:
             else ""
         ),
         request_verification_enabled=not settings.socket_mode,
-        process_before_response=False,
+        # Bolt awaits each listener; handlers.acking returns to it at the ack (no 10 ms polls).
+        process_before_response=True,
         logger=logging.getLogger("slack_bolt.App"),
     )
     app.use(log_context.BindRequestFields())  # request id, team, channel, user on every line

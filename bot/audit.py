@@ -9,12 +9,11 @@ dropped. Callers on a slash command's path use `later`, so the line costs the ac
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
-from bot import messages
+from bot import background, messages
 from bot.followup_store import FollowupStore
 from bot.messages import AuditAction, AuditEvent
 from bot.models import Subscription
@@ -26,9 +25,6 @@ log = logging.getLogger(__name__)
 
 #: Message metadata event type of an audit line (tools and tests tell them from other posts).
 AUDIT_EVENT_TYPE = "asana_export_audit"
-
-#: Audit posts still running in the background (a task nobody holds may be collected).
-_pending: set[asyncio.Task[int]] = set()
 
 
 def log_event(event: AuditEvent) -> None:
@@ -101,15 +97,10 @@ async def record(
 
 def later(runtime: Runtime, event: AuditEvent, **options: object) -> None:
     """`record` in the background: for a listener that must ack first."""
-    task = asyncio.ensure_future(record(runtime, event, **options))  # type: ignore[arg-type]
-    _pending.add(task)
-    task.add_done_callback(_pending.discard)
-
-
-async def drain(grace: float) -> None:
-    """At shutdown, after the listeners: let the audit lines they started finish (or give up)."""
-    if _pending:
-        await asyncio.wait(set(_pending), timeout=grace)
+    background.spawn(
+        record(runtime, event, **options),  # type: ignore[arg-type]
+        what=f"audit line {event.action.value}",
+    )
 
 
 # -- one function per audited action ------------------------------------------------------

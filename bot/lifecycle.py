@@ -23,7 +23,7 @@ from slack_bolt.async_app import AsyncApp
 from slack_sdk.errors import SlackApiError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from bot import audit, log_context
+from bot import background, log_context
 from bot.archive.job import ARCHIVE_TICK_SECONDS, Archiver
 from bot.config import Settings
 from bot.db import open_database
@@ -234,7 +234,9 @@ async def _teardown(
     await stop_scheduler(scheduler, running, watcher, grace=settings.LEASE_SECONDS / 2)
     await transport.close()
     await runner.cleanup()
-    await audit.drain(grace=5.0)  # lines the listeners started still need the Slack client
+    # What listeners left running after their ack (respond(), cards, audit lines) still
+    # needs the Slack client and the database.
+    await background.drain(grace=5.0)
     await runtime.asana.aclose()
     if runtime.slack.session is not None:
         await runtime.slack.session.close()

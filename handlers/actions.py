@@ -17,6 +17,7 @@ from bot import lookup, messages
 from bot.access import clicker_team_id, payload_team_id
 from bot.command_parser import Lookup, parse_command
 from bot.runtime import Runtime
+from handlers.acking import returns_at_ack
 
 log = logging.getLogger(__name__)
 
@@ -112,11 +113,13 @@ def register(app: AsyncApp, runtime: Runtime) -> None:
     app.middleware(AckMalformedClicks())
 
     @app.action(messages.DOWNLOAD_ACTION)
+    @returns_at_ack
     async def on_download(ack: AsyncAck) -> None:
         # A URL button still sends a payload; Slack shows a warning unless it is acked.
         await ack()
 
     @app.action(messages.FRESH_LINK_ACTION)
+    @returns_at_ack
     async def on_fresh_link(ack: AsyncAck, body: dict[str, Any], respond: AsyncRespond) -> None:
         await ack()
         if not respond.response_url:
@@ -131,6 +134,7 @@ def register(app: AsyncApp, runtime: Runtime) -> None:
                 await respond(**messages.render_internal_error().to_ack(), replace_original=False)
 
     @app.action(messages.WATCH_INSTEAD_ACTION)
+    @returns_at_ack
     async def on_watch_instead(ack: AsyncAck, body: dict[str, Any], respond: AsyncRespond) -> None:
         await ack()
         if not respond.response_url:
@@ -144,6 +148,7 @@ def register(app: AsyncApp, runtime: Runtime) -> None:
                 await respond(**messages.render_internal_error().to_ack(), replace_original=False)
 
     @app.action(re.compile(".*"))
+    @returns_at_ack
     async def on_unknown_action(ack: AsyncAck, body: dict[str, Any]) -> None:
         # Buttons from older versions of the bot: ack so Slack shows no error, and say so in the log.
         await ack()

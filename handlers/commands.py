@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from slack_bolt.async_app import AsyncAck, AsyncApp, AsyncRespond
@@ -30,6 +30,7 @@ from bot.db import DatabaseUnavailable
 from bot.messages import Message
 from bot.metrics import TimedAck
 from bot.runtime import Runtime
+from handlers.acking import returns_at_ack
 
 log = logging.getLogger(__name__)
 
@@ -41,11 +42,14 @@ async def answer_in_time(
     *,
     deadline: float,
     total: float,
-    placeholder: Message,
-    on_timeout: Message,
+    placeholder: Callable[[], Message],
+    on_timeout: Callable[[], Message],
 ) -> None:
     """Ack with the answer if `work` is done within `deadline`; else ack `placeholder` and
-    deliver the answer with respond() when it is ready (or `on_timeout` after `total`)."""
+    deliver the answer with respond() when it is ready (or `on_timeout` after `total`).
+
+    The two fallbacks are rendered only when needed: most answers come in time, and rendering
+    them for every command was a measurable share of its CPU."""
     task = asyncio.ensure_future(work)
     started = time.monotonic()
     try:
@@ -55,11 +59,11 @@ async def answer_in_time(
     else:
         await ack(**answer.to_ack())
         return
-    await ack(**placeholder.to_ack())
+    await ack(**placeholder().to_ack())
     try:
         answer = await asyncio.wait_for(task, max(total - (time.monotonic() - started), 0.1))
     except TimeoutError:
-        answer = on_timeout
+        answer = on_timeout()
     await respond(**answer.to_ack())
 
 
@@ -69,6 +73,7 @@ def register(app: AsyncApp, runtime: Runtime) -> None:
     name = settings.SLACK_COMMAND
 
     @app.command(name)
+    @returns_at_ack
     async def on_command(
         ack: AsyncAck, respond: AsyncRespond, command: dict[str, Any], request: AsyncBoltRequest
     ) -> None:
@@ -87,7 +92,11 @@ def register(app: AsyncApp, runtime: Runtime) -> None:
             await ack(**messages.render_refused().to_ack())
             return
 
-        async def in_time(work: Awaitable[Message], placeholder: Message, late: Message) -> None:
+        async def in_time(
+            work: Awaitable[Message],
+            placeholder: Callable[[], Message],
+            late: Callable[[], Message],
+        ) -> None:
             """Whatever Slack or Asana take, ack inside Slack's 3 s (see answer_in_time)."""
             await answer_in_time(
                 ack,
@@ -99,11 +108,11 @@ def register(app: AsyncApp, runtime: Runtime) -> None:
                 on_timeout=late,
             )
 
-        def working(verb: str) -> tuple[Message, Message]:
+        def working(verb: str) -> tuple[Callable[[], Message], Callable[[], Message]]:
             """Placeholder and timeout answer of a command that may wait on Slack (users.info)."""
             return (
-                messages.render_working(verb),
-                messages.render_work_timeout(verb, settings.LOOKUP_TIMEOUT_SECONDS),
+                lambda: messages.render_working(verb),
+                lambda: messages.render_work_timeout(verb, settings.LOOKUP_TIMEOUT_SECONDS),
             )
 
         try:
@@ -113,8 +122,10 @@ def register(app: AsyncApp, runtime: Runtime) -> None:
                         lookup.look_up_and_watch(
                             runtime, gid, team_id=team_id, channel_id=channel_id, user_id=user_id
                         ),
-                        messages.render_looking_up(gid),
-                        messages.render_lookup_timeout(gid, settings.LOOKUP_TIMEOUT_SECONDS),
+                        lambda: messages.render_looking_up(gid),
+                        lambda: messages.render_lookup_timeout(
+                            gid, settings.LOOKUP_TIMEOUT_SECONDS
+                        ),
                     )
                 case New(org_gid, force):
                     org = org_gid or settings.ASANA_ORGANIZATION_GID or "?"
@@ -131,8 +142,10 @@ def register(app: AsyncApp, runtime: Runtime) -> None:
                                 key=_request_key(command, request, team_id, channel_id, user_id),
                             )
                         ),
-                        messages.render_creating(org),
-                        messages.render_create_timeout(org, settings.LOOKUP_TIMEOUT_SECONDS),
+                        lambda: messages.render_creating(org),
+                        lambda: messages.render_create_timeout(
+                            org, settings.LOOKUP_TIMEOUT_SECONDS
+                        ),
                     )
                 case Unwatch(gid):
                     answer, ended = await watching.stop_watching(

@@ -18,6 +18,7 @@ from slack_bolt.async_app import AsyncAck, AsyncApp
 from bot import home, messages
 from bot.access import payload_team_id
 from bot.runtime import Runtime
+from handlers.acking import returns_at_ack
 
 log = logging.getLogger(__name__)
 
@@ -72,6 +73,7 @@ def register(app: AsyncApp, runtime: Runtime) -> None:
     settings = runtime.settings
 
     @app.event("app_home_opened")
+    @returns_at_ack
     async def on_home_opened(event: dict[str, Any], body: dict[str, Any]) -> None:
         if event.get("tab", "home") != "home":
             return  # the Messages tab: nothing to publish
@@ -82,23 +84,27 @@ def register(app: AsyncApp, runtime: Runtime) -> None:
             log.exception("publishing the home of user %s failed", user_id[:20])
 
     @app.action(messages.REFRESH_ACTION)
+    @returns_at_ack
     async def on_refresh(ack: AsyncAck, body: dict[str, Any]) -> None:
         await ack()
         await _after_click(runtime, body, None)
 
     @app.action(messages.UNWATCH_ACTION)
+    @returns_at_ack
     async def on_unwatch(ack: AsyncAck, body: dict[str, Any]) -> None:
         await ack()
         work = home.unwatch(runtime, _value(body), team_id=_team(body), user_id=_user(body))
         await _after_click(runtime, body, work)
 
     @app.action(messages.REMOVE_SCHEDULE_ACTION)
+    @returns_at_ack
     async def on_remove_schedule(ack: AsyncAck, body: dict[str, Any]) -> None:
         await ack()
         work = home.remove_schedule(runtime, _value(body), team_id=_team(body), user_id=_user(body))
         await _after_click(runtime, body, work)
 
     @app.action(messages.NEW_EXPORT_ACTION)
+    @returns_at_ack
     async def on_new_export(ack: AsyncAck, body: dict[str, Any]) -> None:
         await ack()
         user_id, trigger_id = _user(body), _str(body.get("trigger_id"))
@@ -120,6 +126,7 @@ def register(app: AsyncApp, runtime: Runtime) -> None:
             await _after_click(runtime, body, notice)
 
     @app.view(messages.NEW_EXPORT_CALLBACK)
+    @returns_at_ack
     async def on_new_export_submitted(ack: AsyncAck, body: dict[str, Any]) -> None:
         team_id, user_id = _team(body), _user(body)
         view = body.get("view") if isinstance(body.get("view"), dict) else {}
