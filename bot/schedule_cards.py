@@ -24,6 +24,7 @@ from bot.store import (
     _run_row,
     _subscription,
     created_exports,
+    run_as_seen,
     schedule_runs,
     schedules,
     subscriptions,
@@ -45,12 +46,7 @@ async def take_over(store: Store, run: RunRow, *, now: datetime) -> RunRow | Non
     c = schedule_runs.c
     statement = (
         schedule_runs.update()
-        .where(
-            c.id == run.id,
-            c.outcome == run.outcome.value,
-            c.attempts == run.attempts,
-            c.updated_at == run.updated_at,
-        )
+        .where(run_as_seen(run), c.updated_at == run.updated_at)
         .values(updated_at=now)
         .returning(*schedule_runs.c)
     )

@@ -621,6 +621,12 @@ def _record_poll_statement() -> sa.Update:
 _RECORD_POLL = _record_poll_statement()
 
 
+def run_as_seen(run: RunRow) -> sa.ColumnElement[bool]:
+    """A schedule run still as `run` saw it: the compare of its compare-and-set updates."""
+    c = schedule_runs.c
+    return sa.and_(c.id == run.id, c.outcome == run.outcome.value, c.attempts == run.attempts)
+
+
 class Store:
     """The bot's only way to the database; SQLite for one process, PostgreSQL for replicas."""
 
@@ -1205,14 +1211,9 @@ class Store:
         """Mark the run as being attempted BEFORE Asana is called (compare-and-set on its
         outcome and attempt count): the new row, or None if another caller got there first.
         Whether it is late, for how many occurrences, is kept for the export's card."""
-        c = schedule_runs.c
         statement = (
             schedule_runs.update()
-            .where(
-                c.id == run.id,
-                c.outcome == run.outcome.value,
-                c.attempts == run.attempts,
-            )
+            .where(run_as_seen(run))
             .values(
                 outcome=RunOutcome.ATTEMPTING.value,
                 attempts=run.attempts + 1,
@@ -1251,14 +1252,9 @@ class Store:
     async def settle_run(self, run: RunRow, outcome: RunOutcome, *, now: datetime) -> bool:
         """Set the outcome of a run only if it is still as `run` saw it (compare-and-set): True
         for the one caller that changed it, so the channel is told once."""
-        c = schedule_runs.c
         statement = (
             schedule_runs.update()
-            .where(
-                c.id == run.id,
-                c.outcome == run.outcome.value,
-                c.attempts == run.attempts,
-            )
+            .where(run_as_seen(run))
             .values(outcome=outcome.value, next_attempt_at=None, updated_at=now)
         )
         return await self.write(lambda conn: conn.execute(statement).rowcount) == 1
