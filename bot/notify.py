@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any
 from bot import fanout_records, messages, slack_out
 from bot.decisions import END_REASONS, Outcome
 from bot.followup_store import FollowupStore
+from bot.messages import CardOrigin
 from bot.models import LINK_VALIDITY, EndReason, Export, ProblemKind, Subscription
 from bot.schedule_cards import card_origins
 from bot.slack_out import Failure, LinkGate, SlackResult
@@ -176,18 +177,36 @@ class Notifier:
         store = self._rt.store
         subs = await store.active_subscriptions(export.gid)
         origins = await card_origins(store, (sub.schedule_run_id for sub in subs))
-        now = self._rt.now()
         for sub in subs:
-            if sub.card_ts and not self.paused():
-                card = messages.render_status_card(
-                    export,
-                    now=now,
-                    watchers=len(subs),
-                    next_check_at=next_check_at,
-                    origin=origins.get(sub.schedule_run_id or 0),
-                )
-                result = await self.update(sub.channel_id, sub.card_ts, card)
-                await self._end_if_channel_lost(sub, result)
+            await self.update_card(
+                sub,
+                export,
+                next_check_at=next_check_at,
+                watchers=len(subs),
+                origin=origins.get(sub.schedule_run_id or 0),
+            )
+
+    async def update_card(
+        self,
+        sub: Subscription,
+        export: Export,
+        *,
+        next_check_at: datetime | None,
+        watchers: int | None = None,
+        origin: CardOrigin | None = None,
+    ) -> None:
+        """Edit one watch's status card to show `export` as it is now (if it has a card)."""
+        if not sub.card_ts or self.paused():
+            return
+        card = messages.render_status_card(
+            export,
+            now=self._rt.now(),
+            watchers=watchers,
+            next_check_at=next_check_at,
+            origin=origin,
+        )
+        result = await self.update(sub.channel_id, sub.card_ts, card)
+        await self._end_if_channel_lost(sub, result)
 
     async def announce_pause(self, gid: str, kind: ProblemKind) -> None:
         """Tell every watching channel once that the Asana token lost access to `gid`."""

@@ -15,6 +15,7 @@ import asyncio
 import hashlib
 import logging
 import random
+from dataclasses import replace
 from datetime import datetime, timedelta
 
 from sqlalchemy.exc import OperationalError
@@ -32,13 +33,19 @@ from bot.creating import (
 )
 from bot.db import DatabaseUnavailable, describe_operational_error
 from bot.messages import Message
-from bot.models import EndReason, Export, ExportState
+from bot.models import EndReason, Export, ExportState, Subscription
 from bot.runtime import Runtime
-from bot.schedule_cards import creation_of, run_origin, run_subscription, take_over
+from bot.schedule_cards import (
+    RunOrigin,
+    creation_of,
+    run_origin,
+    run_subscription,
+    take_over,
+)
 from bot.schedule_decisions import GiveUp, after_transient, due_occurrence, is_late
 from bot.scheduling import spec_of
 from bot.slack_out import Failure
-from bot.store import RunOutcome, RunRow, ScheduleRow
+from bot.store import ExportRow, RunOutcome, RunRow, ScheduleRow
 
 log = logging.getLogger(__name__)
 
@@ -273,7 +280,7 @@ class ScheduleFirer:
                 origin=origin,
             )
             await self._end_if_card_failed(row, run)
-        elif sub.card_ts is None and sub.ended_at is None:
+        elif sub.card_ts is None:
             try:
                 ts = await slack_out.find_posted(
                     rt.slack,
@@ -287,7 +294,9 @@ class ScheduleFirer:
             kept = await store.get_export_row(export_gid)
             if ts is not None:
                 await store.set_card_ts(sub.id, ts)
-            elif kept is not None:
+                if sub.ended_at is not None and kept is not None:
+                    await self._show_how_it_ended(replace(sub, card_ts=ts), kept, origin)
+            elif kept is not None and sub.ended_at is None:
                 next_check = kept.next_poll_at
                 await watching.post_card(
                     rt, sub, kept.to_export(), next_check_at=next_check, origin=origin
@@ -302,6 +311,17 @@ class ScheduleFirer:
             run.occurrence_at.isoformat(),
             export_gid,
         )
+
+    async def _show_how_it_ended(
+        self, sub: Subscription, kept: ExportRow, origin: RunOrigin
+    ) -> None:
+        """The watch ended (told, or unwatched) while its card's ts was unknown, so nobody could
+        edit the card then: bring it up to date now."""
+        notify = self._rt.notify
+        if sub.end_reason == EndReason.UNWATCHED:
+            await notify.mark_unwatched(sub)
+        elif kept.state.has_ended:
+            await notify.update_card(sub, kept.to_export(), next_check_at=None, origin=origin.card)
 
     async def _end_if_card_failed(self, row: ScheduleRow, run: RunRow) -> None:
         """A channel that refused the run's card is unusable: the schedule ends (as its posts)."""

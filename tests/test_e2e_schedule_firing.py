@@ -318,12 +318,17 @@ async def test_unwatching_a_schedules_export_keeps_its_origin_on_the_card(
     assert "From schedule #1 · weekly sun 08:01 Europe/Berlin" in card and "late" in card
 
 
-@pytest.mark.parametrize("died", ["after_recording", "after_watching", "after_the_card"])
+@pytest.mark.parametrize(
+    "died", ["after_recording", "after_watching", "after_the_card", "after_the_card_then_finished"]
+)
 async def test_a_run_whose_replica_died_after_asana_answered_is_watched_once(
     fake_asana: FakeAsana, fake_slack: FakeSlack, start_scenario: StartScenario, died: str
 ) -> None:
     """A replica recorded the new export's gid (its creation row), then died before the run
     was recorded: another replica finds the gid, watches it with one card, asks Asana nothing.
+
+    "after_the_card_then_finished": the card's ts was lost, and the export finished and was
+    announced before the take-over, so no poll could edit the card: the take-over does.
 
     The clock starts at the real time here: Slack's history is searched by real timestamps."""
     from bot import watching
@@ -369,7 +374,7 @@ async def test_a_run_whose_replica_died_after_asana_answered_is_watched_once(
             next_poll_at=now,
             schedule_run_id=run.id,
         )
-        if died == "after_the_card":  # Slack took the card; its ts was never recorded
+        if died.startswith("after_the_card"):  # Slack took the card; its ts was never recorded
             schedule = await store.schedule(1)
             assert schedule is not None
             await watching.post_card(
@@ -377,6 +382,10 @@ async def test_a_run_whose_replica_died_after_asana_answered_is_watched_once(
             )
             forget_cards = subscriptions.update().values(card_ts=None)
             await store.write(lambda conn: conn.execute(forget_cards))
+        if died == "after_the_card_then_finished":
+            fake_asana.set_state(gid, "finished")
+            await sbot.run_until(lambda: finished_posts(fake_slack, "C0001"))
+            assert "is pending" in card_text(the_card(fake_slack)), "no poll could edit it"
     assert await sbot.fire_schedules() == 0, "its own replica may still be at it"
     await sbot.fire_schedules(after=91)  # past LEASE_SECONDS + the Asana call: it is gone
     assert creates(fake_asana) == [], "Asana is asked nothing"
@@ -385,6 +394,11 @@ async def test_a_run_whose_replica_died_after_asana_answered_is_watched_once(
     assert f"`{gid}`" in card and "From schedule #1" in card
     (run,) = await store.schedule_runs(1)
     assert (run.outcome, run.export_gid) == (RunOutcome.CREATED, gid)
+    if died == "after_the_card_then_finished":
+        card = card_text(the_card(fake_slack))
+        assert "is finished" in card and "From schedule #1" in card, card
+        assert len(finished_posts(fake_slack, "C0001")) == 1 and sbot.tracebacks == []
+        return
     (watch,) = await store.active_subscriptions(gid)
     assert watch.schedule_run_id == run.id and watch.card_ts == the_card(fake_slack)["ts"]
     fake_asana.set_state(gid, "finished")
