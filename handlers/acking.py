@@ -29,7 +29,8 @@ class _SignallingAck:
 
     def __init__(self, ack: Any) -> None:
         self._ack = ack
-        self.called = asyncio.Event()
+        #: Done once the listener has acked (a future, so waiting on it needs no task).
+        self.called: asyncio.Future[None] = asyncio.get_running_loop().create_future()
 
     @property
     def response(self) -> Any:
@@ -39,7 +40,8 @@ class _SignallingAck:
         try:
             return await self._ack(*args, **kwargs)
         finally:
-            self.called.set()
+            if not self.called.done():
+                self.called.set_result(None)
 
 
 def returns_at_ack(listener: Listener) -> Listener:
@@ -53,16 +55,14 @@ def returns_at_ack(listener: Listener) -> Listener:
             return None
         ack = _SignallingAck(kwargs["ack"])
         body = asyncio.ensure_future(listener(**{**kwargs, "ack": ack}))
-        acked = asyncio.ensure_future(ack.called.wait())
         try:
-            await asyncio.wait({body, acked}, return_when=asyncio.FIRST_COMPLETED)
+            await asyncio.wait({body, ack.called}, return_when=asyncio.FIRST_COMPLETED)
         finally:
-            acked.cancel()
             if not body.done():
                 background.track(body, what=what)  # after the ack, or if this request is cut
         if not body.done():
             return None
-        if ack.called.is_set() and not body.cancelled() and body.exception() is not None:
+        if ack.called.done() and not body.cancelled() and body.exception() is not None:
             # Slack has its answer; an error after it is logged, as Bolt logged it.
             log.error("%s failed after its ack", what, exc_info=body.exception())
             return None
