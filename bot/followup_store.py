@@ -96,10 +96,6 @@ class FollowupStore:
     def __init__(self, store: Store) -> None:
         self._store = store
 
-    async def _rowcount(self, statement: sa.Update) -> int:
-        """One compare-and-set UPDATE in its own write transaction: the rows it changed."""
-        return await self._store.write(lambda conn: conn.execute(statement).rowcount)
-
     # -- stall -------------------------------------------------------------------------
 
     async def stall_candidates(self, states: tuple[str, ...]) -> list[StallCandidate]:
@@ -161,7 +157,7 @@ class FollowupStore:
             .where(_f.subscription_id == sub_id, _f.stall_claimed_at == claimed_at)
             .values(stall_noted_at=claimed_at, stall_notes=_f.stall_notes + 1)
         )
-        return await self._rowcount(statement) == 1
+        return await self._store.changed(statement) == 1
 
     async def release_stall(self, sub_id: int, *, claimed_at: datetime) -> bool:
         """The note was not posted: give the claim back so the next run tries again."""
@@ -170,7 +166,7 @@ class FollowupStore:
             .where(_f.subscription_id == sub_id, _f.stall_claimed_at == claimed_at)
             .values(stall_claimed_at=_f.stall_noted_at)
         )
-        return await self._rowcount(statement) == 1
+        return await self._store.changed(statement) == 1
 
     # -- link expiry -------------------------------------------------------------------
 
@@ -229,7 +225,7 @@ class FollowupStore:
             )
             .values(expiry_claimed_at=now)
         )
-        return await self._rowcount(statement) == 1
+        return await self._store.changed(statement) == 1
 
     async def record_expired(self, sub_id: int, *, now: datetime) -> bool:
         """The post is edited (or can never be): done for good."""
@@ -238,7 +234,7 @@ class FollowupStore:
             .where(_f.subscription_id == sub_id, _f.expiry_done_at.is_(None))
             .values(expiry_done_at=now)
         )
-        return await self._rowcount(statement) == 1
+        return await self._store.changed(statement) == 1
 
     async def release_expiry(self, sub_id: int, *, claimed_at: datetime) -> bool:
         """The edit failed for now: give the claim back for the next run."""
@@ -247,7 +243,7 @@ class FollowupStore:
             .where(_f.subscription_id == sub_id, _f.expiry_claimed_at == claimed_at)
             .values(expiry_claimed_at=None)
         )
-        return await self._rowcount(statement) == 1
+        return await self._store.changed(statement) == 1
 
     async def followup(self, sub_id: int) -> Mapping[str, Any] | None:
         """The raw row (for tests and diagnostics)."""

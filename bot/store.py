@@ -679,6 +679,11 @@ class Store:
         async with self._write_queue, self._engine.begin() as conn:
             return await conn.run_sync(work)
 
+    async def changed(self, statement: sa.Update) -> int:
+        """How many rows one UPDATE changed, in a write transaction of its own: the answer of
+        a compare-and-set."""
+        return await self.write(lambda conn: conn.execute(statement).rowcount)
+
     # -- exports -------------------------------------------------------------------------
 
     @staticmethod
@@ -1165,7 +1170,7 @@ class Store:
             .where(c.id == schedule_id, c.ended_at.is_(None))
             .values(ended_at=now, end_reason=reason[:_END_REASON_MAX])
         )
-        return await self.write(lambda conn: conn.execute(statement).rowcount) == 1
+        return await self.changed(statement) == 1
 
     async def set_schedule_paused(self, schedule_id: int, reason: str | None) -> bool:
         """Pause (a reason) or resume (None); True only for the caller that changed it, so the
@@ -1177,7 +1182,7 @@ class Store:
             .where(c.id == schedule_id, c.ended_at.is_(None), changed)
             .values(paused_reason=None if reason is None else reason[:_ERROR_MAX])
         )
-        return await self.write(lambda conn: conn.execute(statement).rowcount) == 1
+        return await self.changed(statement) == 1
 
     async def claim_run(
         self, schedule_id: int, occurrence_at: datetime, *, now: datetime
@@ -1257,7 +1262,7 @@ class Store:
             .where(run_as_seen(run))
             .values(outcome=outcome.value, next_attempt_at=None, updated_at=now)
         )
-        return await self.write(lambda conn: conn.execute(statement).rowcount) == 1
+        return await self.changed(statement) == 1
 
     async def runs_to_resume(self, now: datetime, stale_before: datetime) -> list[RunRow]:
         """Runs that need a next step: a retry that is due, a claim nobody attempted, or an

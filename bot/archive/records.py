@@ -101,6 +101,12 @@ def _short(text: str) -> str:
     return text if len(text) <= _REASON_MAX else text[: _REASON_MAX - 1] + "…"
 
 
+def _running_under(gid: str, owner: str) -> sa.ColumnElement[bool]:
+    """The archive of `gid`, still running under `owner`'s lease."""
+    c = archives.c
+    return sa.and_(c.gid == gid, c.lease_owner == owner, c.state == ArchiveState.RUNNING.value)
+
+
 class Archives:
     """The archive queries, on the bot's `Store` (its transactions, its engine)."""
 
@@ -194,45 +200,35 @@ class Archives:
         total: int | None,
     ) -> bool:
         """Extend the lease and record the progress; False when `owner` lost the lease."""
-        c = archives.c
-
-        def work(conn: Connection) -> bool:
-            result = conn.execute(
-                archives.update()
-                .where(c.gid == gid, c.lease_owner == owner, c.state == ArchiveState.RUNNING.value)
-                .values(lease_until=now + lease, bytes_done=done, bytes_total=total, updated_at=now)
-            )
-            return bool(result.rowcount)
-
-        return await self._store.write(work)
+        statement = (
+            archives.update()
+            .where(_running_under(gid, owner))
+            .values(lease_until=now + lease, bytes_done=done, bytes_total=total, updated_at=now)
+        )
+        return bool(await self._store.changed(statement))
 
     async def finish(
         self, gid: str, *, owner: str, now: datetime, location: str, size: int, sha256: str
     ) -> bool:
         """Record the stored archive and end the lease; False when `owner` lost it first."""
-        c = archives.c
-
-        def work(conn: Connection) -> bool:
-            result = conn.execute(
-                archives.update()
-                .where(c.gid == gid, c.lease_owner == owner, c.state == ArchiveState.RUNNING.value)
-                .values(
-                    state=ArchiveState.DONE.value,
-                    lease_owner=None,
-                    lease_until=None,
-                    location=location,
-                    size=size,
-                    sha256=sha256,
-                    bytes_done=size,
-                    bytes_total=size,
-                    error=None,
-                    finished_at=now,
-                    updated_at=now,
-                )
+        statement = (
+            archives.update()
+            .where(_running_under(gid, owner))
+            .values(
+                state=ArchiveState.DONE.value,
+                lease_owner=None,
+                lease_until=None,
+                location=location,
+                size=size,
+                sha256=sha256,
+                bytes_done=size,
+                bytes_total=size,
+                error=None,
+                finished_at=now,
+                updated_at=now,
             )
-            return bool(result.rowcount)
-
-        return await self._store.write(work)
+        )
+        return bool(await self._store.changed(statement))
 
     async def fail(self, gid: str, *, owner: str | None, now: datetime, reason: str) -> bool:
         """Give up on the archive (once): True for the one caller whose update made it FAILED.
@@ -241,50 +237,40 @@ class Archives:
         """
         c = archives.c
         owned = c.lease_owner == owner if owner is not None else sa.true()
-
-        def work(conn: Connection) -> bool:
-            result = conn.execute(
-                archives.update()
-                .where(
-                    c.gid == gid,
-                    owned,
-                    c.state.in_([ArchiveState.QUEUED.value, ArchiveState.RUNNING.value]),
-                )
-                .values(
-                    state=ArchiveState.FAILED.value,
-                    lease_owner=None,
-                    lease_until=None,
-                    error=_short(reason),
-                    finished_at=now,
-                    updated_at=now,
-                )
+        statement = (
+            archives.update()
+            .where(
+                c.gid == gid,
+                owned,
+                c.state.in_([ArchiveState.QUEUED.value, ArchiveState.RUNNING.value]),
             )
-            return bool(result.rowcount)
-
-        return await self._store.write(work)
+            .values(
+                state=ArchiveState.FAILED.value,
+                lease_owner=None,
+                lease_until=None,
+                error=_short(reason),
+                finished_at=now,
+                updated_at=now,
+            )
+        )
+        return bool(await self._store.changed(statement))
 
     async def release(self, gid: str, *, owner: str, now: datetime) -> bool:
         """Give the lease back, the run not counted (a clean shutdown, or Asana busy): another
         replica may claim it at once."""
         c = archives.c
-
-        def work(conn: Connection) -> bool:
-            result = conn.execute(
-                archives.update()
-                .where(c.gid == gid, c.lease_owner == owner, c.state == ArchiveState.RUNNING.value)
-                .values(
-                    state=ArchiveState.QUEUED.value,
-                    lease_owner=None,
-                    lease_until=None,
-                    runs=sa.func.max(c.runs - 1, 0)
-                    if conn.dialect.name == "sqlite"
-                    else sa.func.greatest(c.runs - 1, 0),
-                    updated_at=now,
-                )
+        statement = (
+            archives.update()
+            .where(_running_under(gid, owner))
+            .values(
+                state=ArchiveState.QUEUED.value,
+                lease_owner=None,
+                lease_until=None,
+                runs=sa.case((c.runs > 0, c.runs - 1), else_=0),
+                updated_at=now,
             )
-            return bool(result.rowcount)
-
-        return await self._store.write(work)
+        )
+        return bool(await self._store.changed(statement))
 
     async def get(self, gid: str) -> ArchiveRow | None:
         def work(conn: Connection) -> ArchiveRow | None:
