@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import re
 import sqlite3
+import time
 import weakref
+from collections.abc import Callable
 from importlib import resources
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -98,6 +101,8 @@ def create_engine(url: str, **kwargs: Any) -> AsyncEngine:
     if parsed.get_backend_name() == "sqlite":
         path = _sqlite_path(normalized)
         file = prepare(path) if path else None  # before the first connection would create it
+        if path is not None:
+            switch_to_wal(path)
         engine = create_async_engine(normalized, **kwargs)
         _install_sqlite_hooks(engine.sync_engine, file)
         if file is not None:
@@ -140,6 +145,36 @@ def _sqlite_path(normalized: str) -> Path | None:
     return Path(database).expanduser().absolute()
 
 
+def switch_to_wal(
+    path: Path, *, patience: float = 10.0, sleep: Callable[[float], None] = time.sleep
+) -> None:
+    """Put the file in WAL mode once, before the engine's first connection (SQLite keeps the
+    mode in the file, so later connections find it there and switch nothing).
+
+    Two connections switching a new file at the same moment can fail with 'database is locked'
+    without SQLite ever calling its busy handler: each holds the shared lock the other must see
+    go. That happened to replicas (or engines) starting together on a new file. Here the switch
+    is retried for up to `patience` seconds, on a connection of its own that holds no lock in
+    between. Any other failure is left to the first pooled connection, which runs the same
+    pragma and reports it as every connection failure is reported.
+    """
+    deadline = time.monotonic() + patience
+    delay = 0.005
+    while True:
+        try:
+            with contextlib.closing(sqlite3.connect(path, timeout=5.0, isolation_level=None)) as db:
+                db.execute("PRAGMA journal_mode=WAL").fetchall()
+            return
+        except sqlite3.OperationalError as exc:
+            locked = "locked" in str(exc) or "busy" in str(exc)
+            if not locked or time.monotonic() + delay > deadline:
+                return
+        except sqlite3.Error:
+            return
+        sleep(delay)
+        delay = min(delay * 2, 0.25)
+
+
 def _install_sqlite_hooks(engine: Engine, file: SqliteFile | None) -> None:
     """Pragmas on every connection, and BEGIN IMMEDIATE so two writers never both read stale.
 
@@ -160,8 +195,8 @@ def _install_sqlite_hooks(engine: Engine, file: SqliteFile | None) -> None:
         dbapi_connection.isolation_level = None
         cursor = dbapi_connection.cursor()
         try:
-            cursor.execute("PRAGMA journal_mode=WAL")
             cursor.execute("PRAGMA busy_timeout=5000")
+            cursor.execute("PRAGMA journal_mode=WAL")  # already so for a file: switch_to_wal
             cursor.execute("PRAGMA foreign_keys=ON")
             cursor.execute("PRAGMA synchronous=NORMAL")
         finally:

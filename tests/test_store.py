@@ -29,7 +29,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 import bot.archive.records
 import bot.followup_store  # noqa: F401 - its table is on `metadata`
-from bot.db import create_engine, normalize_database_url, upgrade
+from bot.db import create_engine, normalize_database_url, switch_to_wal, upgrade
 from bot.models import EndReason, Export, ExportState, Subscription
 from bot.slack_out import _CHANNEL_ERRORS, _TOKEN_ERRORS
 from bot.store import (
@@ -228,6 +228,42 @@ async def test_sqlite_engine_pragmas_and_directory(tmp_path: Path) -> None:
         assert path.exists()
     finally:
         await engine.dispose()
+
+
+def _journal_mode(path: Path) -> str:
+    with closing(sqlite3.connect(path)) as db:
+        return str(db.execute("PRAGMA journal_mode").fetchone()[0])
+
+
+def test_switching_a_new_file_to_wal_waits_out_another_writer(tmp_path: Path) -> None:
+    """SQLite refuses the switch at once, busy handler or not, while another connection holds
+    the write lock: engines starting together on a new file saw 'database is locked'."""
+    path = tmp_path / "bot.db"
+    with closing(sqlite3.connect(path, isolation_level=None)) as writer:
+        writer.execute("CREATE TABLE t (x)")
+        writer.execute("BEGIN IMMEDIATE")
+        naps: list[float] = []
+
+        def nap(seconds: float) -> None:
+            naps.append(seconds)
+            if len(naps) == 2:
+                writer.execute("COMMIT")
+
+        switch_to_wal(path, sleep=nap)
+    assert len(naps) == 2 and naps[1] > naps[0]
+    assert _journal_mode(path) == "wal"
+
+
+def test_switching_to_wal_gives_up_after_its_patience_and_leaves_it_to_the_pool(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "bot.db"
+    with closing(sqlite3.connect(path, isolation_level=None)) as writer:
+        writer.execute("CREATE TABLE t (x)")
+        writer.execute("BEGIN IMMEDIATE")
+        switch_to_wal(path, patience=0, sleep=lambda _: pytest.fail("slept past its patience"))
+        writer.execute("COMMIT")
+    assert _journal_mode(path) == "delete"
 
 
 @pytest.mark.parametrize("backend", ["postgresql"], indirect=True)
