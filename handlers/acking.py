@@ -29,8 +29,12 @@ class _SignallingAck:
 
     def __init__(self, ack: Any) -> None:
         self._ack = ack
-        #: Done once the listener has acked (a future, so waiting on it needs no task).
-        self.called: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        #: True once the listener has called ack.
+        self.acked = False
+        #: Done once the listener has acked or ended, whichever is first (a future, so waiting
+        #: on it needs no task, and the listener ending settles it by a done callback: cheaper
+        #: than asyncio.wait on the two).
+        self.settled: asyncio.Future[None] = asyncio.get_running_loop().create_future()
 
     @property
     def response(self) -> Any:
@@ -40,8 +44,12 @@ class _SignallingAck:
         try:
             return await self._ack(*args, **kwargs)
         finally:
-            if not self.called.done():
-                self.called.set_result(None)
+            self.acked = True
+            self.settle()
+
+    def settle(self, _: object = None) -> None:
+        if not self.settled.done():
+            self.settled.set_result(None)
 
 
 def returns_at_ack(listener: Listener) -> Listener:
@@ -55,14 +63,15 @@ def returns_at_ack(listener: Listener) -> Listener:
             return None
         ack = _SignallingAck(kwargs["ack"])
         body = asyncio.ensure_future(listener(**{**kwargs, "ack": ack}))
+        body.add_done_callback(ack.settle)
         try:
-            await asyncio.wait({body, ack.called}, return_when=asyncio.FIRST_COMPLETED)
+            await ack.settled  # cancelled with this request, if it is cut: body runs on
         finally:
             if not body.done():
                 background.track(body, what=what)  # after the ack, or if this request is cut
         if not body.done():
             return None
-        if ack.called.done() and not body.cancelled() and body.exception() is not None:
+        if ack.acked and not body.cancelled() and body.exception() is not None:
             # Slack has its answer; an error after it is logged, as Bolt logged it.
             log.error("%s failed after its ack", what, exc_info=body.exception())
             return None

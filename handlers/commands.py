@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -49,22 +48,38 @@ async def answer_in_time(
     deliver the answer with respond() when it is ready (or `on_timeout` after `total`).
 
     The two fallbacks are rendered only when needed: most answers come in time, and rendering
-    them for every command was a measurable share of its CPU."""
-    task = asyncio.ensure_future(work)
-    started = time.monotonic()
+    them for every command was a measurable share of its CPU. `work` is awaited in this task,
+    with one timer for the deadline (which acks the placeholder and only then sets the time
+    limit of `total`): a task, a shield and a wait_for per command were another share.
+    A TimeoutError from `work` itself counts as running out of time, as with wait_for.
+    """
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    late: asyncio.Future[Any] | None = None  # the placeholder's ack, once past the deadline
+    limit = asyncio.timeout(None)
+
+    def past_deadline() -> None:
+        nonlocal late
+        late = asyncio.ensure_future(ack(**placeholder().to_ack()))
+        limit.reschedule(max(started + total, loop.time() + 0.1))
+
+    timer = loop.call_later(deadline, past_deadline)
+    answer: Message | None = None
     try:
-        answer = await asyncio.wait_for(asyncio.shield(task), deadline)
+        async with limit:
+            answer = await work
     except TimeoutError:
         pass
-    else:
-        await ack(**answer.to_ack())
-        return
-    await ack(**placeholder().to_ack())
-    try:
-        answer = await asyncio.wait_for(task, max(total - (time.monotonic() - started), 0.1))
-    except TimeoutError:
-        answer = on_timeout()
-    await respond(**answer.to_ack())
+    finally:
+        timer.cancel()
+        if late is not None:
+            await late  # the placeholder is Slack's answer before anything else is sent
+    if late is None:
+        if answer is not None:
+            await ack(**answer.to_ack())
+            return
+        await ack(**placeholder().to_ack())
+    await respond(**(answer if answer is not None else on_timeout()).to_ack())
 
 
 def register(app: AsyncApp, runtime: Runtime) -> None:
