@@ -60,7 +60,10 @@ def request_id(headers: Mapping[str, Any] | None) -> str:
     """A short id for one Slack request: a hash of its timestamp and signature when it is
     signed (the same on every replica's and proxy's logs, and never the signature itself),
     else a random one (Socket Mode: Bolt does not expose the envelope id)."""
-    headers = {str(k).lower(): v for k, v in (headers or {}).items()}
+    headers = headers or {}
+    if "x-slack-signature" not in headers or "x-slack-request-timestamp" not in headers:
+        # (Bolt's headers are lowercased already: then they are used as they are.)
+        headers = {str(k).lower(): v for k, v in headers.items()}
 
     def first(name: str) -> str:
         value = headers.get(name)
