@@ -90,8 +90,12 @@ class AsanaClient:
         self.gate = gate if gate is not None else RateLimitGate(clock=clock)
         self._base_url = base_url.rstrip("/")
         self._urls: dict[str, httpx.URL] = {}
+        # Every connection may stay idle (for 30 s): with 20, a burst of 50 lookups closed 30
+        # connections only to open them again (against Asana, a TLS handshake each).
         limits = httpx.Limits(
-            max_connections=MAX_CONNECTIONS, max_keepalive_connections=20, keepalive_expiry=30.0
+            max_connections=MAX_CONNECTIONS,
+            max_keepalive_connections=MAX_CONNECTIONS,
+            keepalive_expiry=30.0,
         )
         #: None when httpx's own transport (with the environment's proxy) is used.
         self._transport = transport or _default_transport(limits)
