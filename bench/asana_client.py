@@ -132,8 +132,10 @@ def run(ctx: Context) -> Section:
         " httpx's default httpcore pool 2.08-2.11x; httpcore with the pool limited to one"
         " connection (no per-request scan) 2.17x; httpx-aiohttp's AiohttpTransport 1.09x (and it"
         " maps every aiohttp ClientConnectionError to ConnectTimeout, i.e. 'not sent', which"
-        " would let a POST that reached Asana be retried); StreamTransport 0.83-0.94x. What"
-        " remains is httpx's own Request/Response building and our parsing."
+        " would let a POST that reached Asana be retried); StreamTransport 0.83-0.94x under"
+        " AsyncClient.send; 0.56x with the request (built by httpx.AsyncClient.build_request)"
+        " handed straight to it, past send's auth, redirect and hook layers the client does not"
+        " use. What remains is httpx's own Request/Response building and our parsing."
     )
     if not have_sdk:
         section.notes.append("The official `asana` SDK is not installed: no baseline this run.")
