@@ -105,47 +105,58 @@ async def _serve(settings: Settings, sock: socket.socket) -> None:
     if warning:
         log.warning("%s", warning)
     engine = await open_database(settings.DATABASE_URL)
-    runtime = build_runtime(settings, Store(engine), replica=replica)
-    bolt = build_bolt_app(runtime)
-    slack_check = SlackCheck(runtime)
-    runtime.installation.remember(await _check_slack_auth(bolt, slack_check))
-    watcher = build_watcher(runtime)
-    scheduler = build_scheduler(
-        watcher, tick_seconds=settings.TICK_SECONDS, recover_seconds=settings.RECOVER_SECONDS
-    )
-    running = RunningJobs(scheduler)
-    add_schedule_job(scheduler, ScheduleFirer(runtime).tick)
-    add_followup_job(scheduler, Followups(runtime).run, seconds=FOLLOWUP_SECONDS)
-    archiver = Archiver(runtime)
-    if archiver.enabled:
-        add_archive_job(scheduler, archiver.tick, seconds=ARCHIVE_TICK_SECONDS)
-    # Readiness re-asks Slack: /readyz turns 503 when the token stops working and back after.
-    scheduler.add_job(
-        slack_check.run, IntervalTrigger(seconds=settings.SLACK_CHECK_SECONDS), id="slack_check"
-    )
-    transport = _Transport()
+    # A start-up that stops half-way (a rejected token) closes what it opened, in the
+    # teardown's order; once it is serving, the teardown closes them.
+    async with contextlib.AsyncExitStack() as opened:
+        opened.push_async_callback(engine.dispose)
+        store = Store(engine)
+        opened.callback(store.close)
+        runtime = build_runtime(settings, store, replica=replica)
+        opened.push_async_callback(_close_clients, runtime)
+        bolt = build_bolt_app(runtime)
+        slack_check = SlackCheck(runtime)
+        runtime.installation.remember(await _check_slack_auth(bolt, slack_check))
+        watcher = build_watcher(runtime)
+        scheduler = build_scheduler(
+            watcher, tick_seconds=settings.TICK_SECONDS, recover_seconds=settings.RECOVER_SECONDS
+        )
+        running = RunningJobs(scheduler)
+        add_schedule_job(scheduler, ScheduleFirer(runtime).tick)
+        add_followup_job(scheduler, Followups(runtime).run, seconds=FOLLOWUP_SECONDS)
+        archiver = Archiver(runtime)
+        if archiver.enabled:
+            add_archive_job(scheduler, archiver.tick, seconds=ARCHIVE_TICK_SECONDS)
+        # Readiness re-asks Slack: /readyz turns 503 when the token stops working and back after.
+        scheduler.add_job(
+            slack_check.run, IntervalTrigger(seconds=settings.SLACK_CHECK_SECONDS), id="slack_check"
+        )
+        transport = _Transport()
 
-    def status() -> dict[str, Any]:
-        slack = runtime.notify.status()
-        return {"replica": runtime.replica, "slack_paused": slack.reason if slack.paused else None}
+        def status() -> dict[str, Any]:
+            slack = runtime.notify.status()
+            return {
+                "replica": runtime.replica,
+                "slack_paused": slack.reason if slack.paused else None,
+            }
 
-    readiness = Readiness(
-        runtime,
-        scheduler=scheduler,
-        watcher=watcher,
-        slack=slack_check,
-        websocket=transport.is_connected if settings.socket_mode else None,
-    )
-    web_app = build_web_app(
-        None if settings.socket_mode else bolt,
-        settings,
-        status,
-        ready=readiness.check,
-        scrape=lambda: runtime.metrics.scrape(runtime.store.count_active_subscriptions),
-    )
-    runner = web.AppRunner(web_app, access_log=None, handle_signals=False)
-    await runner.setup()
-    site = LimitedSite(runner, sock, limits)
+        readiness = Readiness(
+            runtime,
+            scheduler=scheduler,
+            watcher=watcher,
+            slack=slack_check,
+            websocket=transport.is_connected if settings.socket_mode else None,
+        )
+        web_app = build_web_app(
+            None if settings.socket_mode else bolt,
+            settings,
+            status,
+            ready=readiness.check,
+            scrape=lambda: runtime.metrics.scrape(runtime.store.count_active_subscriptions),
+        )
+        runner = web.AppRunner(web_app, access_log=None, handle_signals=False)
+        await runner.setup()
+        site = LimitedSite(runner, sock, limits)
+        opened.pop_all()
     try:
         scheduler.start()
         # Served before Socket Mode connects: /readyz names the websocket until it is up.
@@ -237,8 +248,13 @@ async def _teardown(
     # What listeners left running after their ack (respond(), cards, audit lines) still
     # needs the Slack client and the database.
     await background.drain(grace=5.0)
+    await _close_clients(runtime)
+    runtime.store.close()
+    await engine.dispose()
+
+
+async def _close_clients(runtime: Runtime) -> None:
+    """Asana's pooled connections, then Slack's aiohttp session."""
     await runtime.asana.aclose()
     if runtime.slack.session is not None:
         await runtime.slack.session.close()
-    runtime.store.close()
-    await engine.dispose()

@@ -106,6 +106,19 @@ def test_run_lists_every_missing_setting_without_secrets(tmp_path: Path) -> None
     assert secret not in result.stderr
 
 
+def test_run_with_a_token_slack_rejects_exits_and_leaves_nothing_open(
+    bot_env: dict[str, str], tmp_path: Path
+) -> None:
+    """It stops half-way through start-up: what it opened (the Slack session, Asana's pool,
+    the store's threads) is closed, not reported by asyncio as unclosed ERROR lines."""
+    result = run_cli(["run"], {**bot_env, "SLACK_BOT_TOKEN": "xoxb-not-ours"}, tmp_path)
+    output = result.stdout + result.stderr
+    assert result.returncode == 1, output
+    assert "Slack rejected SLACK_BOT_TOKEN (invalid_auth)" in output, output
+    assert "Unclosed" not in output and "ERROR" not in output, output
+    assert "Traceback" not in output and "xoxb-not-ours" not in output
+
+
 def test_run_reports_three_kinds_of_problem_in_one_pass(tmp_path: Path) -> None:
     """Malformed, missing and an unusable DATABASE_URL together; Socket Mode needs no secret."""
     password = "db-password-canary"
