@@ -58,10 +58,13 @@ async def answer_in_time(
     late: asyncio.Future[Any] | None = None  # the placeholder's ack, once past the deadline
     limit = asyncio.timeout(None)
 
+    async def ack_placeholder() -> None:  # rendered in the task: an error surfaces at `late`
+        await ack(**placeholder().to_ack())
+
     def past_deadline() -> None:
         nonlocal late
-        late = asyncio.ensure_future(ack(**placeholder().to_ack()))
         limit.reschedule(max(started + total, loop.time() + 0.1))
+        late = asyncio.ensure_future(ack_placeholder())
 
     timer = loop.call_later(deadline, past_deadline)
     answer: Message | None = None
