@@ -9,6 +9,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, settings
 
 from bot.demo.fake_asana import FakeAsana
 from bot.demo.fake_slack import FakeSlack
@@ -18,6 +19,11 @@ from bot.testing.scenario import Scenario
 
 ASANA_TOKEN = TEST_ASANA_TOKEN  # recognisable, so leak checks can grep for it
 POSTGRES_URL_VAR = "ASANA_BOT_TEST_POSTGRES_URL"
+
+# Tests check behaviour, not speed: Hypothesis's 200 ms deadline per example (and its "too
+# slow" health check) failed a pure test on a loaded machine. Examples are still as many.
+settings.register_profile("behaviour", deadline=None, suppress_health_check=[HealthCheck.too_slow])
+settings.load_profile("behaviour")
 
 
 @pytest.fixture
