@@ -112,9 +112,12 @@ def run() -> None:
         log_sql=settings.LOG_SQL,
         log_format=settings.LOG_FORMAT,
     )
-    from bot.app import serve
-    from bot.db import DatabaseFileError
-    from bot.http_limits import ListenError
+    from bot.launch import collector_paused
+
+    with collector_paused():
+        from bot.app import serve
+        from bot.db import DatabaseFileError
+        from bot.http_limits import ListenError
 
     try:
         asyncio.run(serve(settings))
