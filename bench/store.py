@@ -45,7 +45,9 @@ def run(ctx: Context) -> Section:
         )
     section.notes += [
         "Store: the real `bot.store.Store` on a SQLite file (each transaction one hand-off to"
-        " the store's writer or reader thread, bot.sqlite_thread) seeded with"
+        " the store's writer or reader thread, bot.sqlite_thread, except the short reads of a"
+        " command's path, `Store.read_short`, which run on the event loop's thread: here the"
+        " already-watching check before a subscribe's write) seeded with"
         f" {exports:,} started exports, one watch each from 100 channels (bulk INSERTs, as"
         f" `seed_watches` writes them). {ops} calls per subscribe phase, with the watch caps"
         " the bot passes (defaults; a new watch counts both); the poll phase claims 50 due"

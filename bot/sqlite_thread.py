@@ -12,17 +12,26 @@ before the next one on its thread starts, so this process's writers never wait o
 other's BEGIN IMMEDIATE (and need no lock), and reads (BEGIN DEFERRED, WAL) never wait on a
 writer. A task cancelled while its transaction waits in the queue takes it out; one cancelled
 while it runs lets it finish (commit or roll back) and drops the result.
+
+A short read on a command's path can skip the hand-off (`read_here`): it runs on the calling
+thread, on a connection of that thread whose busy timeout is zero, so it never waits: in WAL
+mode a reader does not wait for writers, and in the rare moment it would (another process
+recovering the WAL) SQLite says busy at once and the read goes to the reader thread instead.
+A hand-off wakes two threads, each a context switch (and in a virtual machine an interrupt
+between vCPUs); on the started-export command that was most of the store's cost.
 """
 
 from __future__ import annotations
 
 import asyncio
 import queue
+import sqlite3
 import threading
 from collections.abc import Callable
 from typing import Any, TypeVar
 
 from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.exc import OperationalError
 
 from bot.db import SQLITE_BEGIN_OPTION
 
@@ -82,6 +91,22 @@ def _settle(future: asyncio.Future[Any], result: Any, error: BaseException | Non
         future.set_result(result)
 
 
+class Busy:
+    """What `ThreadedSqlite.read_here` returns instead of waiting (one instance, `BUSY`)."""
+
+    def __repr__(self) -> str:
+        return "BUSY"
+
+
+BUSY = Busy()
+
+
+def _busy(exc: OperationalError) -> bool:
+    """SQLite said busy or locked (primary codes 5 and 6, whatever the extended code)."""
+    code = getattr(exc.orig, "sqlite_errorcode", None)
+    return code is not None and code & 0xFF in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED)
+
+
 class ThreadedSqlite:
     """The store's way to a SQLite file: a writer thread and a reader thread (see module doc)."""
 
@@ -92,6 +117,9 @@ class ThreadedSqlite:
         self._connections: dict[str, Connection] = {}
         self._writer = _Worker("store-write", on_exit=lambda: self._drop("IMMEDIATE"))
         self._reader = _Worker("store-read", on_exit=lambda: self._drop("DEFERRED"))
+        #: The thread `read_here` runs on (the one making this object: the event loop's) and
+        #: its connection, which never waits on a lock; opened here, where waiting is fine.
+        self._here: tuple[int, Connection] | None = self._connect_here()
 
     @property
     def engine(self) -> Engine:
@@ -103,6 +131,41 @@ class ThreadedSqlite:
         if write:
             return await self._writer.submit(lambda: self._transaction(work, "IMMEDIATE"))
         return await self._reader.submit(lambda: self._transaction(work, "DEFERRED"))
+
+    def read_here(self, work: Callable[[Connection], T]) -> T | Busy:
+        """`work` in a read transaction on the calling thread, without waiting for anything;
+        `BUSY` when SQLite would have had to wait (or the caller is not the thread that made
+        this object), so the caller reads through `run` instead. `work` must be short."""
+        if self._here is None:
+            self._here = self._connect_here()
+        owner, conn = self._here
+        if owner != threading.get_ident():
+            return BUSY
+        try:
+            with conn.begin():
+                return work(conn)
+        except OperationalError as exc:
+            if _busy(exc):
+                return BUSY
+            self._drop_here()
+            raise
+        except BaseException:
+            self._drop_here()
+            raise
+
+    def _connect_here(self) -> tuple[int, Connection]:
+        """The calling thread's connection for `read_here`. Opening it may wait (the pragmas
+        run under the usual busy timeout), which is why the constructor opens the first."""
+        conn = self._engine.connect()
+        conn.execution_options(**{SQLITE_BEGIN_OPTION: "DEFERRED"})
+        # Below SQLAlchemy: a statement through the Connection would begin a transaction.
+        conn.connection.driver_connection.execute("PRAGMA busy_timeout=0")
+        return threading.get_ident(), conn
+
+    def _drop_here(self) -> None:
+        here, self._here = self._here, None
+        if here is not None:
+            here[1].close()
 
     def _transaction(self, work: Callable[[Connection], T], begin: str) -> T:
         """One transaction on this thread's Connection. Checking a connection out of the pool
@@ -132,4 +195,5 @@ class ThreadedSqlite:
         ends) and close the connections."""
         self._writer.stop()
         self._reader.stop()
+        self._drop_here()
         self._engine.dispose()

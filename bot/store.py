@@ -24,7 +24,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from bot.db import SQLITE_BEGIN_OPTION, thread_engine
 from bot.models import EndReason, Export, ExportState, Subscription
-from bot.sqlite_thread import ThreadedSqlite
+from bot.sqlite_thread import Busy, ThreadedSqlite
 
 #: States still worth polling; UNKNOWN too, so a state Asana adds later does not strand a watch.
 WATCHABLE_STATES: tuple[ExportState, ...] = (
@@ -668,6 +668,16 @@ class Store:
             async with conn.begin():
                 return await conn.run_sync(work)
 
+    async def read_short(self, work: Callable[[Connection], T]) -> T:
+        """`read`, for a short indexed read on a command's path: on a SQLite file it runs on
+        the event loop's thread without a hand-off, unless SQLite would have to wait
+        (bot.sqlite_thread, `read_here`); then, and elsewhere, it is `read`."""
+        if self._threads is not None:
+            found = self._threads.read_here(work)
+            if not isinstance(found, Busy):
+                return found
+        return await self.read(work)
+
     async def write(self, work: Callable[[Connection], T]) -> T:
         """`work(conn)` in one write transaction (BEGIN IMMEDIATE on SQLite, see bot.db),
         committed when it returns and rolled back when it raises."""
@@ -762,7 +772,8 @@ class Store:
             ).one()
             return _subscription(row._mapping), True
 
-        existing = await self.read(active)  # asking again is common: answer it without a write
+        # Asking again is common: answer it without a write.
+        existing = await self.read_short(active)
         if existing is not None:
             return existing, False
         try:
@@ -844,7 +855,7 @@ class Store:
     async def count_watchers(self, gid: str) -> int:
         """How many channels watch `gid`: a COUNT on a partial index, no rows loaded."""
         query, parameters = _COUNT_WATCHERS, {"gid": gid}
-        return int(await self.read(lambda conn: conn.execute(query, parameters).scalar_one()))
+        return int(await self.read_short(lambda conn: conn.execute(query, parameters).scalar_one()))
 
     async def set_card_ts(self, sub_id: int, ts: str) -> None:
         """Remember the status card's message ts so chat.update can edit it in place."""
