@@ -17,7 +17,7 @@ from bot import log_context
 from bot.demo.fake_asana import FakeAsana
 from bot.demo.fake_slack import FakeSlack
 from bot.demo.signing import post_slash_command
-from bot.logging_setup import BOLT_TOKEN_NOTICE, build_handler
+from bot.logging_setup import BOLT_TOKEN_NOTICE, build_handler, configure_logging
 from bot.testing.process import SIGNING_SECRET, BotProcess
 from tests.conftest import ASANA_TOKEN
 
@@ -220,3 +220,28 @@ def test_request_id_is_a_hash_of_signed_headers_or_random() -> None:
     assert log_context.request_id(signed) == log_context.request_id(signed)
     assert "aaaa" not in log_context.request_id(signed)
     assert log_context.request_id({}) != log_context.request_id({})
+
+
+@pytest.mark.parametrize("level", ["DEBUG", "INFO"])
+def test_slack_sdk_formats_no_request_dumps_it_would_drop(level: str) -> None:
+    """slack_sdk asks its client logger's own `level` (not isEnabledFor) before building a
+    debug line of every request and response; NOTSET would pass that test at any LOG_LEVEL."""
+    root = logging.getLogger()
+    saved = root.level, list(root.handlers)
+    levels = {
+        name: logger.level
+        for name, logger in logging.root.manager.loggerDict.items()
+        if isinstance(logger, logging.Logger)
+    }
+    try:
+        configure_logging(level)
+        for name in ("slack_sdk.web.async_base_client", "slack_sdk.web.base_client"):
+            logger = logging.getLogger(name)
+            assert logger.level > logging.DEBUG, name
+            assert logger.level == max(logging.getLevelName(level), logging.WARNING)
+    finally:
+        root.setLevel(saved[0])
+        root.handlers[:] = saved[1]
+        for name, logger in logging.root.manager.loggerDict.items():
+            if isinstance(logger, logging.Logger):
+                logger.setLevel(levels.get(name, logging.NOTSET))
