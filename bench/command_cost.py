@@ -47,6 +47,8 @@ GID_MANY = "1500000000000002"
 FIRST_GIDS = 1500000000100000
 #: The key of the first-watch figures (a new gid each command).
 FIRST = "first"
+#: What a first watch posts (its card and the audit line in its thread): the posting baseline's.
+FIRST_WATCH_POSTS = 2
 WATCHERS = 10_000
 #: The bound: a noisy shared machine measures the same code within this of itself.
 RATIO_TARGET = 1.25
@@ -120,10 +122,12 @@ def _seeded_channel(gid: str) -> str:
     return "CONE00000" if gid == GID_ONE else "C00000000"
 
 
-def _bolt_cpu(ctx: Context, env: dict[str, str], slack: Any, n: int) -> float:
-    """A bare Bolt ack app's CPU per command: the same commands, sent the same way."""
+def _bolt_cpu(ctx: Context, env: dict[str, str], slack: Any, n: int, *, posts: int = 0) -> float:
+    """A bare Bolt ack app's CPU per command: the same commands, sent the same way; with
+    `posts`, each command also makes that many chat.postMessage calls after its ack."""
     from bot.testing.process import free_port
 
+    env = {**env, "BASELINE_POSTS": str(posts)}
     with baseline_bolt(ctx.subdir("command_cost"), env, free_port()) as base:
         _batch(base, slack, GID_ONE, n=5, new=True, tag="BW", expect=None)  # warm-up
         runs = [
@@ -163,6 +167,8 @@ def run(ctx: Context) -> Section:
         seed_watches(env["DATABASE_URL"], watches, via_subscribe=2)
         ctx.log("command cost: bare Bolt ack")
         bolt = _bolt_cpu(ctx, env, slack, n)
+        ctx.log("command cost: Bolt ack and two posts")
+        bolt_posting = _bolt_cpu(ctx, env, slack, n, posts=FIRST_WATCH_POSTS)
         ctx.log("command cost: the bot")
         bot = BotProcess(workdir, env).start(timeout=60)
         cpu: dict[tuple[str, bool], list[float]] = {}
@@ -190,13 +196,14 @@ def run(ctx: Context) -> Section:
     per_new = {
         gid: {m: k / (n * ROUNDS) for m, k in calls.items()} for gid, calls in new_calls.items()
     }
-    return _section({k: sum(v) / len(v) for k, v in cpu.items()}, n, bolt, per_new)
+    return _section({k: sum(v) / len(v) for k, v in cpu.items()}, n, bolt, bolt_posting, per_new)
 
 
 def _section(
     cpu: dict[tuple[str, bool], float],
     n: int,
     bolt: float,
+    bolt_posting: float,
     per_new: dict[str, dict[str, float]],
 ) -> Section:
     section = Section(NAME)
@@ -223,6 +230,14 @@ def _section(
             "ms",
             bolt * 1000,
             Target(BOLT_RATIO_TARGET),
+        ),
+        Row(
+            NAME,
+            "server CPU per command vs a Bolt app that acks and posts twice: new watch, the"
+            " export's first channel",
+            first * 1000,
+            "ms",
+            bolt_posting * 1000,
         ),
         Row(
             NAME,
@@ -275,7 +290,12 @@ def _section(
         " from a new channel: its Slack Web API calls per command: "
         + calls(FIRST)
         + " (the status card, then the audit line in its thread). This is the command's own"
-        " work, and the row the target is judged on.",
+        " work, and the row the target is judged on. Beside it, the floor of any command that"
+        f" posts that much: the same Bolt app acking and then making {FIRST_WATCH_POSTS}"
+        " chat.postMessage calls (a short text and one block each) into the command's channel"
+        " through one pooled slack_sdk client (`bench.baseline_bolt`, BASELINE_POSTS), measured"
+        f" the same way: {bolt_posting * 1000:.2f} ms, so those posts alone cost"
+        f" {(bolt_posting - bolt) * 1000:.2f} ms beyond the bare ack.",
         "New watch of an export with 20 cards: the 1-watcher export, whose new channels each add"
         " a card, so after the first 20 commands every new watch tells 20 card threads (issue"
         " 13's audit trail, by design: a line in the thread of each card of the export, up to"
