@@ -5,6 +5,10 @@ the same secret, a Web API client on the same fake Slack), none of our code. It 
 `GET /healthz`, so start-up is measured the same way. Run: `python -m bench.baseline_bolt`
 with PORT, SLACK_SIGNING_SECRET, SLACK_BOT_TOKEN and SLACK_API_URL in the environment.
 
+With BASELINE_ACK_DELAY=S the command acks after S seconds of `asyncio.sleep` (no work: a
+timer), so under a closed-loop load it runs at the request rate of an app whose answer waits
+for Asana, in the same regime, not at its own saturation.
+
 With BASELINE_POSTS=N the command also makes N chat.postMessage calls into its channel after
 the ack, through one pooled slack_sdk client: the floor of a command that must post (a new
 watch posts its card and an audit line), as plainly as Bolt's own tools allow.
@@ -12,6 +16,7 @@ watch posts its card and an audit line), as plainly as Bolt's own tools allow.
 
 from __future__ import annotations
 
+import asyncio
 import os
 from typing import Any
 
@@ -30,10 +35,13 @@ def build(env: dict[str, str]) -> web.Application:
     )
 
     posts = int(env.get("BASELINE_POSTS", "0"))
+    delay = float(env.get("BASELINE_ACK_DELAY", "0"))
     poster: list[AsyncWebClient] = []  # made in the running loop, on first use
 
     @bolt.command(env.get("SLACK_COMMAND", "/asana-export"))
     async def on_command(ack: AsyncAck, command: dict[str, Any]) -> None:
+        if delay:
+            await asyncio.sleep(delay)
         await ack()
         if posts and not poster:
             poster.append(
