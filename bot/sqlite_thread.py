@@ -154,8 +154,10 @@ class ThreadedSqlite:
             raise
 
     def _connect_here(self) -> tuple[int, Connection]:
-        """The calling thread's connection for `read_here`. Opening it may wait (the pragmas
-        run under the usual busy timeout), which is why the constructor opens the first."""
+        """The calling thread's connection for `read_here`. Opening it runs the usual pragmas
+        under the usual busy timeout, which is why the constructor opens the first; after a
+        failed read the next one opens a replacement (the file is in WAL mode by then and the
+        store's threads hold it open, so nothing there waits on a lock)."""
         conn = self._engine.connect()
         conn.execution_options(**{SQLITE_BEGIN_OPTION: "DEFERRED"})
         # Below SQLAlchemy: a statement through the Connection would begin a transaction.
