@@ -399,22 +399,17 @@ def _per_request(report: dict[str, Any]) -> str:
 
 
 def _limit(reports: dict[str, dict[str, Any]]) -> str:
-    """Whether each server was CPU-bound (an asyncio server uses one core at most), and what
-    that means for its latency."""
-    busy = {
-        label: report["cpu"]["server"] / report["wall"]
+    """Which servers were CPU-bound (an asyncio server uses one core at most), and what that
+    means for their latency (their busy shares are in the note on the baselines)."""
+    bound = [
+        label
         for label, report in reports.items()
-        if report["cpu"].get("server") is not None
-    }
-    if not busy:
-        return ""
-    shown = ", ".join(f"{label} {share:.0%}" for label, share in busy.items())
-    bound = [label for label, share in busy.items() if share >= 0.85]
-    what = (
-        f"{', '.join(bound)}: CPU-bound, so requests/s follows CPU per request and p50/p99 are"
-        " mostly queueing behind the other requests in flight (at this concurrency, about"
-        " concurrency x CPU per request, plus Asana's own latency for ours)"
-        if bound
-        else "none CPU-bound"
+        if report["cpu"].get("server") is not None and _busy(report) >= 0.85
+    ]
+    if not bound:
+        return "Limit: no server was CPU-bound (85 % of one core or more)."
+    return (
+        f"Limit: {', '.join(bound)} CPU-bound (85 % of one core or more), so requests/s follows"
+        " CPU per request and p50/p99 are mostly queueing behind the other requests in flight"
+        " (about concurrency x CPU per request, plus Asana's own latency for ours)."
     )
-    return f"Server process busy (of one core): {shown}; {what}."

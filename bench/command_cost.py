@@ -275,11 +275,9 @@ def _section(
         " saved, audit lines after the ack). 'Already watching': the seeded channel asks again"
         " (lookup, one indexed read). In the first two rows the baseline column is the"
         " 1-watcher export in the same process and run.",
-        "Before issue 8 a new watch loaded every active watch row of the export only to count"
-        " them: 205 ms of CPU per command at 10,000 watchers in the issue's measurement, 105 ms"
-        " (13x its 1-watcher cost) in this benchmark's smoke run. Now the count reads the partial"
-        " index ix_subscriptions_active_export (export_gid, ended_at) alone; SQLite still walks"
-        " those index entries, so a residue of well under a millisecond remains at 10,000.",
+        "Limit at 10,000 watchers: the watcher count reads the partial index"
+        " ix_subscriptions_active_export (export_gid, ended_at) alone, but SQLite still walks"
+        " its entries, a residue of well under a millisecond.",
         f"Versus a bare Bolt ack (issue 14, ratio ≤ {BOLT_RATIO_TARGET:g}): the baseline is"
         " `bench.baseline_bolt` (Bolt AsyncApp, ack only) sent the same signed commands one at a"
         f" time, {ROUNDS} batches of {n} after a warm-up, alone before the bot starts. A batch's"

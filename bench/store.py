@@ -54,9 +54,7 @@ def run(ctx: Context) -> Section:
         " exports and records 50 polls per batch, divided by the exports polled. CPU is"
         " `time.process_time()` of the benchmark process (the store's threads included),"
         f" median of {rounds} rounds on a fresh database each; ours includes SQLAlchemy event"
-        " hooks that record the statements (a few µs). Before issue 14 (async SQLAlchemy over"
-        " aiosqlite, one hand-off per cursor call) the same rows were 2.8, 8.6 and 2.9 ms at"
-        " 10,000 exports.",
+        " hooks that record the statements (a few µs).",
         "Baseline: those recorded statements replayed with the stdlib sqlite3 on one connection"
         " owned by one worker thread, one hand-off per operation, on a copy of the database from"
         " before the phase (`python -m bench.store_alternatives`). Replayed on the event loop's"
