@@ -4,8 +4,10 @@ load, and the collector left as it was found."""
 from __future__ import annotations
 
 import gc
+import os
 import subprocess
 import sys
+from pathlib import Path
 
 from bot.launch import collector_paused
 
@@ -48,3 +50,37 @@ def test_importing_what_run_imports_collects_nothing() -> None:
         [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60
     )
     assert done.stdout.strip() == "0"
+
+
+def test_run_imports_the_app_with_the_collector_off(
+    bot_env: dict[str, str], tmp_path: Path
+) -> None:
+    """`asana-export-bot run` as the console script starts it: bot.app's module body runs with
+    the collector off (an import hook looks, then `serve` is left unrun)."""
+    code = (
+        "import asyncio, gc, sys\n"
+        "seen = []\n"
+        "class Look:\n"
+        "    def find_spec(self, name, path=None, target=None):\n"
+        "        if name == 'bot.app':\n"
+        "            seen.append(gc.isenabled())\n"
+        "sys.meta_path.insert(0, Look())\n"
+        "asyncio.run = lambda serving: serving.close()\n"
+        "sys.argv = ['asana-export-bot', 'run']\n"
+        "from bot.launch import main\n"
+        "try:\n"
+        "    main()\n"
+        "except SystemExit:\n"
+        "    pass\n"
+        "print(seen, gc.isenabled())\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=60,
+        cwd=tmp_path,
+        env={**os.environ, **bot_env},
+    )
+    assert done.stdout.strip().splitlines()[-1] == "[False] True", done.stderr[-2000:]
