@@ -45,13 +45,15 @@ def build_slack_client(settings: Settings, metrics: Metrics | None = None) -> As
     """Slack Web API client that retries connection errors, 429 (after Retry-After) and 5xx.
 
     One aiohttp session for the process: without it slack_sdk opens a new session, and so a
-    new TCP+TLS connection, for every call. Call this inside the running event loop.
+    new TCP+TLS connection, for every call. Its cookie jar keeps nothing: the Web API sets
+    no cookie a call needs, and filtering and storing them was CPU on every call. Call this
+    inside the running event loop.
     Every call is counted in `metrics` (by method and error code).
     """
     assert settings.SLACK_BOT_TOKEN is not None
     return MeteredWebClient(
         metrics=metrics or Metrics(),
-        session=aiohttp.ClientSession(),
+        session=aiohttp.ClientSession(cookie_jar=aiohttp.DummyCookieJar()),
         token=settings.SLACK_BOT_TOKEN.get_secret_value(),
         base_url=settings.slack_api_url,
         timeout=10,

@@ -175,6 +175,15 @@ def switch_to_wal(
         delay = min(delay * 2, 0.25)
 
 
+#: SQLAlchemy's statement log (LOG_SQL): while it is on, statements go through SQLAlchemy,
+#: which logs them, and not around it (bot.sqlite_thread).
+_SQL_LOG = logging.getLogger("sqlalchemy.engine.Engine")
+
+
+def sql_logged() -> bool:
+    return _SQL_LOG.isEnabledFor(logging.INFO)
+
+
 def _install_sqlite_hooks(engine: Engine, file: SqliteFile | None) -> None:
     """Pragmas on every connection, and BEGIN IMMEDIATE so two writers never both read stale.
 
@@ -209,7 +218,14 @@ def _install_sqlite_hooks(engine: Engine, file: SqliteFile | None) -> None:
             raise ValueError(f"unknown SQLite begin mode {mode!r}")
         if file is not None:
             file.check()
-        conn.exec_driver_sql(f"BEGIN {mode}")
+        driver = conn.connection.driver_connection
+        if not isinstance(driver, sqlite3.Connection) or sql_logged():
+            conn.exec_driver_sql(f"BEGIN {mode}")  # aiosqlite's, or logged (LOG_SQL)
+            return
+        try:  # on the store's threads, not through SQLAlchemy: half a write's own CPU
+            driver.execute(f"BEGIN {mode}")
+        except sqlite3.Error as exc:
+            raise DBAPIError.instance(f"BEGIN {mode}", (), exc, sqlite3.Error) from exc
 
 
 def migrations_path() -> str:

@@ -34,6 +34,7 @@ from bot.store import (
     _subscription,
     exports,
     metadata,
+    subscription_of,
     subscriptions,
     upsert_insert,
 )
@@ -67,9 +68,10 @@ _AUDIT_THREADS = (
     .where(
         _s.export_gid == sa.bindparam("gid"),
         _s.card_ts.is_not(None),
-        sa.or_(
+        sa.or_(  # not IN: a statement read_short prepares once has no IN list
             _s.ended_at.is_(None),
-            _s.end_reason.in_((EndReason.FINISHED.value, EndReason.EXPORT_FAILED.value)),
+            _s.end_reason == EndReason.FINISHED.value,
+            _s.end_reason == EndReason.EXPORT_FAILED.value,
         ),
     )
     .order_by(_s.id.desc())
@@ -115,16 +117,39 @@ class FollowupStore:
 
     # -- stall -------------------------------------------------------------------------
 
-    async def stall_candidates(self, states: tuple[str, ...]) -> list[StallCandidate]:
-        """Active watches with a card, of exports in `states`, with their nudge record."""
+    async def stall_candidates(
+        self, states: tuple[str, ...], *, now: datetime, every: timedelta
+    ) -> list[StallCandidate]:
+        """Active watches with a card, of exports in `states`, that may need a look now: a note
+        due (`bot.stall.stall_due`, run `every` since Asana's created_at or the watch, and no
+        note within `every`), or a claim not recorded as posted (`bot.stall.claim_state`).
+
+        The database filters, so the pass every FOLLOWUP_SECONDS reads the few rows it acts on,
+        not every running watch (at 1,000 watches that read and its Python rows were a
+        measurable share of a command's CPU). The caller still decides on each row.
+        """
         s = subscriptions.c
+        before = now - every
+        since = sa.func.coalesce(exports.c.created_at, s.created_at, type_=UTCDateTime())
+        due = sa.and_(
+            since <= before, sa.or_(_f.stall_noted_at.is_(None), _f.stall_noted_at <= before)
+        )
+        unrecorded = sa.and_(
+            _f.stall_claimed_at.is_not(None),
+            sa.or_(_f.stall_noted_at.is_(None), _f.stall_noted_at != _f.stall_claimed_at),
+        )
         query = (
             sa.select(
                 subscriptions, exports, _f.stall_claimed_at, _f.stall_noted_at, _f.stall_notes
             )
             .join(exports, exports.c.gid == s.export_gid)
             .outerjoin(subscription_followups, _f.subscription_id == s.id)
-            .where(s.ended_at.is_(None), s.card_ts.is_not(None), exports.c.state.in_(states))
+            .where(
+                s.ended_at.is_(None),
+                s.card_ts.is_not(None),
+                exports.c.state.in_(states),
+                sa.or_(due, unrecorded),
+            )
             .order_by(s.id)
         )
         rows = await self._store.read(lambda conn: conn.execute(query).all())
@@ -271,8 +296,5 @@ class FollowupStore:
     async def audit_threads(self, gid: str, *, limit: int = 20) -> list[Subscription]:
         """The cards of `gid` whose threads hear its audit lines: active watches, and watches
         told the outcome (their card is still where the team looks). Newest first."""
-        parameters = {"gid": gid, "limit": limit}
-        rows = await self._store.read_short(
-            lambda conn: conn.execute(_AUDIT_THREADS, parameters).all()
-        )
-        return [_subscription(r._mapping) for r in rows]
+        rows = await self._store.read_short(_AUDIT_THREADS, {"gid": gid, "limit": limit})
+        return [subscription_of(row) for row in rows]

@@ -18,7 +18,11 @@ thread, on a connection of that thread whose busy timeout is zero, so it never w
 mode a reader does not wait for writers, and in the rare moment it would (another process
 recovering the WAL) SQLite says busy at once and the read goes to the reader thread instead.
 A hand-off wakes two threads, each a context switch (and in a virtual machine an interrupt
-between vCPUs); on the started-export command that was most of the store's cost.
+between vCPUs); on the started-export command that was most of the store's cost. Such a read
+is one statement, `Prepared` once: SQLAlchemy compiles it (its SQL, the order of its
+parameters, their type conversions) and the sqlite3 connection runs it. SQLAlchemy's execution
+path around a statement (execution context, result object, events) cost several times the
+statement itself in the running bot.
 """
 
 from __future__ import annotations
@@ -27,13 +31,14 @@ import asyncio
 import queue
 import sqlite3
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any, TypeVar
 
-from sqlalchemy.engine import Connection, Engine
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.engine import Connection, Dialect, Engine
+from sqlalchemy.exc import DBAPIError, OperationalError, StatementError
+from sqlalchemy.sql.expression import Executable
 
-from bot.db import SQLITE_BEGIN_OPTION
+from bot.db import SQLITE_BEGIN_OPTION, sql_logged
 
 T = TypeVar("T")
 
@@ -107,6 +112,101 @@ def _busy(exc: OperationalError) -> bool:
     return code is not None and code & 0xFF in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED)
 
 
+Row = tuple[Any, ...]
+
+
+class Prepared:
+    """One Core statement, compiled once for SQLite, run on a sqlite3 connection itself: the
+    SQL, the order of its parameters and their conversions both ways are SQLAlchemy's.
+
+    For the statements on a command's path (`statement_rows`, `ThreadedSqlite.read_here`).
+    Parameters are bound by key (a `bindparam`'s name); literal values in the statement are
+    bound as compiled. An IN list (an expanding parameter, rendered per call) is refused:
+    write it as ORs.
+    """
+
+    __slots__ = ("_binds", "_results", "sql")
+
+    def __init__(self, statement: Executable, dialect: Dialect) -> None:
+        compiled = statement.compile(dialect=dialect)
+        if compiled.positiontup is None:
+            raise ValueError(f"{dialect.name} binds parameters by name, not by position")
+        binds = [compiled.binds[name] for name in compiled.positiontup]
+        if any(bind.expanding or bind.callable is not None for bind in binds):
+            raise ValueError("an IN list or a lambda parameter cannot be prepared once")
+        self.sql = str(compiled)
+        self._binds = tuple(
+            (
+                bind.key,
+                bind.required,
+                bind.value,
+                bind.type.dialect_impl(dialect).bind_processor(dialect),
+            )
+            for bind in binds
+        )
+        columns = getattr(statement, "exported_columns", ())
+        processors = tuple(
+            column.type.dialect_impl(dialect).result_processor(dialect, None) for column in columns
+        )
+        self._results = processors if any(processors) else None
+
+    def run(self, driver: sqlite3.Connection, given: Mapping[str, Any]) -> list[Row]:
+        """The statement's rows on `driver`, in whatever transaction it is in. Errors are
+        raised as SQLAlchemy raises them: StatementError for a parameter it cannot convert,
+        the DBAPIError subclass (IntegrityError, OperationalError...) for SQLite's."""
+        try:
+            values = self._parameters(given)
+        except Exception as exc:
+            name = f"{type(exc).__module__}.{type(exc).__name__}"
+            raise StatementError(f"({name}) {exc}", self.sql, dict(given), exc) from exc
+        try:
+            fetched = driver.execute(self.sql, values).fetchall()
+        except sqlite3.Error as exc:
+            raise DBAPIError.instance(self.sql, values, exc, sqlite3.Error) from exc
+        results = self._results
+        if results is None:
+            return fetched
+        return [
+            tuple(v if p is None else p(v) for p, v in zip(results, row, strict=True))
+            for row in fetched
+        ]
+
+    def _parameters(self, given: Mapping[str, Any]) -> Row:
+        values = []
+        for key, required, literal, process in self._binds:
+            value = given[key] if required or key in given else literal
+            values.append(value if process is None else process(value))
+        return tuple(values)
+
+
+_PREPARED: dict[Executable, Prepared] = {}
+
+
+def prepared(statement: Executable, dialect: Dialect) -> Prepared:
+    """`statement` compiled for SQLite, once per process (statements are module constants)."""
+    found = _PREPARED.get(statement)
+    if found is None:
+        found = _PREPARED[statement] = Prepared(statement, dialect)
+    return found
+
+
+def statement_rows(
+    conn: Connection, statement: Executable, parameters: Mapping[str, Any]
+) -> list[Row]:
+    """One statement's rows as tuples, in `conn`'s transaction: on a sqlite3 connection (the
+    store's threads) through `Prepared` on the driver, with its errors raised as SQLAlchemy
+    raises them (IntegrityError, OperationalError...); elsewhere, or while SQL is logged,
+    through SQLAlchemy.
+
+    For the statements on a command's path, where SQLAlchemy's execution path cost several
+    times the statement itself."""
+    driver = conn.connection.driver_connection
+    if not isinstance(driver, sqlite3.Connection) or sql_logged():
+        result = conn.execute(statement, parameters)
+        return [tuple(row) for row in result] if result.returns_rows else []
+    return prepared(statement, conn.dialect).run(driver, parameters)
+
+
 class ThreadedSqlite:
     """The store's way to a SQLite file: a writer thread and a reader thread (see module doc)."""
 
@@ -119,11 +219,15 @@ class ThreadedSqlite:
         self._reader = _Worker("store-read", on_exit=lambda: self._drop("DEFERRED"))
         #: The thread `read_here` runs on (the one making this object: the event loop's) and
         #: its connection, which never waits on a lock; opened here, where waiting is fine.
-        self._here: tuple[int, Connection] | None = self._connect_here()
+        self._here: tuple[int, Connection, sqlite3.Connection] | None = self._connect_here()
 
     @property
     def engine(self) -> Engine:
         return self._engine
+
+    @property
+    def dialect(self) -> Dialect:
+        return self._engine.dialect
 
     async def run(self, work: Callable[[Connection], T], *, write: bool) -> T:
         """`work` in one transaction: BEGIN IMMEDIATE on the writer thread, or DEFERRED on
@@ -132,37 +236,39 @@ class ThreadedSqlite:
             return await self._writer.submit(lambda: self._transaction(work, "IMMEDIATE"))
         return await self._reader.submit(lambda: self._transaction(work, "DEFERRED"))
 
-    def read_here(self, work: Callable[[Connection], T]) -> T | Busy:
-        """`work` in a read transaction on the calling thread, without waiting for anything;
-        `BUSY` when SQLite would have had to wait (or the caller is not the thread that made
-        this object), so the caller reads through `run` instead. `work` must be short."""
+    def read_here(self, statement: Prepared, parameters: Mapping[str, Any]) -> list[Row] | Busy:
+        """`statement`'s rows, read on the calling thread without waiting for anything; `BUSY`
+        when SQLite would have had to wait, or refused it otherwise (or the caller is not the
+        thread that made this object), so the caller reads through `run` instead, which waits
+        and reports an error as every read does.
+
+        No BEGIN: one statement is one snapshot already. Nor the file check of `bot.dbfile`
+        (a read of a replaced file finds nothing to act on; the writes that follow check)."""
         if self._here is None:
             self._here = self._connect_here()
-        owner, conn = self._here
+        owner, _conn, driver = self._here
         if owner != threading.get_ident():
             return BUSY
         try:
-            with conn.begin():
-                return work(conn)
-        except OperationalError as exc:
-            if _busy(exc):
-                return BUSY
-            self._drop_here()
-            raise
+            return statement.run(driver, parameters)
+        except DBAPIError as exc:
+            if not (isinstance(exc, OperationalError) and _busy(exc)):
+                self._drop_here()
+            return BUSY
         except BaseException:
             self._drop_here()
             raise
 
-    def _connect_here(self) -> tuple[int, Connection]:
+    def _connect_here(self) -> tuple[int, Connection, sqlite3.Connection]:
         """The calling thread's connection for `read_here`. Opening it runs the usual pragmas
         under the usual busy timeout, which is why the constructor opens the first; after a
         failed read the next one opens a replacement (the file is in WAL mode by then and the
         store's threads hold it open, so nothing there waits on a lock)."""
         conn = self._engine.connect()
-        conn.execution_options(**{SQLITE_BEGIN_OPTION: "DEFERRED"})
-        # Below SQLAlchemy: a statement through the Connection would begin a transaction.
-        conn.connection.driver_connection.execute("PRAGMA busy_timeout=0")
-        return threading.get_ident(), conn
+        driver = conn.connection.driver_connection
+        assert isinstance(driver, sqlite3.Connection)
+        driver.execute("PRAGMA busy_timeout=0")
+        return threading.get_ident(), conn, driver
 
     def _drop_here(self) -> None:
         here, self._here = self._here, None

@@ -72,7 +72,8 @@ async def nudge_stalled(runtime: Runtime) -> int:
     every = timedelta(seconds=runtime.settings.STALL_AFTER)
     grace = timedelta(seconds=runtime.settings.NOTIFY_GRACE_SECONDS)
     posted = 0
-    for candidate in await followups.stall_candidates(tuple(s.value for s in STALLABLE)):
+    states = tuple(s.value for s in STALLABLE)
+    for candidate in await followups.stall_candidates(states, now=runtime.now(), every=every):
         if runtime.notify.paused():
             break
         sub = candidate.subscription

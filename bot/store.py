@@ -21,10 +21,11 @@ from sqlalchemy.dialects import sqlite as sqlite_dialect
 from sqlalchemy.engine import Connection, Dialect
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.sql.expression import Executable
 
-from bot.db import SQLITE_BEGIN_OPTION, thread_engine
+from bot.db import SQLITE_BEGIN_OPTION, sql_logged, thread_engine
 from bot.models import EndReason, Export, ExportState, Subscription
-from bot.sqlite_thread import Busy, ThreadedSqlite
+from bot.sqlite_thread import Busy, Row, ThreadedSqlite, prepared, statement_rows
 
 #: States still worth polling; UNKNOWN too, so a state Asana adds later does not strand a watch.
 WATCHABLE_STATES: tuple[ExportState, ...] = (
@@ -422,6 +423,14 @@ def _subscription(m: Mapping[Any, Any]) -> Subscription:
     )
 
 
+_SUBSCRIPTION_COLUMNS = tuple(subscriptions.c)
+
+
+def subscription_of(row: Row) -> Subscription:
+    """A watch from a row of all `subscriptions` columns in table order (`Store.read_short`)."""
+    return _subscription(dict(zip(_SUBSCRIPTION_COLUMNS, row, strict=True)))
+
+
 def _subscriptions(rows: Iterable[sa.Row[Any]]) -> list[Subscription]:
     return [_subscription(r._mapping) for r in rows]
 
@@ -492,22 +501,18 @@ _ACTIVE_SUBSCRIPTION = sa.select(subscriptions).where(
 )
 
 #: A channel's watches are the channel's (see Store.subscribe); a person's, per workspace.
-_WATCH_COUNTS: tuple[tuple[Literal["user", "channel"], sa.Select[Any]], ...] = (
-    (
-        "channel",
-        sa.select(sa.func.count()).where(
-            _s.channel_id == sa.bindparam("channel_id"), _s.ended_at.is_(None)
-        ),
-    ),
-    (
-        "user",
-        sa.select(sa.func.count()).where(
-            _s.team_id == sa.bindparam("team_id"),
-            _s.user_id == sa.bindparam("user_id"),
-            _s.ended_at.is_(None),
-        ),
-    ),
-)
+_WATCH_COUNTS = sa.select(
+    sa.select(sa.func.count())
+    .where(_s.channel_id == sa.bindparam("channel_id"), _s.ended_at.is_(None))
+    .scalar_subquery(),
+    sa.select(sa.func.count())
+    .where(
+        _s.team_id == sa.bindparam("team_id"),
+        _s.user_id == sa.bindparam("user_id"),
+        _s.ended_at.is_(None),
+    )
+    .scalar_subquery(),
+)  # (the channel's, the person's): one statement, each COUNT on its own index
 
 _INSERT_SUBSCRIPTION = (
     subscriptions.insert()
@@ -668,15 +673,18 @@ class Store:
             async with conn.begin():
                 return await conn.run_sync(work)
 
-    async def read_short(self, work: Callable[[Connection], T]) -> T:
-        """`read`, for a short indexed read on a command's path: on a SQLite file it runs on
-        the event loop's thread without a hand-off, unless SQLite would have to wait
-        (bot.sqlite_thread, `read_here`); then, and elsewhere, it is `read`."""
-        if self._threads is not None:
-            found = self._threads.read_here(work)
+    async def read_short(self, statement: Executable, parameters: Mapping[str, Any]) -> list[Row]:
+        """The rows of one short indexed read on a command's path, as tuples. On a SQLite file
+        it runs on the event loop's thread without a hand-off, unless SQLite would have to wait
+        (bot.sqlite_thread, `read_here`); then, elsewhere, and while SQL is logged (LOG_SQL),
+        through `read`. `statement` is one built once (a module constant): on SQLite it is
+        compiled once (`prepared`)."""
+        if self._threads is not None and not sql_logged():
+            ready = prepared(statement, self._threads.dialect)
+            found = self._threads.read_here(ready, parameters)
             if not isinstance(found, Busy):
                 return found
-        return await self.read(work)
+        return await self.read(lambda conn: [tuple(r) for r in conn.execute(statement, parameters)])
 
     async def write(self, work: Callable[[Connection], T]) -> T:
         """`work(conn)` in one write transaction (BEGIN IMMEDIATE on SQLite, see bot.db),
@@ -704,7 +712,8 @@ class Store:
             postgresql_dialect=conn.dialect.name == "postgresql",
             sets_next_poll=next_poll_at is not None,
         )
-        conn.execute(
+        statement_rows(
+            conn,
             statement,
             {
                 "gid": export.gid,
@@ -749,8 +758,11 @@ class Store:
         person in different channels may pass the cap by one).
         """
 
+        asked = {"channel_id": channel_id, "gid": export.gid}
+
         def active(conn: Connection) -> Subscription | None:
-            return self._active_subscription(conn, channel_id, export.gid)
+            rows = statement_rows(conn, _ACTIVE_SUBSCRIPTION, asked)
+            return subscription_of(rows[0]) if rows else None
 
         def watch(conn: Connection) -> tuple[Subscription, bool]:
             if caps is not None:
@@ -759,7 +771,8 @@ class Store:
             existing = active(conn)
             if existing is not None:
                 return existing, False
-            row = conn.execute(
+            (row,) = statement_rows(
+                conn,
                 _INSERT_SUBSCRIPTION,
                 {
                     "gid": export.gid,
@@ -769,13 +782,12 @@ class Store:
                     "now": now,
                     "schedule_run_id": schedule_run_id,
                 },
-            ).one()
-            return _subscription(row._mapping), True
+            )
+            return subscription_of(row), True
 
         # Asking again is common: answer it without a write.
-        existing = await self.read_short(active)
-        if existing is not None:
-            return existing, False
+        for row in await self.read_short(_ACTIVE_SUBSCRIPTION, asked):
+            return subscription_of(row), False
         try:
             return await self.write(watch)
         except IntegrityError:
@@ -789,15 +801,11 @@ class Store:
         conn: Connection, caps: WatchCaps, team_id: str, channel_id: str, user_id: str
     ) -> None:
         asking = {"channel_id": channel_id, "team_id": team_id, "user_id": user_id}
-        for scope, query in _WATCH_COUNTS:
-            cap = caps.per_channel if scope == "channel" else caps.per_user
-            if int(conn.execute(query, asking).scalar_one()) >= cap:
-                raise WatchCapReached(scope, cap)
-
-    @staticmethod
-    def _active_subscription(conn: Connection, channel_id: str, gid: str) -> Subscription | None:
-        row = conn.execute(_ACTIVE_SUBSCRIPTION, {"channel_id": channel_id, "gid": gid}).first()
-        return _subscription(row._mapping) if row else None
+        ((in_channel, of_person),) = statement_rows(conn, _WATCH_COUNTS, asking)
+        if int(in_channel) >= caps.per_channel:
+            raise WatchCapReached("channel", caps.per_channel)
+        if int(of_person) >= caps.per_user:
+            raise WatchCapReached("user", caps.per_user)
 
     async def unwatch(
         self,
@@ -854,13 +862,13 @@ class Store:
 
     async def count_watchers(self, gid: str) -> int:
         """How many channels watch `gid`: a COUNT on a partial index, no rows loaded."""
-        query, parameters = _COUNT_WATCHERS, {"gid": gid}
-        return int(await self.read_short(lambda conn: conn.execute(query, parameters).scalar_one()))
+        ((count,),) = await self.read_short(_COUNT_WATCHERS, {"gid": gid})
+        return int(count)
 
     async def set_card_ts(self, sub_id: int, ts: str) -> None:
         """Remember the status card's message ts so chat.update can edit it in place."""
         parameters = {"sub_id": sub_id, "ts": ts}
-        await self.write(lambda conn: conn.execute(_SET_CARD_TS, parameters))
+        await self.write(lambda conn: statement_rows(conn, _SET_CARD_TS, parameters))
 
     async def end_subscription(self, sub_id: int, *, now: datetime, reason: EndReason) -> bool:
         """End one watch (finished, error, channel gone...); False if it had already ended."""

@@ -74,9 +74,10 @@ async def answer_for_export(
         return messages.render_already_watching(export, now=now, command=settings.SLACK_COMMAND)
     result = await post_card(runtime, sub, export, next_check_at=next_poll_at, origin=origin)
     if result.ts is not None:
-        log.info("channel %s now watches export %s", channel_id, export.gid)
-        if audited:
+        if audited:  # its audit event is the log line
             audit.started_watching(runtime, export.gid, user_id=user_id, channel_id=channel_id)
+        else:
+            log.info("channel %s now watches export %s", channel_id, export.gid)
         return messages.render_watch_started(export, now=now, next_check_at=next_poll_at)
     if result.failure in (Failure.CHANNEL, Failure.TOKEN):
         await runtime.store.unwatch(

@@ -183,6 +183,48 @@ async def test_stall_note_once_on_racing_replicas_postgres(
     await race_stall(fake_asana, fake_slack, replicas)
 
 
+async def stall_candidate_channels(bot: Scenario) -> list[str]:
+    every = timedelta(seconds=STALL)
+    found = await FollowupStore(bot.runtime.store).stall_candidates(
+        ("pending", "started"), now=bot.clock(), every=every
+    )
+    return sorted(c.subscription.channel_id for c in found)
+
+
+async def check_stall_candidates_are_the_rows_to_act_on(bot: Scenario) -> None:
+    """The follow-up pass reads only watches with a note due or a claim unrecorded."""
+    for channel in ("C1", "C2", "C3"):
+        await watch(bot, channel)
+    assert await stall_candidate_channels(bot) == [], "none has run STALL_AFTER yet"
+    bot.clock.advance(STALL + 1)
+    assert await stall_candidate_channels(bot) == ["C1", "C2", "C3"]
+    subs = {s.channel_id: s for s in await bot.runtime.store.active_subscriptions(GID)}
+    store, every = FollowupStore(bot.runtime.store), timedelta(seconds=STALL)
+    for channel in ("C1", "C2"):
+        claimed_at = bot.clock()
+        assert await store.claim_stall(subs[channel].id, now=claimed_at, every=every)
+        if channel == "C1":
+            await store.record_stall(subs[channel].id, claimed_at=claimed_at)
+    assert await stall_candidate_channels(bot) == ["C2", "C3"], "C1 noted; C2's claim unrecorded"
+    bot.clock.advance(STALL + 1)
+    assert await stall_candidate_channels(bot) == ["C1", "C2", "C3"], "C1 due again"
+
+
+async def test_stall_candidates_are_the_rows_to_act_on(
+    fake_asana: FakeAsana, start_scenario: StartScenario
+) -> None:
+    fake_asana.set_export(GID, "started")
+    await check_stall_candidates_are_the_rows_to_act_on(await bot_on(start_scenario))
+
+
+async def test_stall_candidates_are_the_rows_to_act_on_postgres(
+    fresh_postgres_url: str, fake_asana: FakeAsana, start_scenario: StartScenario
+) -> None:
+    fake_asana.set_export(GID, "started")
+    bot = await bot_on(start_scenario, fresh_postgres_url)
+    await check_stall_candidates_are_the_rows_to_act_on(bot)
+
+
 async def test_a_stall_note_slack_refused_is_tried_again(
     fake_asana: FakeAsana, fake_slack: FakeSlack, start_scenario: StartScenario
 ) -> None:

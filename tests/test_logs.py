@@ -57,7 +57,7 @@ def _run_flow(
             assert reply.status == 200, reply.body_text
         # The failing lookup logs each retry; wait until its last one and the watch are logged.
         fake_slack.wait_for(
-            lambda: "now watches" in bot.logs() and "giving up" in bot.logs(), timeout=20
+            lambda: "audit watch_started" in bot.logs() and "giving up" in bot.logs(), timeout=20
         )
     finally:
         bot.stop()

@@ -13,15 +13,24 @@ import sqlite3
 import threading
 import time
 from collections.abc import AsyncIterator
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
-from bot.db import open_database, thread_engine
-from bot.sqlite_thread import BUSY, ThreadedSqlite
-from bot.store import Store
+from bot.db import open_database, thread_engine, upgrade
+from bot.followup_store import _AUDIT_THREADS
+from bot.models import Export, ExportState
+from bot.sqlite_thread import BUSY, ThreadedSqlite, prepared, statement_rows
+from bot.store import (
+    _ACTIVE_SUBSCRIPTION,
+    _COUNT_WATCHERS,
+    Store,
+    UTCDateTime,
+    subscription_of,
+)
 
 _TABLE = sa.Table("scratch", sa.MetaData(), sa.Column("n", sa.Integer(), primary_key=True))
 
@@ -109,35 +118,30 @@ async def test_an_in_memory_database_has_no_thread_engine() -> None:
 
 # -- reads on the calling thread (read_here, Store.read_short) ---------------------------------
 
+_COUNT = sa.select(sa.func.count()).select_from(_TABLE)
+#: A statement that must wait for the write lock: how a test makes SQLite say busy to read_here.
+_INSERT = _TABLE.insert().values(n=sa.bindparam("n")).returning(_TABLE.c.n)
+
+
+def _here(threads: ThreadedSqlite, statement: sa.Executable, **parameters: object) -> object:
+    return threads.read_here(prepared(statement, threads.dialect), parameters)
+
 
 async def test_a_read_here_runs_on_the_loop_thread_and_sees_what_was_committed(
     threads: ThreadedSqlite,
 ) -> None:
     await threads.run(lambda conn: conn.execute(_TABLE.insert().values(n=1)), write=True)
-    ran_on: list[int] = []
-
-    def count(conn: Connection) -> int:
-        ran_on.append(threading.get_ident())
-        return _count(conn)
-
-    assert threads.read_here(count) == 1
+    assert _here(threads, _COUNT) == [(1,)]
     await threads.run(lambda conn: conn.execute(_TABLE.insert().values(n=2)), write=True)
-    assert threads.read_here(count) == 2  # each read is a transaction of its own
-    assert ran_on == [threading.get_ident()] * 2
+    assert _here(threads, _COUNT) == [(2,)]  # each read is a snapshot of its own
 
 
 def _take_the_write_lock(path: Path) -> sqlite3.Connection:
     """Another program's connection in a write transaction: a reader never waits for it in WAL
-    mode, but a transaction that wants to write too must (SQLite answers busy)."""
+    mode, but a statement that wants to write too must (SQLite answers busy)."""
     holder = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
     holder.execute("BEGIN IMMEDIATE")
     return holder
-
-
-def _insert_then_count(conn: Connection) -> int:
-    """Work that must wait for the write lock: how a test makes SQLite say busy to a reader."""
-    conn.execute(_TABLE.insert().values(n=5))
-    return _count(conn)
 
 
 async def test_a_read_here_never_waits_for_a_writer_and_says_busy_when_it_would(
@@ -146,20 +150,20 @@ async def test_a_read_here_never_waits_for_a_writer_and_says_busy_when_it_would(
     holder = _take_the_write_lock(tmp_path / "bot.db")
     try:
         started = time.monotonic()
-        assert threads.read_here(_count) == 0  # WAL: the writer does not hold readers up
-        assert threads.read_here(_insert_then_count) is BUSY
+        assert _here(threads, _COUNT) == [(0,)]  # WAL: the writer does not hold readers up
+        assert _here(threads, _INSERT, n=5) is BUSY
         assert time.monotonic() - started < 0.5  # the other connections' busy timeout is 5 s
     finally:
         holder.close()
-    assert threads.read_here(_count) == 0  # the busy transaction was rolled back
-    assert threads.read_here(_insert_then_count) == 1  # the same connection, usable again
+    assert _here(threads, _COUNT) == [(0,)]  # nothing was written
+    assert _here(threads, _INSERT, n=5) == [(5,)]  # the same connection, usable again
 
 
 async def test_a_short_read_sqlite_refuses_waits_in_the_reader_thread_not_the_loop(
     tmp_path: Path,
 ) -> None:
-    """Store.read_short hands work SQLite refused to the reader thread, which waits out the
-    lock while the event loop goes on."""
+    """Store.read_short hands a statement SQLite refused to the reader thread, which waits out
+    the lock while the event loop goes on."""
     engine = await open_database(f"sqlite:///{tmp_path / 'bot.db'}")
     store = Store(engine)
     try:
@@ -175,26 +179,87 @@ async def test_a_short_read_sqlite_refuses_waits_in_the_reader_thread_not_the_lo
                 ticks += 1
 
         ticking = asyncio.create_task(tick())
-        assert await store.read_short(_insert_then_count) == 1
+        assert await store.read_short(_INSERT, {"n": 3}) == [(3,)]
         ticking.cancel()
-        assert ticks >= 10, "the loop went on while the work waited for the lock"
+        assert ticks >= 10, "the loop went on while the statement waited for the lock"
     finally:
         store.close()
         await engine.dispose()
 
 
 async def test_a_read_here_from_another_thread_is_not_taken(threads: ThreadedSqlite) -> None:
-    assert threads.read_here(_count) == 0  # this thread owns the connection now
+    assert _here(threads, _COUNT) == [(0,)]  # this thread owns the connection now
     found: list[object] = []
-    other = threading.Thread(target=lambda: found.append(threads.read_here(_count)))
+    other = threading.Thread(target=lambda: found.append(_here(threads, _COUNT)))
     other.start()
     other.join()
     assert found == [BUSY]
 
 
-async def test_a_read_here_that_fails_drops_its_connection_and_the_next_one_works(
-    threads: ThreadedSqlite,
+async def test_a_read_here_that_fails_drops_its_connection_and_the_reader_thread_reports_it(
+    tmp_path: Path,
 ) -> None:
-    with pytest.raises(sa.exc.OperationalError, match="no such table"):
-        threads.read_here(lambda conn: conn.exec_driver_sql("SELECT * FROM missing").all())
-    assert threads.read_here(_count) == 0
+    engine = await open_database(f"sqlite:///{tmp_path / 'bot.db'}")
+    store = Store(engine)
+    missing = sa.select(sa.Table("missing", sa.MetaData(), sa.Column("n", sa.Integer())))
+    try:
+        with pytest.raises(sa.exc.OperationalError, match="no such table"):
+            await store.read_short(missing, {})
+        await store.write(lambda conn: _TABLE.create(conn))
+        assert await store.read_short(_COUNT, {}) == [(0,)]
+    finally:
+        store.close()
+        await engine.dispose()
+
+
+# -- statements run on the driver (Prepared, statement_rows) ------------------------------------
+
+
+async def test_a_prepared_statement_answers_what_sqlalchemy_answers(tmp_path: Path) -> None:
+    """Types both ways (aware datetimes in and out), literal values, LIMIT and RETURNING, on
+    the real schema: the rows are SQLAlchemy's own, as tuples."""
+    engine = await open_database(f"sqlite:///{tmp_path / 'bot.db'}")
+    await upgrade(engine)
+    store = Store(engine)
+    try:
+        now = datetime(2026, 3, 1, 20, 0, tzinfo=timezone(timedelta(hours=9)))
+        export = Export(gid="42", state=ExportState.STARTED, organization_name="Acme")
+        for channel in ("C1", "C2"):
+            sub, _ = await store.subscribe(
+                team_id="T1",
+                channel_id=channel,
+                user_id="U1",
+                export=export,
+                now=now,
+                next_poll_at=now,
+            )
+            await store.set_card_ts(sub.id, f"17.{channel}")
+        for statement, parameters in [
+            (_ACTIVE_SUBSCRIPTION, {"channel_id": "C2", "gid": "42"}),
+            (_AUDIT_THREADS, {"gid": "42", "limit": 1}),
+            (_COUNT_WATCHERS, {"gid": "42"}),
+        ]:
+            ours = await store.write(lambda c, s=statement, p=parameters: statement_rows(c, s, p))
+            theirs = await store.read(
+                lambda c, s=statement, p=parameters: [tuple(r) for r in c.execute(s, p)]
+            )
+            assert ours == theirs and ours, statement
+        (row,) = await store.read_short(_ACTIVE_SUBSCRIPTION, {"channel_id": "C1", "gid": "42"})
+        assert subscription_of(row).created_at == now and row[6].tzinfo is not None
+    finally:
+        store.close()
+        await engine.dispose()
+
+
+async def test_a_prepared_statement_raises_what_sqlalchemy_raises(threads: ThreadedSqlite) -> None:
+    insert = _TABLE.insert().values(n=sa.bindparam("n"))
+    await threads.run(lambda conn: statement_rows(conn, insert, {"n": 1}), write=True)
+    with pytest.raises(sa.exc.IntegrityError, match="UNIQUE"):
+        await threads.run(lambda conn: statement_rows(conn, insert, {"n": 1}), write=True)
+    with pytest.raises(sa.exc.StatementError, match="naive"):
+        at = sa.select(sa.literal(1)).where(sa.bindparam("at", type_=UTCDateTime()).is_not(None))
+        await threads.run(
+            lambda conn: statement_rows(conn, at, {"at": datetime(2026, 1, 1)}), write=False
+        )
+    with pytest.raises(ValueError, match="IN list"):
+        prepared(sa.select(_TABLE).where(_TABLE.c.n.in_((1, 2))), threads.dialect)
