@@ -36,6 +36,7 @@ from bench.common import (
     bot_env,
     cpu_seconds,
     fakes,
+    median,
     seed_watches,
     wait_until,
 )
@@ -54,7 +55,9 @@ WATCHERS = 10_000
 RATIO_TARGET = 1.25
 #: Issue 14: server CPU per command at most this times a bare Bolt ack's.
 BOLT_RATIO_TARGET = 3.0
-ROUNDS = 2  # batches alternate between the exports, so drift hits both alike
+#: Batches alternate between the exports and the baselines, so drift hits all alike; each
+#: figure is the median of its rounds' (one round the machine stalled in does not move it).
+ROUNDS = 3
 
 
 def _send(server: Any, slack: Any, gid: str, *, channel: str, user: str) -> str:
@@ -122,19 +125,12 @@ def _seeded_channel(gid: str) -> str:
     return "CONE00000" if gid == GID_ONE else "C00000000"
 
 
-def _bolt_cpu(ctx: Context, env: dict[str, str], slack: Any, n: int, *, posts: int = 0) -> float:
-    """A bare Bolt ack app's CPU per command: the same commands, sent the same way; with
-    `posts`, each command also makes that many chat.postMessage calls after its ack."""
+def _baseline(ctx: Context, env: dict[str, str], name: str, *, posts: int) -> Any:
+    """A Bolt ack app (`bench.baseline_bolt`) that, with `posts`, also makes that many
+    chat.postMessage calls after each ack; not yet started."""
     from bot.testing.process import free_port
 
-    env = {**env, "BASELINE_POSTS": str(posts)}
-    with baseline_bolt(ctx.subdir("command_cost"), env, free_port()) as base:
-        _batch(base, slack, GID_ONE, n=5, new=True, tag="BW", expect=None)  # warm-up
-        runs = [
-            _batch(base, slack, GID_ONE, n=n, new=True, tag=f"B{r}", expect=None)
-            for r in range(ROUNDS)
-        ]
-    return sum(runs) / len(runs)
+    return baseline_bolt(ctx.subdir(name), {**env, "BASELINE_POSTS": str(posts)}, free_port())
 
 
 def run(ctx: Context) -> Section:
@@ -165,38 +161,48 @@ def run(ctx: Context) -> Section:
         )
         ctx.log(f"command cost: seeding {len(watches):,} watches")
         seed_watches(env["DATABASE_URL"], watches, via_subscribe=2)
-        ctx.log("command cost: bare Bolt ack")
-        bolt = _bolt_cpu(ctx, env, slack, n)
-        ctx.log("command cost: Bolt ack and two posts")
-        bolt_posting = _bolt_cpu(ctx, env, slack, n, posts=FIRST_WATCH_POSTS)
-        ctx.log("command cost: the bot")
-        bot = BotProcess(workdir, env).start(timeout=60)
+        ctx.log("command cost: the bot, a bare Bolt ack, and Bolt acking and posting twice")
+        bare = _baseline(ctx, env, "command_cost_bolt", posts=0)
+        posting = _baseline(ctx, env, "command_cost_bolt_posting", posts=FIRST_WATCH_POSTS)
+        bot = BotProcess(workdir, env)
         cpu: dict[tuple[str, bool], list[float]] = {}
+        bolt: dict[int, list[float]] = {0: [], FIRST_WATCH_POSTS: []}
         #: Slack Web API calls of the new-watch batches, by export kind and method.
         new_calls: dict[str, Counter[str]] = {GID_ONE: Counter(), FIRST: Counter()}
-        try:
-            for gid in (GID_ONE, GID_MANY):  # warm-up: imports, caches, connections
-                _batch(bot, slack, gid, n=5, new=True, tag=f"W{gid[-1]}", expect="Watching")
-            _batch(bot, slack, firsts, n=5, new=True, tag="WF", expect="Watching")
-            for r in range(ROUNDS):
-                for new, gid in itertools.chain(
-                    [(True, FIRST)], itertools.product((True, False), (GID_ONE, GID_MANY))
-                ):
-                    tag = f"{r}{gid[-1]}"
-                    expect = "Watching" if new else "already watches"
-                    calls_before = len(slack.calls)
-                    asked = firsts if gid == FIRST else gid
-                    cpu.setdefault((gid, new), []).append(
-                        _batch(bot, slack, asked, n=n, new=new, tag=tag, expect=expect)
-                    )
-                    if gid in new_calls and new:
-                        new_calls[gid].update(c.method for c in slack.calls[calls_before:])
-        finally:
-            bot.stop()
+        with bare, posting:
+            bot.start(timeout=60)
+            try:
+                # Warm-up: imports, caches, connections.
+                for base in (bare, posting):
+                    _batch(base, slack, GID_ONE, n=5, new=True, tag="BW", expect=None)
+                for gid in (GID_ONE, GID_MANY):
+                    _batch(bot, slack, gid, n=5, new=True, tag=f"W{gid[-1]}", expect="Watching")
+                _batch(bot, slack, firsts, n=5, new=True, tag="WF", expect="Watching")
+                for r in range(ROUNDS):  # each round measures all three: drift hits them alike
+                    for posts, base in ((0, bare), (FIRST_WATCH_POSTS, posting)):
+                        bolt[posts].append(
+                            _batch(base, slack, GID_ONE, n=n, new=True, tag=f"B{r}", expect=None)
+                        )
+                    for new, gid in itertools.chain(
+                        [(True, FIRST)], itertools.product((True, False), (GID_ONE, GID_MANY))
+                    ):
+                        tag = f"{r}{gid[-1]}"
+                        expect = "Watching" if new else "already watches"
+                        calls_before = len(slack.calls)
+                        asked = firsts if gid == FIRST else gid
+                        cpu.setdefault((gid, new), []).append(
+                            _batch(bot, slack, asked, n=n, new=new, tag=tag, expect=expect)
+                        )
+                        if gid in new_calls and new:
+                            new_calls[gid].update(c.method for c in slack.calls[calls_before:])
+            finally:
+                bot.stop()
     per_new = {
         gid: {m: k / (n * ROUNDS) for m, k in calls.items()} for gid, calls in new_calls.items()
     }
-    return _section({k: sum(v) / len(v) for k, v in cpu.items()}, n, bolt, bolt_posting, per_new)
+    mid = {k: median(v) for k, v in cpu.items()}
+    bolt_mid = {k: median(v) for k, v in bolt.items()}
+    return _section(mid, n, bolt_mid[0], bolt_mid[FIRST_WATCH_POSTS], per_new)
 
 
 def _section(
@@ -268,7 +274,7 @@ def _section(
         f" watched by 1 channel and one by {WATCHERS:,} channels (bulk-inserted rows, as"
         " `Store.subscribe` writes them). Signed `/asana-export watch <gid>` commands are sent"
         " one at a time; the bot's user+system CPU (/proc, 10 ms ticks) over a batch of"
-        f" {n} commands, divided by {n}, is the figure, averaged over {ROUNDS} batches that"
+        f" {n} commands, divided by {n}, is the figure, the median of {ROUNDS} batches that"
         " alternate between the two exports. 'New watch': each command from a channel and a"
         " person not yet watching (fair-use check, Asana lookup, watch caps by COUNT,"
         " subscribe, watcher count by COUNT on a partial index, status card post, card ts"
@@ -280,9 +286,11 @@ def _section(
         " its entries, a residue of well under a millisecond.",
         f"Versus a bare Bolt ack (issue 14, ratio ≤ {BOLT_RATIO_TARGET:g}): the baseline is"
         " `bench.baseline_bolt` (Bolt AsyncApp, ack only) sent the same signed commands one at a"
-        f" time, {ROUNDS} batches of {n} after a warm-up, alone before the bot starts. A batch's"
-        " CPU is read once the Slack calls it caused have stopped, so audit lines posted after"
-        " the ack count; a bare ack makes no Slack call.",
+        f" time, {ROUNDS} batches of {n} after a warm-up. It runs beside the bot, and each round"
+        " measures a batch of each (baselines first, then the bot's), so a machine that slows"
+        " down or speeds up during the run moves both sides alike. A batch's CPU is read once"
+        " the Slack calls it caused have stopped, so audit lines posted after the ack count; a"
+        " bare ack makes no Slack call.",
         "New watch, the export's first channel: each command asks for an export nobody watches"
         f" (a new gid each time, so the store holds {n * ROUNDS:,} more exports by the end),"
         " from a new channel: its Slack Web API calls per command: "

@@ -8,8 +8,10 @@ Asana's download_url is never written: there is no column for it.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import enum
 import functools
+import operator
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -423,12 +425,15 @@ def _subscription(m: Mapping[Any, Any]) -> Subscription:
     )
 
 
-_SUBSCRIPTION_COLUMNS = tuple(subscriptions.c)
+#: Where each field of Subscription is in a row of all `subscriptions` columns, table order.
+_SUBSCRIPTION_FIELDS = operator.itemgetter(
+    *(subscriptions.c.keys().index(f.name) for f in dataclasses.fields(Subscription))
+)
 
 
 def subscription_of(row: Row) -> Subscription:
     """A watch from a row of all `subscriptions` columns in table order (`Store.read_short`)."""
-    return _subscription(dict(zip(_SUBSCRIPTION_COLUMNS, row, strict=True)))
+    return Subscription(*_SUBSCRIPTION_FIELDS(row))
 
 
 def _subscriptions(rows: Iterable[sa.Row[Any]]) -> list[Subscription]:

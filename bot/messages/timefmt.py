@@ -38,7 +38,8 @@ def format_relative(dt: datetime, now: datetime) -> str:
 
 def format_absolute(dt: datetime) -> str:
     """ "2026-11-27 14:05 UTC": one unambiguous zone for a team spread over several."""
-    return as_utc(dt).strftime("%Y-%m-%d %H:%M UTC")
+    d = as_utc(dt)  # not strftime: several per card, and it costs several times this
+    return f"{d.year:04d}-{d.month:02d}-{d.day:02d} {d.hour:02d}:{d.minute:02d} UTC"
 
 
 def format_timestamp(dt: datetime, now: datetime) -> str:
