@@ -199,7 +199,8 @@ def statement_rows(
     through SQLAlchemy.
 
     For the statements on a command's path, where SQLAlchemy's execution path cost several
-    times the statement itself."""
+    times the statement itself. `statement` must be built once (a module constant, or cached):
+    each one is compiled and kept for the life of the process."""
     driver = conn.connection.driver_connection
     if not isinstance(driver, sqlite3.Connection) or sql_logged():
         result = conn.execute(statement, parameters)
