@@ -10,7 +10,7 @@ import re
 import sqlite3
 import time
 import weakref
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from importlib import resources
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -184,6 +184,24 @@ def sql_logged() -> bool:
     return _SQL_LOG.isEnabledFor(logging.INFO)
 
 
+def sqlite_driver(conn: Connection) -> sqlite3.Connection | None:
+    """The sqlite3 connection under `conn` when a statement may go straight to it (the store's
+    threads, SQL not logged); None for aiosqlite's, PostgreSQL's, or while SQL is logged."""
+    driver = conn.connection.driver_connection
+    if not isinstance(driver, sqlite3.Connection) or sql_logged():
+        return None
+    return driver
+
+
+def driver_execute(driver: sqlite3.Connection, sql: str, values: Sequence[Any] = ()) -> Any:
+    """`driver.execute`, with SQLite's errors raised as SQLAlchemy raises them (the DBAPIError
+    subclass: IntegrityError, OperationalError...), so callers catch one kind either way."""
+    try:
+        return driver.execute(sql, values)
+    except sqlite3.Error as exc:
+        raise DBAPIError.instance(sql, values, exc, sqlite3.Error) from exc
+
+
 def _install_sqlite_hooks(engine: Engine, file: SqliteFile | None) -> None:
     """Pragmas on every connection, and BEGIN IMMEDIATE so two writers never both read stale.
 
@@ -218,14 +236,11 @@ def _install_sqlite_hooks(engine: Engine, file: SqliteFile | None) -> None:
             raise ValueError(f"unknown SQLite begin mode {mode!r}")
         if file is not None:
             file.check()
-        driver = conn.connection.driver_connection
-        if not isinstance(driver, sqlite3.Connection) or sql_logged():
+        driver = sqlite_driver(conn)
+        if driver is None:
             conn.exec_driver_sql(f"BEGIN {mode}")  # aiosqlite's, or logged (LOG_SQL)
-            return
-        try:  # on the store's threads, not through SQLAlchemy: half a write's own CPU
-            driver.execute(f"BEGIN {mode}")
-        except sqlite3.Error as exc:
-            raise DBAPIError.instance(f"BEGIN {mode}", (), exc, sqlite3.Error) from exc
+        else:  # on the store's threads, not through SQLAlchemy: half a write's own CPU
+            driver_execute(driver, f"BEGIN {mode}")
 
 
 def migrations_path() -> str:

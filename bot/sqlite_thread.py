@@ -38,7 +38,7 @@ from sqlalchemy.engine import Connection, Dialect, Engine
 from sqlalchemy.exc import DBAPIError, OperationalError, StatementError
 from sqlalchemy.sql.expression import Executable
 
-from bot.db import SQLITE_BEGIN_OPTION, sql_logged
+from bot.db import SQLITE_BEGIN_OPTION, driver_execute, sqlite_driver
 
 T = TypeVar("T")
 
@@ -159,10 +159,7 @@ class Prepared:
         except Exception as exc:
             name = f"{type(exc).__module__}.{type(exc).__name__}"
             raise StatementError(f"({name}) {exc}", self.sql, dict(given), exc) from exc
-        try:
-            fetched = driver.execute(self.sql, values).fetchall()
-        except sqlite3.Error as exc:
-            raise DBAPIError.instance(self.sql, values, exc, sqlite3.Error) from exc
+        fetched = driver_execute(driver, self.sql, values).fetchall()
         results = self._results
         if results is None:
             return fetched
@@ -201,8 +198,8 @@ def statement_rows(
     For the statements on a command's path, where SQLAlchemy's execution path cost several
     times the statement itself. `statement` must be built once (a module constant, or cached):
     each one is compiled and kept for the life of the process."""
-    driver = conn.connection.driver_connection
-    if not isinstance(driver, sqlite3.Connection) or sql_logged():
+    driver = sqlite_driver(conn)
+    if driver is None:
         result = conn.execute(statement, parameters)
         return [tuple(row) for row in result] if result.returns_rows else []
     return prepared(statement, conn.dialect).run(driver, parameters)
@@ -226,10 +223,6 @@ class ThreadedSqlite:
     def engine(self) -> Engine:
         return self._engine
 
-    @property
-    def dialect(self) -> Dialect:
-        return self._engine.dialect
-
     async def run(self, work: Callable[[Connection], T], *, write: bool) -> T:
         """`work` in one transaction: BEGIN IMMEDIATE on the writer thread, or DEFERRED on
         the reader thread; committed when it returns, rolled back when it raises."""
@@ -237,8 +230,8 @@ class ThreadedSqlite:
             return await self._writer.submit(lambda: self._transaction(work, "IMMEDIATE"))
         return await self._reader.submit(lambda: self._transaction(work, "DEFERRED"))
 
-    def read_here(self, statement: Prepared, parameters: Mapping[str, Any]) -> list[Row] | Busy:
-        """`statement`'s rows, read on the calling thread without waiting for anything; `BUSY`
+    def read_here(self, statement: Executable, parameters: Mapping[str, Any]) -> list[Row] | Busy:
+        """`statement`'s rows (`Prepared` once), read on the calling thread without waiting for anything; `BUSY`
         when SQLite would have had to wait, or refused it otherwise (or the caller is not the
         thread that made this object), so the caller reads through `run` instead, which waits
         and reports an error as every read does.
@@ -251,7 +244,7 @@ class ThreadedSqlite:
         if owner != threading.get_ident():
             return BUSY
         try:
-            return statement.run(driver, parameters)
+            return prepared(statement, self._engine.dialect).run(driver, parameters)
         except DBAPIError as exc:
             if not (isinstance(exc, OperationalError) and _busy(exc)):
                 self._drop_here()

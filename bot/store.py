@@ -27,7 +27,7 @@ from sqlalchemy.sql.expression import Executable
 
 from bot.db import SQLITE_BEGIN_OPTION, sql_logged, thread_engine
 from bot.models import EndReason, Export, ExportState, Subscription
-from bot.sqlite_thread import Busy, Row, ThreadedSqlite, prepared, statement_rows
+from bot.sqlite_thread import Busy, Row, ThreadedSqlite, statement_rows
 
 #: States still worth polling; UNKNOWN too, so a state Asana adds later does not strand a watch.
 WATCHABLE_STATES: tuple[ExportState, ...] = (
@@ -683,13 +683,12 @@ class Store:
         it runs on the event loop's thread without a hand-off, unless SQLite would have to wait
         (bot.sqlite_thread, `read_here`); then, elsewhere, and while SQL is logged (LOG_SQL),
         through `read`. `statement` is one built once (a module constant): on SQLite it is
-        compiled once (`prepared`)."""
+        compiled once (`bot.sqlite_thread.prepared`)."""
         if self._threads is not None and not sql_logged():
-            ready = prepared(statement, self._threads.dialect)
-            found = self._threads.read_here(ready, parameters)
+            found = self._threads.read_here(statement, parameters)
             if not isinstance(found, Busy):
                 return found
-        return await self.read(lambda conn: [tuple(r) for r in conn.execute(statement, parameters)])
+        return await self.read(lambda conn: statement_rows(conn, statement, parameters))
 
     async def write(self, work: Callable[[Connection], T]) -> T:
         """`work(conn)` in one write transaction (BEGIN IMMEDIATE on SQLite, see bot.db),

@@ -124,7 +124,7 @@ _INSERT = _TABLE.insert().values(n=sa.bindparam("n")).returning(_TABLE.c.n)
 
 
 def _here(threads: ThreadedSqlite, statement: sa.Executable, **parameters: object) -> object:
-    return threads.read_here(prepared(statement, threads.dialect), parameters)
+    return threads.read_here(statement, parameters)
 
 
 async def test_a_read_here_runs_on_the_loop_thread_and_sees_what_was_committed(
@@ -262,4 +262,4 @@ async def test_a_prepared_statement_raises_what_sqlalchemy_raises(threads: Threa
             lambda conn: statement_rows(conn, at, {"at": datetime(2026, 1, 1)}), write=False
         )
     with pytest.raises(ValueError, match="IN list"):
-        prepared(sa.select(_TABLE).where(_TABLE.c.n.in_((1, 2))), threads.dialect)
+        prepared(sa.select(_TABLE).where(_TABLE.c.n.in_((1, 2))), threads.engine.dialect)
