@@ -18,7 +18,7 @@ from datetime import timedelta
 from sqlalchemy.exc import OperationalError
 
 from bot import slack_out
-from bot.archive.job import enqueue_archive
+from bot.archive.queue import enqueue_archive
 from bot.asana import AsanaError
 from bot.backoff import RetryPolicy
 from bot.db import DatabaseUnavailable, describe_operational_error

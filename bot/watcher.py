@@ -16,7 +16,7 @@ from datetime import datetime, timedelta
 
 from sqlalchemy.exc import OperationalError
 
-from bot.archive.job import enqueue_archive
+from bot.archive.queue import enqueue_archive
 from bot.asana import AsanaClient, AsanaError
 from bot.backoff import RetryPolicy
 from bot.db import DatabaseUnavailable, describe_operational_error

@@ -84,3 +84,19 @@ def test_run_imports_the_app_with_the_collector_off(
         env={**os.environ, **bot_env},
     )
     assert done.stdout.strip().splitlines()[-1] == "[False] True", done.stderr[-2000:]
+
+
+def test_serving_without_archive_url_leaves_the_archive_job_unimported() -> None:
+    """Everything `run` imports before it serves (bot.cli, bot.app, the listeners) needs only
+    the archive queue and its table; the job (streaming, storage, obstore) is imported where
+    ARCHIVE_URL is set (tests/test_e2e_archive.py runs it in the process)."""
+    code = (
+        "import sys\n"
+        "import bot.cli, bot.app, bot.lifecycle\n"
+        "import handlers.actions, handlers.commands, handlers.home\n"
+        "print(sorted(m for m in sys.modules if m.startswith(('bot.archive.', 'obstore'))))\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60
+    )
+    assert done.stdout.strip() == "['bot.archive.queue', 'bot.archive.records']", done.stdout

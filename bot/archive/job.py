@@ -1,7 +1,7 @@
 """The archive job every replica runs: claim one queued archive, stream it, tell the channels.
 
 Hooked to watching: when the watcher (or recovery) sees an export finished and ARCHIVE_URL is
-set, `enqueue` queues it, once per export whichever replica and however many channels saw it.
+set, `bot.archive.queue` queues it, once per export whichever replica and however many channels saw it.
 `tick` (an APScheduler job, `bot.scheduler.add_archive_job`) claims the oldest queued archive
 with a lease, which a background task renews while the bytes flow; a replica killed mid-stream
 stops renewing, and after its lease expires another replica claims the archive and starts over
@@ -27,6 +27,7 @@ from sqlalchemy.exc import OperationalError
 
 from bot import __version__, audit, messages
 from bot.archive.progress import EditThrottle
+from bot.archive.queue import enqueue_archive
 from bot.archive.records import ArchiveRow, Archives
 from bot.archive.run import Archived, ArchiveRequest, archive_export
 from bot.archive.storage import ArchiveStorage, StorageError
@@ -69,24 +70,6 @@ def open_storage(runtime: Runtime) -> ArchiveStorage:
     return ArchiveStorage(
         s.ARCHIVE_URL, part_size=s.ARCHIVE_PART_MB * 1024 * 1024, concurrency=s.ARCHIVE_CONCURRENCY
     )
-
-
-async def enqueue_archive(runtime: Runtime, export: Export) -> bool:
-    """Queue a finished export's archive when ARCHIVE_URL is set: once per export, whichever
-    replica and however many channels saw it finish. Never raises (the watch goes on; the
-    recovery job queues it again if this failed)."""
-    if not runtime.settings.ARCHIVE_URL or export.state is not ExportState.FINISHED:
-        return False
-    try:
-        queued = await Archives(runtime.store).enqueue(
-            export.gid, organization_gid=export.organization_gid, now=runtime.now()
-        )
-    except Exception as exc:
-        log.warning("could not queue the archive of %s (%s)", export.gid, type(exc).__name__)
-        return False
-    if queued:
-        log.info("archive of export %s queued", export.gid)
-    return queued
 
 
 class Archiver:
