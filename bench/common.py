@@ -184,6 +184,48 @@ def cpu_seconds(pid: int) -> float | None:
     return (int(fields[11]) + int(fields[12])) / ticks  # utime, stime
 
 
+@dataclass(frozen=True)
+class CpuReading:
+    """A process's CPU so far, two ways: /proc/<pid>/stat's user + system ticks (10 ms steps,
+    counting threads that ended) and each live thread's nanoseconds on a CPU (schedstat)."""
+
+    ticks: float
+    #: thread id -> seconds on a CPU; None where the kernel keeps no schedstats.
+    threads: dict[int, float] | None
+
+
+def cpu_reading(pid: int) -> CpuReading | None:
+    """The CPU `pid` has used so far (Linux /proc), or None elsewhere."""
+    ticks = cpu_seconds(pid)
+    if ticks is None:
+        return None
+    threads: dict[int, float] | None = {}
+    try:
+        for tid in os.listdir(f"/proc/{pid}/task"):
+            ns = Path(f"/proc/{pid}/task/{tid}/schedstat").read_text().split()[0]
+            threads[int(tid)] = int(ns) / 1e9
+    except (OSError, IndexError, ValueError):
+        threads = None
+    return CpuReading(ticks, threads)
+
+
+def cpu_between(before: CpuReading, after: CpuReading) -> float:
+    """Seconds of CPU between two readings of one process.
+
+    Exact (nanoseconds, summed over its threads) when no thread ended in between; a thread
+    that ended took its time with it, so then the ticks tell it, to 10 ms. A batch that costs
+    a bare Bolt ack 0.25 s of CPU is measured to within 0.1 % instead of 8 % (user and system
+    ticks are each cut to 10 ms).
+    """
+    if (
+        before.threads is None
+        or after.threads is None
+        or not before.threads.keys() <= after.threads.keys()
+    ):
+        return after.ticks - before.ticks
+    return sum(after.threads.values()) - sum(before.threads.values())
+
+
 def system_busy_seconds() -> float | None:
     """CPU time all processes on the machine have used since boot (Linux /proc/stat)."""
     try:
