@@ -34,6 +34,14 @@ def test_a_collector_found_off_stays_off() -> None:
         gc.unfreeze()
 
 
+def _printed_by(code: str) -> str:
+    """What `code` prints in a fresh interpreter (this one's), stripped."""
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60
+    )
+    return done.stdout.strip()
+
+
 def test_importing_what_run_imports_collects_nothing() -> None:
     """What `run` imports (bot.cli, then bot.app), inside the pause, in a fresh interpreter:
     no collection runs (without the pause about 250 did)."""
@@ -46,10 +54,7 @@ def test_importing_what_run_imports_collects_nothing() -> None:
         "    import bot.cli, bot.app\n"
         "print(len(runs))\n"
     )
-    done = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60
-    )
-    assert done.stdout.strip() == "0"
+    assert _printed_by(code) == "0"
 
 
 def test_run_imports_the_app_with_the_collector_off(
@@ -96,7 +101,4 @@ def test_serving_without_archive_url_leaves_the_archive_job_unimported() -> None
         "import handlers.actions, handlers.commands, handlers.home\n"
         "print(sorted(m for m in sys.modules if m.startswith(('bot.archive.', 'obstore'))))\n"
     )
-    done = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60
-    )
-    assert done.stdout.strip() == "['bot.archive.queue', 'bot.archive.records']", done.stdout
+    assert _printed_by(code) == "['bot.archive.queue', 'bot.archive.records']"
