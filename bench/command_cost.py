@@ -209,8 +209,8 @@ def run(ctx: Context) -> Section:
 
 
 def _rounds_note(cpu: dict[tuple[str, bool], list[float]], bolt: list[float]) -> str:
-    """The judged ratios round by round (each round's batches ran minutes apart from the
-    others'): how far the machine moved them in this run."""
+    """The judged ratios round by round (the rounds follow one another through the run): how
+    far the machine moved them while it ran."""
 
     def ratios(key: tuple[str, bool]) -> str:
         return ", ".join(f"{ours / base:.2f}" for ours, base in zip(cpu[key], bolt, strict=True))

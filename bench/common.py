@@ -212,10 +212,10 @@ def cpu_reading(pid: int) -> CpuReading | None:
 def cpu_between(before: CpuReading, after: CpuReading) -> float:
     """Seconds of CPU between two readings of one process.
 
-    Exact (nanoseconds, summed over its threads) when no thread ended in between; a thread
-    that ended took its time with it, so then the ticks tell it, to 10 ms. A batch that costs
-    a bare Bolt ack 0.25 s of CPU is measured to within 0.1 % instead of 8 % (user and system
-    ticks are each cut to 10 ms).
+    To the nanosecond (summed over its threads) when no thread ended in between; a thread that
+    ended took its time with it, so then the ticks tell it, to 10 ms. User and system ticks are
+    each cut to 10 ms, so a difference of two can be 20 ms off: 8 % of the 0.25 s a batch of a
+    bare Bolt ack's commands costs.
     """
     if (
         before.threads is None

@@ -1,7 +1,8 @@
 """The archive job every replica runs: claim one queued archive, stream it, tell the channels.
 
 Hooked to watching: when the watcher (or recovery) sees an export finished and ARCHIVE_URL is
-set, `bot.archive.queue` queues it, once per export whichever replica and however many channels saw it.
+set, `bot.archive.queue` queues it, once per export whichever replica and however many channels
+saw it; this module is imported only where ARCHIVE_URL is set (`bot.lifecycle`).
 `tick` (an APScheduler job, `bot.scheduler.add_archive_job`) claims the oldest queued archive
 with a lease, which a background task renews while the bytes flow; a replica killed mid-stream
 stops renewing, and after its lease expires another replica claims the archive and starts over
