@@ -56,9 +56,6 @@ WATCHERS = 10_000
 RATIO_TARGET = 1.25
 #: Issue 14: server CPU per command at most this times a bare Bolt ack's.
 BOLT_RATIO_TARGET = 3.0
-#: Batches alternate between the exports and the baselines, so drift hits all alike; each
-#: figure is the median of its rounds' (one round the machine stalled in does not move it).
-ROUNDS = 5
 
 
 def _send(server: Any, slack: Any, gid: str, *, channel: str, user: str) -> str:
@@ -138,12 +135,16 @@ def run(ctx: Context) -> Section:
     from bot.testing.process import BotProcess
 
     n = ctx.pick(smoke=15, full=150)
+    # Batches alternate between the exports and the baselines, so drift hits all alike; each
+    # figure is the median of its rounds' (one round the machine stalled in does not move it).
+    # Smoke runs two: it checks that the benchmark works, not what it measures.
+    rounds = ctx.pick(smoke=2, full=5)
     workdir = ctx.subdir("command_cost")
     with fakes() as (asana, slack):
         far = datetime.now(UTC) + timedelta(hours=1)  # no poll during the measurement
         for gid in (GID_ONE, GID_MANY):
             asana.set_export(gid, "started", organization_name=BENCH_ORG_NAME)
-        first_gids = [str(FIRST_GIDS + k) for k in range(5 + n * ROUNDS)]
+        first_gids = [str(FIRST_GIDS + k) for k in range(5 + n * rounds)]
         for gid in first_gids:
             asana.set_export(gid, "started", organization_name=BENCH_ORG_NAME)
         firsts = iter(first_gids)
@@ -179,7 +180,7 @@ def run(ctx: Context) -> Section:
                 for gid in (GID_ONE, GID_MANY):
                     _batch(bot, slack, gid, n=5, new=True, tag=f"W{gid[-1]}", expect="Watching")
                 _batch(bot, slack, firsts, n=5, new=True, tag="WF", expect="Watching")
-                for r in range(ROUNDS):  # each round measures all three: drift hits them alike
+                for r in range(rounds):  # each round measures all three: drift hits them alike
                     for posts, base in ((0, bare), (FIRST_WATCH_POSTS, posting)):
                         bolt[posts].append(
                             _batch(base, slack, GID_ONE, n=n, new=True, tag=f"B{r}", expect=None)
@@ -199,11 +200,11 @@ def run(ctx: Context) -> Section:
             finally:
                 bot.stop()
     per_new = {
-        gid: {m: k / (n * ROUNDS) for m, k in calls.items()} for gid, calls in new_calls.items()
+        gid: {m: k / (n * rounds) for m, k in calls.items()} for gid, calls in new_calls.items()
     }
     mid = {k: median(v) for k, v in cpu.items()}
     bolt_mid = {k: median(v) for k, v in bolt.items()}
-    section = _section(mid, n, bolt_mid[0], bolt_mid[FIRST_WATCH_POSTS], per_new)
+    section = _section(mid, n, rounds, bolt_mid[0], bolt_mid[FIRST_WATCH_POSTS], per_new)
     section.notes.append(_rounds_note(cpu, bolt[0]))
     return section
 
@@ -216,7 +217,7 @@ def _rounds_note(cpu: dict[tuple[str, bool], list[float]], bolt: list[float]) ->
         return ", ".join(f"{ours / base:.2f}" for ours, base in zip(cpu[key], bolt, strict=True))
 
     return (
-        f"Round by round ({ROUNDS} rounds), the ratio to the bare Bolt ack of the same round: new"
+        f"Round by round ({len(bolt)} rounds), the ratio to the bare Bolt ack of the same round: new"
         f" watch, the export's first channel {ratios((FIRST, True))}; already watching"
         f" {ratios((GID_ONE, False))}. The rows above take the median of each side."
     )
@@ -225,6 +226,7 @@ def _rounds_note(cpu: dict[tuple[str, bool], list[float]], bolt: list[float]) ->
 def _section(
     cpu: dict[tuple[str, bool], float],
     n: int,
+    rounds: int,
     bolt: float,
     bolt_posting: float,
     per_new: dict[str, dict[str, float]],
@@ -292,7 +294,7 @@ def _section(
         " `Store.subscribe` writes them). Signed `/asana-export watch <gid>` commands are sent"
         f" one at a time; the bot's CPU over a batch of {n} commands (/proc: each thread's"
         " nanoseconds on a CPU, summed; 10 ms ticks could be 8 % off a bare ack's batch),"
-        f" divided by {n}, is the figure, the median of {ROUNDS} batches that"
+        f" divided by {n}, is the figure, the median of {rounds} batches that"
         " alternate between the two exports. 'New watch': each command from a channel and a"
         " person not yet watching (fair-use check, Asana lookup, watch caps by COUNT,"
         " subscribe, watcher count by COUNT on a partial index, status card post, card ts"
@@ -304,13 +306,13 @@ def _section(
         " its entries, a residue of well under a millisecond.",
         f"Versus a bare Bolt ack (issue 14, ratio ≤ {BOLT_RATIO_TARGET:g}): the baseline is"
         " `bench.baseline_bolt` (Bolt AsyncApp, ack only) sent the same signed commands one at a"
-        f" time, {ROUNDS} batches of {n} after a warm-up. It runs beside the bot, and each round"
+        f" time, {rounds} batches of {n} after a warm-up. It runs beside the bot, and each round"
         " measures a batch of each (baselines first, then the bot's), so a machine that slows"
         " down or speeds up during the run moves both sides alike. A batch's CPU is read once"
         " the Slack calls it caused have stopped, so audit lines posted after the ack count; a"
         " bare ack makes no Slack call.",
         "New watch, the export's first channel: each command asks for an export nobody watches"
-        f" (a new gid each time, so the store holds {n * ROUNDS:,} more exports by the end),"
+        f" (a new gid each time, so the store holds {n * rounds:,} more exports by the end),"
         " from a new channel: its Slack Web API calls per command: "
         + calls(FIRST)
         + " (the status card, then the audit line in its thread). This is the command's own"
