@@ -231,10 +231,10 @@ class ThreadedSqlite:
         return await self._reader.submit(lambda: self._transaction(work, "DEFERRED"))
 
     def read_here(self, statement: Executable, parameters: Mapping[str, Any]) -> list[Row] | Busy:
-        """`statement`'s rows (`Prepared` once), read on the calling thread without waiting for anything; `BUSY`
-        when SQLite would have had to wait, or refused it otherwise (or the caller is not the
-        thread that made this object), so the caller reads through `run` instead, which waits
-        and reports an error as every read does.
+        """`statement`'s rows (`Prepared` once), read on the calling thread without waiting for
+        anything; `BUSY` when SQLite would have had to wait, or refused it otherwise (or the
+        caller is not the thread that made this object), so the caller reads through `run`
+        instead, which waits and reports an error as every read does.
 
         No BEGIN: one statement is one snapshot already. Nor the file check of `bot.dbfile`
         (a read of a replaced file finds nothing to act on; the writes that follow check)."""

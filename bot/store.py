@@ -790,8 +790,9 @@ class Store:
             return subscription_of(row), True
 
         # Asking again is common: answer it without a write.
-        for row in await self.read_short(_ACTIVE_SUBSCRIPTION, asked):
-            return subscription_of(row), False
+        found = await self.read_short(_ACTIVE_SUBSCRIPTION, asked)
+        if found:
+            return subscription_of(found[0]), False
         try:
             return await self.write(watch)
         except IntegrityError:
