@@ -690,10 +690,18 @@ class Store:
                 return found
         return await self.read(lambda conn: statement_rows(conn, statement, parameters))
 
-    async def write(self, work: Callable[[Connection], T]) -> T:
+    async def write(self, work: Callable[[Connection], T], *, short: bool = False) -> T:
         """`work(conn)` in one write transaction (BEGIN IMMEDIATE on SQLite, see bot.db),
-        committed when it returns and rolled back when it raises."""
+        committed when it returns and rolled back when it raises.
+
+        `short`: a write on a command's path, a few prepared statements (`statement_rows`). On
+        a SQLite file it runs on the event loop's thread unless another connection holds the
+        write lock (`bot.sqlite_thread`, `write_here`); then on the writer thread."""
         if self._threads is not None:
+            if short and not sql_logged():
+                done = self._threads.write_here(work)
+                if not isinstance(done, Busy):
+                    return done
             return await self._threads.run(work, write=True)
         if self._write_queue is None:
             async with self._engine.begin() as conn:
@@ -794,7 +802,7 @@ class Store:
         if found:
             return subscription_of(found[0]), False
         try:
-            return await self.write(watch)
+            return await self.write(watch, short=True)
         except IntegrityError:
             existing = await self.read(active)
             if existing is None:
@@ -873,7 +881,7 @@ class Store:
     async def set_card_ts(self, sub_id: int, ts: str) -> None:
         """Remember the status card's message ts so chat.update can edit it in place."""
         parameters = {"sub_id": sub_id, "ts": ts}
-        await self.write(lambda conn: statement_rows(conn, _SET_CARD_TS, parameters))
+        await self.write(lambda conn: statement_rows(conn, _SET_CARD_TS, parameters), short=True)
 
     async def end_subscription(self, sub_id: int, *, now: datetime, reason: EndReason) -> bool:
         """End one watch (finished, error, channel gone...); False if it had already ended."""

@@ -9,10 +9,11 @@ reads on the loop's own thread that never wait.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import sqlite3
 import threading
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
@@ -23,7 +24,7 @@ from sqlalchemy.engine import Connection
 from bot.db import open_database, thread_engine, upgrade
 from bot.followup_store import _AUDIT_THREADS
 from bot.models import Export, ExportState
-from bot.sqlite_thread import BUSY, ThreadedSqlite, prepared, statement_rows
+from bot.sqlite_thread import BUSY, CHECKPOINT_EVERY, ThreadedSqlite, prepared, statement_rows
 from bot.store import (
     _ACTIVE_SUBSCRIPTION,
     _COUNT_WATCHERS,
@@ -210,6 +211,130 @@ async def test_a_read_here_that_fails_drops_its_connection_and_the_reader_thread
     finally:
         store.close()
         await engine.dispose()
+
+
+# -- short writes on the loop's thread (write_here) -------------------------------------------
+
+
+def _insert(n: int) -> Callable[[Connection], object]:
+    return lambda conn: statement_rows(conn, _INSERT, {"n": n})
+
+
+async def test_a_write_here_commits_on_the_loop_thread_and_rolls_back_what_raises(
+    threads: ThreadedSqlite,
+) -> None:
+    ran_on: list[int] = []
+
+    def insert_one(conn: Connection) -> object:
+        ran_on.append(threading.get_ident())
+        return statement_rows(conn, _INSERT, {"n": 1})
+
+    assert threads.write_here(insert_one) == [(1,)]
+    assert ran_on == [threading.get_ident()]
+    assert await threads.run(_count, write=False) == 1  # committed: the reader thread sees it
+
+    def insert_then_fail(conn: Connection) -> None:
+        statement_rows(conn, _INSERT, {"n": 2})
+        raise RuntimeError("the work failed")
+
+    with pytest.raises(RuntimeError, match="the work failed"):
+        threads.write_here(insert_then_fail)
+    with pytest.raises(sa.exc.IntegrityError, match="UNIQUE"):
+        threads.write_here(_insert(1))
+    assert threads.write_here(_insert(3)) == [(3,)]  # the connection is still usable
+    assert await threads.run(
+        lambda conn: conn.execute(sa.select(_TABLE.c.n)).all(), write=False
+    ) == [
+        (1,),
+        (3,),
+    ]
+
+
+async def test_a_write_here_never_waits_for_the_lock_and_says_busy_when_it_would(
+    threads: ThreadedSqlite, tmp_path: Path
+) -> None:
+    holder = _take_the_write_lock(tmp_path / "bot.db")
+    try:
+        started = time.monotonic()
+        assert threads.write_here(_insert(1)) is BUSY
+        assert time.monotonic() - started < 0.5  # the other connections' busy timeout is 5 s
+    finally:
+        holder.close()
+    assert threads.write_here(_insert(1)) == [(1,)]
+
+
+async def test_a_write_here_from_another_thread_is_not_taken(threads: ThreadedSqlite) -> None:
+    assert _here(threads, _COUNT) == [(0,)]  # this thread owns the connection now
+    found: list[object] = []
+    other = threading.Thread(target=lambda: found.append(threads.write_here(_insert(1))))
+    other.start()
+    other.join()
+    assert found == [BUSY]
+    assert _here(threads, _COUNT) == [(0,)]
+
+
+async def test_a_short_write_sqlite_refuses_waits_in_the_writer_thread_not_the_loop(
+    tmp_path: Path,
+) -> None:
+    """Store.write(short=True) hands a transaction SQLite refused to the writer thread, which
+    waits out the lock while the event loop goes on."""
+    engine = await open_database(f"sqlite:///{tmp_path / 'bot.db'}")
+    store = Store(engine)
+    try:
+        await store.write(lambda conn: _TABLE.create(conn))
+        holder = _take_the_write_lock(tmp_path / "bot.db")
+        threading.Timer(0.3, holder.close).start()
+        ticks = 0
+
+        async def tick() -> None:
+            nonlocal ticks
+            while True:
+                await asyncio.sleep(0.01)
+                ticks += 1
+
+        ticking = asyncio.create_task(tick())
+        assert await store.write(_insert(4), short=True) == [(4,)]
+        ticking.cancel()
+        assert ticks >= 10, "the loop went on while the transaction waited for the lock"
+    finally:
+        store.close()
+        await engine.dispose()
+
+
+_BLOBS = sa.Table(
+    "blobs",
+    sa.MetaData(),
+    sa.Column("n", sa.Integer(), primary_key=True),
+    sa.Column("data", sa.LargeBinary()),
+)
+_INSERT_BLOB = _BLOBS.insert().values(n=sa.bindparam("n"), data=sa.bindparam("data"))
+
+
+def _rows_in_the_database_file(path: Path) -> int:
+    """Rows of `blobs` in the database file itself, as if the WAL were not there: what
+    checkpoints have copied into it."""
+    with contextlib.closing(sqlite3.connect(f"file:{path}?immutable=1", uri=True)) as db:
+        return int(db.execute("SELECT count(*) FROM blobs").fetchone()[0])
+
+
+async def test_writes_here_never_checkpoint_on_the_loop_thread_the_writer_thread_does(
+    threads: ThreadedSqlite, tmp_path: Path
+) -> None:
+    """A checkpoint syncs the file: the loop's thread leaves it to the writer thread, once
+    every CHECKPOINT_EVERY writes, even past SQLite's own threshold of 1000 WAL pages."""
+    path = tmp_path / "bot.db"
+    await threads.run(lambda conn: _BLOBS.create(conn), write=True)
+    with contextlib.closing(sqlite3.connect(path)) as db:
+        db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    blob = b"x" * 80_000  # about 20 pages: the writes below fill well over 1000
+    for n in range(CHECKPOINT_EVERY - 1):
+        threads.write_here(
+            lambda conn, n=n: statement_rows(conn, _INSERT_BLOB, {"n": n, "data": blob})
+        )
+    assert _rows_in_the_database_file(path) == 0
+    threads.write_here(lambda conn: statement_rows(conn, _INSERT_BLOB, {"n": -1, "data": blob}))
+    await threads.run(lambda conn: None, write=True)  # after the checkpoint in the writer's queue
+    assert _rows_in_the_database_file(path) == CHECKPOINT_EVERY
 
 
 # -- statements run on the driver (Prepared, statement_rows) ------------------------------------
