@@ -694,9 +694,10 @@ class Store:
         """`work(conn)` in one write transaction (BEGIN IMMEDIATE on SQLite, see bot.db),
         committed when it returns and rolled back when it raises.
 
-        `short`: a write on a command's path, a few prepared statements (`statement_rows`). On
-        a SQLite file it runs on the event loop's thread unless another connection holds the
-        write lock (`bot.sqlite_thread`, `write_here`); then on the writer thread."""
+        `short`: a write of a few prepared statements (`statement_rows`) on a command's or a
+        poll's path. On a SQLite file it runs on the event loop's thread unless another
+        connection holds the write lock (`bot.sqlite_thread`, `write_here`); then on the
+        writer thread."""
         if self._threads is not None:
             if short and not sql_logged():
                 done = self._threads.write_here(work)
@@ -945,8 +946,11 @@ class Store:
             "organization_name": export.organization_name if export else None,
             "created_at": export.created_at if export else None,
         }
-        row = await self.write(lambda conn: conn.execute(_RECORD_POLL, parameters).first())
-        return row is not None
+        # One prepared statement, run where the poll runs (a short write, see `write`).
+        rows = await self.write(
+            lambda conn: statement_rows(conn, _RECORD_POLL, parameters), short=True
+        )
+        return bool(rows)
 
     async def release(self, gid: str, *, owner: str, next_poll_at: datetime | None) -> bool:
         """Give a claimed export back unpolled (budget empty, Retry-After); poll_count kept."""
