@@ -24,7 +24,8 @@ parameters, their type conversions) and the sqlite3 connection runs it. SQLAlche
 path around a statement (execution context, result object, events) cost several times the
 statement itself in the running bot.
 
-A short write on a command's path (the new watch and its card's ts) can skip it too
+A short write on a command's path (the new watch and its card's ts) or a poll's (its record)
+can skip it too
 (`write_here`): BEGIN IMMEDIATE on that same connection says busy at once when another
 connection holds the write lock, and the transaction goes to the writer thread instead. A new
 watch's two hand-offs to the writer thread were a tenth of its CPU (issue 14, measured); on the
