@@ -263,13 +263,11 @@ class ThreadedSqlite:
 
         No BEGIN: one statement is one snapshot already. Nor the file check of `bot.dbfile`
         (a read of a replaced file finds nothing to act on; the writes that follow check)."""
-        if self._here is None:
-            self._here = self._connect_here()
-        owner, _conn, driver = self._here
-        if owner != threading.get_ident():
+        here = self._owned_here()
+        if here is None:
             return BUSY
         try:
-            return prepared(statement, self._engine.dialect).run(driver, parameters)
+            return prepared(statement, self._engine.dialect).run(here[1], parameters)
         except DBAPIError as exc:
             if not (isinstance(exc, OperationalError) and _busy(exc)):
                 self._drop_here()
@@ -284,15 +282,14 @@ class ThreadedSqlite:
         that made this object), so the caller queues it on the writer thread instead. What
         `work` or SQLite raise is raised, the transaction rolled back, as `run` does.
 
-        For the short writes of a command's path (a few prepared statements): a hand-off to the
-        writer thread cost more than the transaction. This connection never checkpoints the
-        WAL on commit, which syncs the file: every `CHECKPOINT_EVERY` writes here hand a
-        checkpoint to the writer thread."""
-        if self._here is None:
-            self._here = self._connect_here()
-        owner, conn, _driver = self._here
-        if owner != threading.get_ident():
+        For the short writes of a command's or a poll's path (a few prepared statements): a
+        hand-off to the writer thread cost more than the transaction. This connection never
+        checkpoints the WAL on commit, which syncs the file: every `CHECKPOINT_EVERY` writes
+        here hand a checkpoint to the writer thread."""
+        here = self._owned_here()
+        if here is None:
             return BUSY
+        conn = here[0]
         try:
             transaction = conn.begin()
         except OperationalError as exc:
@@ -315,6 +312,14 @@ class ThreadedSqlite:
             self._writes_here = 0
             self._writer.submit(self._checkpoint).add_done_callback(_checkpoint_done)
         return done
+
+    def _owned_here(self) -> tuple[Connection, sqlite3.Connection] | None:
+        """The calling thread's connection for `read_here` and `write_here`, or None when the
+        caller is not the thread that made this object."""
+        if self._here is None:
+            self._here = self._connect_here()
+        owner, conn, driver = self._here
+        return (conn, driver) if owner == threading.get_ident() else None
 
     def _checkpoint(self) -> None:
         """On the writer thread: copy the WAL's pages into the database file (PASSIVE: it

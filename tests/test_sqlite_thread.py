@@ -13,9 +13,10 @@ import contextlib
 import sqlite3
 import threading
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
+from typing import TypeVar
 
 import pytest
 import sqlalchemy as sa
@@ -32,6 +33,8 @@ from bot.store import (
     UTCDateTime,
     subscription_of,
 )
+
+T = TypeVar("T")
 
 _TABLE = sa.Table("scratch", sa.MetaData(), sa.Column("n", sa.Integer(), primary_key=True))
 
@@ -145,6 +148,23 @@ def _take_the_write_lock(path: Path) -> sqlite3.Connection:
     return holder
 
 
+async def _ticking_while(work: Awaitable[T]) -> tuple[T, int]:
+    """`work`'s result, and how often a 10 ms timer fired on the event loop meanwhile."""
+    ticks = 0
+
+    async def tick() -> None:
+        nonlocal ticks
+        while True:
+            await asyncio.sleep(0.01)
+            ticks += 1
+
+    ticking = asyncio.create_task(tick())
+    try:
+        return await work, ticks
+    finally:
+        ticking.cancel()
+
+
 async def test_a_read_here_never_waits_for_a_writer_and_says_busy_when_it_would(
     threads: ThreadedSqlite, tmp_path: Path
 ) -> None:
@@ -171,17 +191,8 @@ async def test_a_short_read_sqlite_refuses_waits_in_the_reader_thread_not_the_lo
         await store.write(lambda conn: _TABLE.create(conn))
         holder = _take_the_write_lock(tmp_path / "bot.db")
         threading.Timer(0.3, holder.close).start()
-        ticks = 0
-
-        async def tick() -> None:
-            nonlocal ticks
-            while True:
-                await asyncio.sleep(0.01)
-                ticks += 1
-
-        ticking = asyncio.create_task(tick())
-        assert await store.read_short(_INSERT, {"n": 3}) == [(3,)]
-        ticking.cancel()
+        rows, ticks = await _ticking_while(store.read_short(_INSERT, {"n": 3}))
+        assert rows == [(3,)]
         assert ticks >= 10, "the loop went on while the statement waited for the lock"
     finally:
         store.close()
@@ -284,17 +295,8 @@ async def test_a_short_write_sqlite_refuses_waits_in_the_writer_thread_not_the_l
         await store.write(lambda conn: _TABLE.create(conn))
         holder = _take_the_write_lock(tmp_path / "bot.db")
         threading.Timer(0.3, holder.close).start()
-        ticks = 0
-
-        async def tick() -> None:
-            nonlocal ticks
-            while True:
-                await asyncio.sleep(0.01)
-                ticks += 1
-
-        ticking = asyncio.create_task(tick())
-        assert await store.write(_insert(4), short=True) == [(4,)]
-        ticking.cancel()
+        rows, ticks = await _ticking_while(store.write(_insert(4), short=True))
+        assert rows == [(4,)]
         assert ticks >= 10, "the loop went on while the transaction waited for the lock"
     finally:
         store.close()
