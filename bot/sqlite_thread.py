@@ -25,13 +25,12 @@ path around a statement (execution context, result object, events) cost several 
 statement itself in the running bot.
 
 A short write on a command's path (the new watch and its card's ts) or a poll's (its record)
-can skip it too
-(`write_here`): BEGIN IMMEDIATE on that same connection says busy at once when another
-connection holds the write lock, and the transaction goes to the writer thread instead. A new
-watch's two hand-offs to the writer thread were a tenth of its CPU (issue 14, measured); on the
-loop's thread each transaction is a few prepared statements, in WAL mode without a sync. A
-writer-thread transaction that starts meanwhile waits for it in SQLite's busy handler (its
-first sleep is a millisecond).
+can skip it too (`write_here`): BEGIN IMMEDIATE on that same connection says busy at once when
+another connection holds the write lock, and the transaction goes to the writer thread instead.
+A new watch's two hand-offs to the writer thread were a tenth of its CPU (issue 14, measured);
+on the loop's thread each transaction is a few prepared statements, in WAL mode without a sync
+(about ten WAL pages for a new watch). A writer-thread transaction that starts meanwhile waits
+for it in SQLite's busy handler (its first sleep is a millisecond).
 """
 
 from __future__ import annotations
@@ -108,8 +107,8 @@ def _settle(future: asyncio.Future[Any], result: Any, error: BaseException | Non
 
 
 #: Writes on the loop's thread (`write_here`) between two WAL checkpoints on the writer thread:
-#: a new watch writes about a dozen pages, so the WAL stays under SQLite's own autocheckpoint
-#: threshold (1000 pages) between them.
+#: a new watch writes about ten pages (measured), so between them the WAL grows by less than
+#: SQLite's own autocheckpoint threshold (1000 pages).
 CHECKPOINT_EVERY = 64
 
 
@@ -121,7 +120,8 @@ def _checkpoint_done(future: asyncio.Future[None]) -> None:
 
 
 class Busy:
-    """What `ThreadedSqlite.read_here` returns instead of waiting (one instance, `BUSY`)."""
+    """What `ThreadedSqlite.read_here` and `write_here` return instead of waiting (one
+    instance, `BUSY`)."""
 
     def __repr__(self) -> str:
         return "BUSY"
