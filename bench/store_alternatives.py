@@ -9,9 +9,9 @@ read), a new watch (`Store.subscribe` of a new channel: the export upsert, the r
 insert), and one poll's store work (`claim_due` of 50, then 50 `record_poll`), per export.
 
 "today" runs the real `bot.store.Store` (on a SQLite file: a transaction is one hand-off to
-its own thread, or none for the short reads and writes of a command's path, SQLAlchemy Core
-on a synchronous connection, see bot.sqlite_thread; until
-issue 14 it was the async engine over aiosqlite, at 2.8/8.6/2.9 ms here). Its SQL is
+its own thread, or none for the short reads and writes of a command's or a poll's path,
+SQLAlchemy Core on a synchronous connection, see bot.sqlite_thread; until issue 14 it was the
+async engine over aiosqlite, at 2.8/8.6/2.9 ms here). Its SQL is
 recorded as it runs (statement, parameters, transaction ends: from SQLAlchemy's events, and
 what the store runs on the sqlite3 connection itself, its BEGIN and prepared statements), and
 "one thread" replays exactly those statements with the stdlib sqlite3 on one connection owned
