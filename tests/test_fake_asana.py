@@ -477,7 +477,7 @@ def test_persistent_delay_hang_and_stop_with_a_hung_request() -> None:
             )
         start = time.monotonic()
         assert _get(fake, "2").status_code == 200  # other gids are not delayed
-        assert time.monotonic() - start < 0.3
+        assert time.monotonic() - start < 5  # not gid 1's 30 s
         fake.set_delay(0.2)
         start = time.monotonic()
         assert _get(fake, "2").status_code == 200

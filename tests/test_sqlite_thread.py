@@ -173,7 +173,7 @@ async def test_a_read_here_never_waits_for_a_writer_and_says_busy_when_it_would(
         started = time.monotonic()
         assert _here(threads, _COUNT) == [(0,)]  # WAL: the writer does not hold readers up
         assert _here(threads, _INSERT, n=5) is BUSY
-        assert time.monotonic() - started < 0.5  # the other connections' busy timeout is 5 s
+        assert time.monotonic() - started < 2.5  # not the other connections' busy timeout, 5 s
     finally:
         holder.close()
     assert _here(threads, _COUNT) == [(0,)]  # nothing was written
@@ -268,7 +268,7 @@ async def test_a_write_here_never_waits_for_the_lock_and_says_busy_when_it_would
     try:
         started = time.monotonic()
         assert threads.write_here(_insert(1)) is BUSY
-        assert time.monotonic() - started < 0.5  # the other connections' busy timeout is 5 s
+        assert time.monotonic() - started < 2.5  # not the other connections' busy timeout, 5 s
     finally:
         holder.close()
     assert threads.write_here(_insert(1)) == [(1,)]
