@@ -31,6 +31,8 @@ SPEC = Path(__file__).parent / "reference" / "asana_oas.organization_exports.yam
 #: The example export in Asana's spec; every static answer is about it.
 EXAMPLE_GID = "12345"
 ASKED_GID = "1200000000000077"
+#: Each running Prism's log, by base URL: Prism logs every request it receives.
+_logs: dict[str, Path] = {}
 
 
 def _prism(tmp_path: Path, *args: str) -> Iterator[str]:
@@ -68,10 +70,6 @@ def _prism(tmp_path: Path, *args: str) -> Iterator[str]:
         del _logs[base_url]
 
 
-#: Each running Prism's log, by base URL: Prism logs every request it receives.
-_logs: dict[str, Path] = {}
-
-
 def requests_for(base_url: str, gid: str) -> int:
     """How many GETs of this export Prism has received (its log line precedes its answer)."""
     line = f"[HTTP SERVER] get /organization_exports/{gid} "
@@ -99,7 +97,8 @@ def checked_once(
     took = time.monotonic() - started
     print(f"check {gid} {' '.join(args)}: exit {result.returncode} in {took:.2f}s")
     print(result.stdout.strip())
-    assert requests_for(base_url, gid) - before == 1, "asked Prism more than once: a retry"
+    asked = requests_for(base_url, gid) - before
+    assert asked == 1, f"Prism got {asked} requests for one check (more than one: a retry)"
     return result
 
 
